@@ -1,0 +1,125 @@
+"""Settings that change a motion result, and the hash that names them.
+
+Every field of :class:`MotionParams` (and the nested :class:`FlowParams`) can change the boxes a
+clip gets, so all of them, plus :data:`ALGORITHM_VERSION`, go into :func:`MotionParams.hash`.
+Limits on input size (:class:`DecodeLimits`) only refuse clips and are not hashed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Bump when the algorithm changes what it outputs for the same settings.
+ALGORITHM_VERSION = 1
+
+FlowBackend = Literal["opencv", "torch"]
+Stopping = Literal["epsilon", "fixed"]
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    """TV-L1 settings; defaults are OpenCV's ``DualTVL1OpticalFlow`` defaults.
+
+    ``stopping="epsilon"`` stops each pair like OpenCV does (per warp, once the squared update
+    falls under ``epsilon² · area``); ``"fixed"`` always runs every iteration and never waits
+    on the host, for graph capture on a GPU. The OpenCV backend only knows ``"epsilon"``.
+    """
+
+    tau: float = 0.25
+    lambda_: float = 0.15
+    theta: float = 0.3
+    scales: int = 5
+    warps: int = 5
+    epsilon: float = 0.01
+    inner_iterations: int = 30
+    outer_iterations: int = 10
+    scale_step: float = 0.8
+    median_filtering: int = 5
+    stopping: Stopping = "epsilon"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.scale_step < 1.0:
+            raise ValueError(f"scale_step must be in (0, 1), got {self.scale_step}")
+        for name in ("scales", "warps", "inner_iterations", "outer_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.median_filtering not in (0, 1, 3, 5):
+            raise ValueError(f"median_filtering must be 0, 1, 3 or 5, got {self.median_filtering}")
+        if self.stopping not in ("epsilon", "fixed"):
+            raise ValueError(f"stopping must be 'epsilon' or 'fixed', got {self.stopping!r}")
+
+
+@dataclass(frozen=True)
+class MotionParams:
+    """Everything that decides a clip's motion boxes.
+
+    Sampling: every ``stride``-th decoded frame, or frames nearest to a target ``fps`` when set;
+    at most ``num_frames`` of them (evenly spread) when set. Frames are resized so the short side
+    is ``short_side`` pixels; boxes are mapped back to source pixels.
+
+    Regions: the motion-boundary map (eq. 1), averaged over ``temporal_window`` neighbouring
+    pairs, is smoothed with a Gaussian of ``sigma`` × short side; its per-frame median is taken
+    as background (camera zoom and rotation leave a constant there); pixels above
+    ``median + max(threshold_abs, threshold_rel · (max − median))`` form regions; the
+    ``regions`` strongest regions (by summed motion) of at least ``min_region`` × frame area give
+    the frame's box. ``border`` × short side at the frame edge is ignored (flow is unreliable
+    where content enters or leaves the frame).
+    """
+
+    short_side: int = 224
+    stride: int = 1
+    fps: float | None = None
+    num_frames: int | None = None
+    backend: FlowBackend = "opencv"
+    flow: FlowParams = field(default_factory=FlowParams)
+    temporal_window: int = 1
+    sigma: float = 0.03
+    threshold_rel: float = 0.3
+    threshold_abs: float = 0.02
+    regions: int = 2
+    min_region: float = 0.002
+    border: float = 0.02
+    fallback_size: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.short_side < 32:
+            raise ValueError(f"short_side must be >= 32, got {self.short_side}")
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.num_frames is not None and self.num_frames < 2:
+            raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
+        if self.backend not in ("opencv", "torch"):
+            raise ValueError(f"backend must be 'opencv' or 'torch', got {self.backend!r}")
+        if self.temporal_window < 1 or self.temporal_window % 2 == 0:
+            raise ValueError(f"temporal_window must be odd and >= 1, got {self.temporal_window}")
+        if self.regions < 1:
+            raise ValueError(f"regions must be >= 1, got {self.regions}")
+        if not 0.0 < self.fallback_size <= 1.0:
+            raise ValueError(f"fallback_size must be in (0, 1], got {self.fallback_size}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Short stable hash of every setting that changes the result, and the algorithm version."""
+        payload = json.dumps(
+            {"algorithm": ALGORITHM_VERSION, **self.to_dict()}, sort_keys=True, default=str
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Hard limits checked from the container header before any frame is decoded."""
+
+    max_bytes: int = 2 * 1024**3
+    max_frames: int = 100_000
+    max_duration_s: float = 3 * 3600.0
+    max_width: int = 7680
+    max_height: int = 4320
