@@ -1,0 +1,23 @@
+"""Optical flow behind one function, two backends: ``opencv`` (the reference) and ``torch``."""
+
+from __future__ import annotations
+
+import torch
+
+from shared.flow.opencv_backend import opencv_tvl1
+from shared.flow.tvl1 import tvl1_flow
+from shared.params import FlowBackend, FlowParams
+
+__all__ = ["optical_flow", "opencv_tvl1", "tvl1_flow"]
+
+
+def optical_flow(
+    i0: torch.Tensor, i1: torch.Tensor, params: FlowParams | None = None, backend: FlowBackend = "opencv"
+) -> torch.Tensor:
+    """TV-L1 flow for a batch of pairs: (B, 1, H, W) gray in [0, 255] → (B, 2, H, W) on i0's device."""
+    params = params or FlowParams()
+    if backend == "opencv":
+        return opencv_tvl1(i0, i1, params)
+    if backend == "torch":
+        return tvl1_flow(i0, i1, params)
+    raise ValueError(f"unknown flow backend {backend!r}; use 'opencv' or 'torch'")

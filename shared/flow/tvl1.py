@@ -1,0 +1,219 @@
+"""Zach–Pock–Bischof TV-L1 optical flow in PyTorch, batched over frame pairs.
+
+A primal–dual solver with coarse-to-fine pyramid and warping that follows OpenCV's
+``DualTVL1OpticalFlow`` step for step (same gradients, bicubic warping with zero border, 5×5
+median filtering at the start of each outer iteration, per-warp epsilon stopping), so that the
+two backends agree to a fraction of a pixel. The same code runs on CPU and CUDA.
+
+Stopping: ``"epsilon"`` freezes each pair on the device once its squared update falls under
+``epsilon² · area`` (OpenCV's rule, per pair) and asks the host once per outer iteration whether
+all pairs have stopped; ``"fixed"`` runs every iteration and never syncs, so a CUDA graph can
+replay it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from shared.params import FlowParams
+
+_FLT_EPSILON = float(torch.finfo(torch.float32).eps)
+_MIN_SIDE = 16  # OpenCV stops adding pyramid levels below 16 pixels
+
+
+def _check_pair(i0: torch.Tensor, i1: torch.Tensor) -> None:
+    if i0.ndim != 4 or i0.shape[1] != 1:
+        raise ValueError(f"expected i0 of shape (B, 1, H, W), got {tuple(i0.shape)}")
+    if i1.shape != i0.shape:
+        raise ValueError(f"i0 and i1 differ in shape: {tuple(i0.shape)} vs {tuple(i1.shape)}")
+    if min(i0.shape[-2:]) < 3:
+        raise ValueError(f"frames must be at least 3x3 pixels, got {tuple(i0.shape[-2:])}")
+
+
+def _sample_grid(
+    xs: torch.Tensor, ys: torch.Tensor, width: int, height: int
+) -> torch.Tensor:
+    """Pixel coordinates → grid_sample's normalised grid (align_corners=True)."""
+    gx = xs * (2.0 / max(width - 1, 1)) - 1.0
+    gy = ys * (2.0 / max(height - 1, 1)) - 1.0
+    return torch.stack((gx, gy), dim=-1)
+
+
+def resize_linear(x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]) -> torch.Tensor:
+    """OpenCV ``INTER_LINEAR`` resize: dst pixel d samples src at (d + 0.5) / scale − 0.5, clamped."""
+    height, width = x.shape[-2:]
+    out_h, out_w = size
+    dev = x.device
+    ys = ((torch.arange(out_h, device=dev, dtype=torch.float32) + 0.5) / scale[0] - 0.5).clamp(
+        0, height - 1
+    )
+    xs = ((torch.arange(out_w, device=dev, dtype=torch.float32) + 0.5) / scale[1] - 0.5).clamp(
+        0, width - 1
+    )
+    grid = _sample_grid(xs[None, :].expand(out_h, -1), ys[:, None].expand(-1, out_w), width, height)
+    grid = grid.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def centered_gradient(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → (B, 2C, H, W): [d/dx of each channel, d/dy of each channel], half-differences
+    with replicated borders (OpenCV's ``centeredGradient``)."""
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    dx = 0.5 * (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2])
+    dy = 0.5 * (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1])
+    return torch.cat((dx, dy), dim=1)
+
+
+def forward_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences, zero on the last column/row (OpenCV's ``forwardGradient``)."""
+    dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+    dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    return dx, dy
+
+
+def divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Backward-difference divergence, treating values before the first column/row as zero."""
+    return (
+        px - F.pad(px[..., :, :-1], (1, 0, 0, 0)) + py - F.pad(py[..., :-1, :], (0, 0, 1, 0))
+    )
+
+
+def median_blur5(x: torch.Tensor, ksize: int = 5) -> torch.Tensor:
+    """Per-channel ksize×ksize median with replicated borders (OpenCV's ``medianBlur``)."""
+    b, c, h, w = x.shape
+    r = ksize // 2
+    padded = F.pad(x.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate")
+    patches = F.unfold(padded, ksize)  # (B*C, k*k, H*W)
+    return patches.median(dim=1).values.reshape(b, c, h, w)
+
+
+def warp_bicubic(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample x at (px + u, py + v) with bicubic (a = −0.75) taps, zero outside (OpenCV ``remap``
+    with ``INTER_CUBIC`` and a constant 0 border)."""
+    _, _, h, w = x.shape
+    ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
+    xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
+    grid = _sample_grid(xs + flow[:, 0], ys + flow[:, 1], w, h)  # (B, H, W, 2)
+    return F.grid_sample(x, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
+
+
+def pyramid_sizes(height: int, width: int, scales: int, step: float) -> list[tuple[int, int]]:
+    """Level sizes, finest first, as OpenCV builds them (rounded, stop under 16 px)."""
+    sizes = [(height, width)]
+    for _ in range(1, scales):
+        h, w = round(sizes[-1][0] * step), round(sizes[-1][1] * step)
+        if h < _MIN_SIDE or w < _MIN_SIDE:
+            break
+        sizes.append((h, w))
+    return sizes
+
+
+class _Warp:
+    """What one warp holds fixed: the warped target's gradient and the linearised data term."""
+
+    def __init__(self, i0: torch.Tensor, i1_stack: torch.Tensor, u: torch.Tensor) -> None:
+        warped = warp_bicubic(i1_stack, u)  # (B, 3, H, W): I1, dI1/dx, dI1/dy at x + u
+        self.grad_i = warped[:, 1:3]  # (B, 2, H, W)
+        self.grad_sq = (self.grad_i * self.grad_i).sum(1, keepdim=True)  # (B, 1, H, W)
+        self.rho_c = warped[:, :1] - (self.grad_i * u).sum(1, keepdim=True) - i0
+
+
+def _iterate(
+    u: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
+    warp: _Warp,
+    l_t: float,
+    theta: float,
+    taut: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One primal–dual iteration for both flow components. Returns u, px, py and the squared
+    update per pair (B,)."""
+    rho = warp.rho_c + (warp.grad_i * u).sum(1, keepdim=True)  # (B, 1, H, W)
+    bound = l_t * warp.grad_sq
+    step = torch.where(
+        rho < -bound,
+        l_t,
+        torch.where(
+            rho > bound,
+            -l_t,
+            torch.where(warp.grad_sq > _FLT_EPSILON, -rho / warp.grad_sq.clamp_min(_FLT_EPSILON), 0.0),
+        ),
+    )
+    v = u + step * warp.grad_i  # thresholding step TH
+    u_new = v + theta * divergence(px, py)  # (B, 2, H, W)
+    error = (u_new - u).square().sum(dim=(1, 2, 3))  # (B,)
+    ux, uy = forward_gradient(u_new)
+    norm = 1.0 + taut * torch.sqrt(ux * ux + uy * uy)
+    px = (px + taut * ux) / norm
+    py = (py + taut * uy) / norm
+    return u_new, px, py, error
+
+
+def _solve_scale(
+    i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, params: FlowParams
+) -> torch.Tensor:
+    """TV-L1 at one pyramid level, starting from flow u. (B, 1, H, W) images, (B, 2, H, W) flow."""
+    height, width = i0.shape[-2:]
+    scaled_eps = params.epsilon**2 * height * width
+    l_t = params.lambda_ * params.theta
+    taut = params.tau / params.theta
+    epsilon_mode = params.stopping == "epsilon"
+    i1_stack = torch.cat((i1, centered_gradient(i1)), dim=1)  # (B, 3, H, W)
+    px = torch.zeros_like(u)  # dual variables: (p11, p21) and (p12, p22)
+    py = torch.zeros_like(u)
+    for _ in range(params.warps):
+        warp = _Warp(i0, i1_stack, u)
+        active = torch.ones(u.shape[0], 1, 1, 1, dtype=torch.bool, device=u.device)
+        for outer in range(params.outer_iterations):
+            if epsilon_mode and outer > 0 and not bool(active.any()):
+                break  # the one host sync per outer iteration
+            if params.median_filtering > 1:
+                filtered = median_blur5(u, params.median_filtering)
+                u = torch.where(active, filtered, u) if epsilon_mode else filtered
+            for _ in range(params.inner_iterations):
+                u_new, px_new, py_new, error = _iterate(u, px, py, warp, l_t, params.theta, taut)
+                if epsilon_mode:
+                    u = torch.where(active, u_new, u)
+                    px = torch.where(active, px_new, px)
+                    py = torch.where(active, py_new, py)
+                    active = active & (error > scaled_eps).view(-1, 1, 1, 1)
+                else:
+                    u, px, py = u_new, px_new, py_new
+    return u
+
+
+def tvl1_flow(i0: torch.Tensor, i1: torch.Tensor, params: FlowParams | None = None) -> torch.Tensor:
+    """TV-L1 optical flow from i0 to i1.
+
+    Args:
+        i0, i1: (B, 1, H, W) gray images in [0, 255] (float; uint8 values as OpenCV sees them).
+        params: solver settings; OpenCV's defaults when None.
+
+    Returns:
+        (B, 2, H, W) float32 flow (u: x displacement, v: y displacement) in pixels, such that
+        i1(x + u, y + v) ≈ i0(x, y).
+    """
+    params = params or FlowParams()
+    _check_pair(i0, i1)
+    i0 = i0.to(torch.float32)
+    i1 = i1.to(torch.float32)
+    height, width = i0.shape[-2:]
+    sizes = pyramid_sizes(height, width, params.scales, params.scale_step)
+    step = (params.scale_step, params.scale_step)
+    i0s, i1s = [i0], [i1]
+    for size in sizes[1:]:
+        i0s.append(resize_linear(i0s[-1], size, step))
+        i1s.append(resize_linear(i1s[-1], size, step))
+    coarse_h, coarse_w = sizes[-1]
+    u = i0.new_zeros(i0.shape[0], 2, coarse_h, coarse_w)
+    for level in range(len(sizes) - 1, -1, -1):
+        u = _solve_scale(i0s[level], i1s[level], u, params)
+        if level == 0:
+            break
+        fine_h, fine_w = sizes[level - 1]
+        u = resize_linear(u, (fine_h, fine_w), (fine_h / coarse_h, fine_w / coarse_w))
+        u = u * (1.0 / params.scale_step)
+        coarse_h, coarse_w = fine_h, fine_w
+    return u
