@@ -1,4 +1,4 @@
-"""The box record: the one format the CLI prints, the API returns, the cache stores and training reads.
+"""The box record: what the CLI prints, the API returns, the cache stores and training reads.
 
 ``{schema, video, params, width, height, fps, frame_indices, frames, clip_box, fallback}``.
 Boxes are ``[x1, y1, x2, y2]`` integer pixels of the *source* video, x2/y2 exclusive.
@@ -40,7 +40,9 @@ class BoxRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BoxRecord:
         if data.get("schema") != SCHEMA:
-            raise ValueError(f"unknown box record schema {data.get('schema')!r}, expected {SCHEMA!r}")
+            raise ValueError(
+                f"unknown box record schema {data.get('schema')!r}, expected {SCHEMA!r}"
+            )
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         missing = set(cls.__dataclass_fields__) - set(fields)
         if missing:

@@ -8,13 +8,16 @@ from shared.flow.opencv_backend import opencv_tvl1
 from shared.flow.tvl1 import tvl1_flow
 from shared.params import FlowBackend, FlowParams
 
-__all__ = ["optical_flow", "opencv_tvl1", "tvl1_flow"]
+__all__ = ["opencv_tvl1", "optical_flow", "tvl1_flow"]
 
 
 def optical_flow(
-    i0: torch.Tensor, i1: torch.Tensor, params: FlowParams | None = None, backend: FlowBackend = "opencv"
+    i0: torch.Tensor,
+    i1: torch.Tensor,
+    params: FlowParams | None = None,
+    backend: FlowBackend = "opencv",
 ) -> torch.Tensor:
-    """TV-L1 flow for a batch of pairs: (B, 1, H, W) gray in [0, 255] → (B, 2, H, W) on i0's device."""
+    """TV-L1 flow for a batch of pairs: (B, 1, H, W) gray in [0, 255] → (B, 2, H, W) (u, v)."""
     params = params or FlowParams()
     if backend == "opencv":
         return opencv_tvl1(i0, i1, params)

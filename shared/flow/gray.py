@@ -1,4 +1,4 @@
-"""RGB → gray exactly as OpenCV's ``COLOR_RGB2GRAY`` on uint8, so both flow backends see equal input."""
+"""RGB → gray exactly as OpenCV's ``COLOR_RGB2GRAY`` on uint8: both flow backends see one input."""
 
 from __future__ import annotations
 

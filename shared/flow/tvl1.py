@@ -31,17 +31,17 @@ def _check_pair(i0: torch.Tensor, i1: torch.Tensor) -> None:
         raise ValueError(f"frames must be at least 3x3 pixels, got {tuple(i0.shape[-2:])}")
 
 
-def _sample_grid(
-    xs: torch.Tensor, ys: torch.Tensor, width: int, height: int
-) -> torch.Tensor:
+def _sample_grid(xs: torch.Tensor, ys: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Pixel coordinates → grid_sample's normalised grid (align_corners=True)."""
     gx = xs * (2.0 / max(width - 1, 1)) - 1.0
     gy = ys * (2.0 / max(height - 1, 1)) - 1.0
     return torch.stack((gx, gy), dim=-1)
 
 
-def resize_linear(x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]) -> torch.Tensor:
-    """OpenCV ``INTER_LINEAR`` resize: dst pixel d samples src at (d + 0.5) / scale − 0.5, clamped."""
+def resize_linear(
+    x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]
+) -> torch.Tensor:
+    """OpenCV ``INTER_LINEAR`` resize: dst pixel d samples src at (d + 0.5) / scale − 0.5."""
     height, width = x.shape[-2:]
     out_h, out_w = size
     dev = x.device
@@ -74,9 +74,7 @@ def forward_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     """Backward-difference divergence, treating values before the first column/row as zero."""
-    return (
-        px - F.pad(px[..., :, :-1], (1, 0, 0, 0)) + py - F.pad(py[..., :-1, :], (0, 0, 1, 0))
-    )
+    return px - F.pad(px[..., :, :-1], (1, 0, 0, 0)) + py - F.pad(py[..., :-1, :], (0, 0, 1, 0))
 
 
 def median_blur5(x: torch.Tensor, ksize: int = 5) -> torch.Tensor:
@@ -138,7 +136,9 @@ def _iterate(
         torch.where(
             rho > bound,
             -l_t,
-            torch.where(warp.grad_sq > _FLT_EPSILON, -rho / warp.grad_sq.clamp_min(_FLT_EPSILON), 0.0),
+            torch.where(
+                warp.grad_sq > _FLT_EPSILON, -rho / warp.grad_sq.clamp_min(_FLT_EPSILON), 0.0
+            ),
         ),
     )
     v = u + step * warp.grad_i  # thresholding step TH

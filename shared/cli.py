@@ -1,0 +1,196 @@
+"""The ``mofo`` command line. Data goes to stdout, messages and progress to stderr; the exit code
+is non-zero when any clip failed (the others still complete)."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shared.errors import MofoError
+from shared.params import DecodeLimits, FlowParams, MotionParams
+
+app = typer.Typer(
+    help="MOFO: motion boxes from TV-L1 motion boundaries.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+EXIT_CLIP_FAILED = 1
+EXIT_USAGE = 2
+
+
+class Backend(StrEnum):
+    auto = "auto"
+    opencv = "opencv"
+    torch = "torch"
+
+
+class Stopping(StrEnum):
+    epsilon = "epsilon"
+    fixed = "fixed"
+
+
+def sample_clip() -> Path:
+    """The bundled sample clip (a synthetic scene with two movers and a static prop)."""
+    return Path(str(resources.files("shared") / "data" / "sample.mp4"))
+
+
+def output_path(template: Path, clip: str, several: bool) -> Path:
+    """Where a clip's preview or strip goes: ``{stem}`` in the name is replaced by the clip's stem;
+    with several clips and no ``{stem}``, ``-<stem>`` is added before the suffix."""
+    stem = Path(clip).stem
+    if "{stem}" in template.name:
+        return template.with_name(template.name.replace("{stem}", stem))
+    if several:
+        return template.with_name(f"{template.stem}-{stem}{template.suffix}")
+    return template
+
+
+def _sampled_fps(fps: float, frame_indices: list[int]) -> float:
+    """Playback rate of the kept frames, so a preview lasts as long as the clip."""
+    span = frame_indices[-1] - frame_indices[0]
+    return fps * (len(frame_indices) - 1) / span if span > 0 else fps
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.callback()
+def main() -> None:
+    """MOFO motion boxes, service, workers and training."""
+
+
+@app.command()
+def sample() -> None:
+    """Print the path of the bundled sample clip."""
+    typer.echo(str(sample_clip()))
+
+
+@app.command()
+def boxes(
+    clips: Annotated[list[str], typer.Argument(help="Video files.", show_default=False)],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One box record (JSON) per clip and line on stdout.")
+    ] = False,
+    preview: Annotated[
+        Path | None, typer.Option(help="Write the clip with its boxes drawn: OUT.gif or OUT.mp4.")
+    ] = None,
+    motion_map: Annotated[
+        Path | None, typer.Option(help="Write a PNG strip of frames above their motion maps.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    backend: Annotated[
+        Backend, typer.Option(help="TV-L1 backend; auto = torch on CUDA, opencv on CPU.")
+    ] = Backend.auto,
+    short_side: Annotated[int, typer.Option(help="Working size: short side in pixels.")] = 224,
+    stride: Annotated[int, typer.Option(help="Keep every N-th frame.")] = 1,
+    fps: Annotated[
+        float | None, typer.Option(help="Keep frames nearest to this rate (overrides --stride).")
+    ] = None,
+    num_frames: Annotated[
+        int | None, typer.Option(help="At most this many frames, spread evenly.")
+    ] = None,
+    stopping: Annotated[
+        Stopping, typer.Option(help="TV-L1 stopping: OpenCV's epsilon rule, or all iterations.")
+    ] = Stopping.epsilon,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Frame pairs per flow batch (default 8 CPU, 32 CUDA).")
+    ] = None,
+    max_frames: Annotated[int, typer.Option(help="Refuse clips with more frames.")] = (
+        DecodeLimits.max_frames
+    ),
+    max_duration: Annotated[float, typer.Option(help="Refuse clips longer (s).")] = (
+        DecodeLimits.max_duration_s
+    ),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Find the motion boxes of one or more clips."""
+    # Imported here so that `mofo --help` stays fast.
+    from shared.pipeline import analyse_clip, default_backend, resolve_device
+    from shared.render import write_motion_map, write_preview
+
+    try:
+        dev = resolve_device(device)
+        chosen = default_backend(dev) if backend is Backend.auto else backend.value
+        params = MotionParams(
+            short_side=short_side,
+            stride=stride,
+            fps=fps,
+            num_frames=num_frames,
+            backend=chosen,
+            flow=FlowParams(stopping=stopping.value),
+        )
+        limits = DecodeLimits(max_frames=max_frames, max_duration_s=max_duration)
+    except (MofoError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if chosen == "opencv" and stopping is Stopping.fixed:
+        raise _fail("--stopping fixed needs --backend torch (OpenCV only stops on epsilon)")
+    for out, suffixes in ((preview, (".gif", ".mp4")), (motion_map, (".png",))):
+        if out is not None and out.suffix.lower() not in suffixes:
+            raise _fail(f"{out}: must end in {' or '.join(suffixes)}")
+
+    several = len(clips) > 1
+    failed = 0
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not several,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("motion boxes", total=len(clips))
+        for clip in clips:
+            progress.update(task, description=os.path.basename(clip))
+            try:
+                result = analyse_clip(clip, params, limits, dev)
+                work = result.clip.frames
+                if preview is not None:
+                    write_preview(
+                        output_path(preview, clip, several),
+                        work,
+                        result.analysis.boxes,
+                        fps=_sampled_fps(result.record.fps, result.record.frame_indices),
+                        fallback=result.analysis.fallback,
+                    )
+                if motion_map is not None:
+                    write_motion_map(
+                        output_path(motion_map, clip, several),
+                        work,
+                        result.analysis.motion,
+                        result.analysis.boxes,
+                        fallback=result.analysis.fallback,
+                    )
+            except MofoError as exc:
+                failed += 1
+                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            except (OSError, ValueError) as exc:
+                failed += 1
+                err.print(f"[bold red]error:[/] {clip}: {exc}", highlight=False)
+            else:
+                rec = result.record
+                if json_out:
+                    typer.echo(rec.to_json())
+                else:
+                    note = "  (no motion: centre fallback)" if rec.fallback else ""
+                    typer.echo(
+                        f"{rec.video}\t{rec.width}x{rec.height}\t{len(rec.frames)} frames"
+                        f"\tclip_box={rec.clip_box}{note}"
+                    )
+            progress.advance(task)
+    if failed:
+        err.print(f"{failed} of {len(clips)} clips failed", highlight=False)
+        raise typer.Exit(EXIT_CLIP_FAILED)

@@ -1,0 +1,421 @@
+"""Open clips safely with PyAV: check header limits first, then decode and sample frames.
+
+Every failure caused by the input becomes a :class:`~shared.errors.ClipError` subclass with a
+one-line message that starts with the clip's name (file basename, or ``<upload>`` for bytes), so
+callers can show it as-is; no PyAV/FFmpeg exception type escapes this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import av
+import av.container
+import av.video
+import numpy as np
+
+from shared.errors import ClipError, ClipTooLarge, ClipTooShort, NotAVideo
+from shared.params import DecodeLimits, MotionParams
+
+# FFmpeg logs through Python's logging (stderr by default); our errors carry what matters.
+av.logging.set_level(av.logging.PANIC)
+
+Source = str | os.PathLike | bytes | BinaryIO
+
+UPLOAD_NAME = "<upload>"
+
+# Shared defaults (both dataclasses are frozen, so sharing one instance is safe).
+_DEFAULT_PARAMS = MotionParams()
+_DEFAULT_LIMITS = DecodeLimits()
+
+# Demuxers that read single pictures; FFmpeg happily presents a PNG as a one-frame "video".
+_IMAGE_DEMUXERS = frozenset({"image2", "image2pipe"})
+# Still-image codecs: a stream of one such frame is a picture, whatever the container.
+_IMAGE_CODECS = frozenset({"png", "mjpeg", "bmp", "webp", "tiff", "jpeg2000", "jpegls", "qoi"})
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container header says about the first video stream.
+
+    ``frame_count`` is the header's count, else ``round(duration_s * fps)``, else 0 (unknown);
+    ``duration_s`` and ``fps`` are 0.0 when the header does not say.
+    """
+
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration_s: float
+    codec: str
+    size_bytes: int
+
+
+@dataclass
+class Clip:
+    """Sampled frames of a clip at working size, with where each came from."""
+
+    frames: np.ndarray  # (T, h, w, 3) uint8 RGB, C-contiguous
+    frame_indices: list[int]  # 0-based index of each kept frame among all decoded frames
+    info: VideoInfo
+
+
+@dataclass
+class _Input:
+    """A resolved source: its display name, byte size, and something PyAV can reopen."""
+
+    name: str
+    size: int
+    target: str | BinaryIO
+    start: int = 0
+
+    def open(self) -> av.container.InputContainer:
+        """Open a fresh input container; maps open-time FFmpeg errors to ClipErrors."""
+        if not isinstance(self.target, str):
+            self.target.seek(self.start)
+        try:
+            return av.open(self.target, mode="r")
+        except FileNotFoundError as e:  # av.error.FileNotFoundError subclasses this
+            raise ClipError(f"{self.name}: no such file: {self.target}") from e
+        except PermissionError as e:
+            raise ClipError(f"{self.name}: cannot read file: permission denied") from e
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise NotAVideo(f"{self.name}: is not a readable video ({_reason(e)})") from e
+
+
+def _reason(error: BaseException) -> str:
+    """One-line cause of an FFmpeg error: its errno text plus FFmpeg's last log line."""
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    log = getattr(error, "log", None)
+    if isinstance(log, tuple) and len(log) == 3 and log[2]:
+        text = f"{text}: {str(log[2]).strip()}"
+    return " ".join(str(text).split())
+
+
+def _resolve(source: Source, limits: DecodeLimits) -> _Input:
+    """Name and size a source, and refuse empty or oversized inputs without opening them."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        inp = _Input(UPLOAD_NAME, len(data), io.BytesIO(data))
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fsdecode(os.fspath(source))
+        name = os.path.basename(path.rstrip("/\\")) or path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as e:
+            raise ClipError(f"{name}: no such file: {path}") from e
+        except OSError as e:
+            raise ClipError(f"{name}: cannot read file: {e.strerror or e}") from e
+        if stat.S_ISDIR(st.st_mode):
+            raise ClipError(f"{name}: is a directory, not a video file: {path}")
+        inp = _Input(name, st.st_size, path)
+    elif hasattr(source, "read"):
+        raw_name = getattr(source, "name", None)
+        name = os.path.basename(raw_name) if isinstance(raw_name, str) else UPLOAD_NAME
+        seekable = getattr(source, "seekable", lambda: False)()
+        if seekable:
+            start = source.tell()
+            size = source.seek(0, io.SEEK_END) - start
+            source.seek(start)
+            inp = _Input(name, size, source, start)
+        else:  # read it once (at most one byte past the limit) so it can be opened twice
+            data = source.read(limits.max_bytes + 1)
+            inp = _Input(name, len(data), io.BytesIO(data))
+    else:
+        raise TypeError(f"expected a path, bytes or a binary file object, got {type(source)!r}")
+    if inp.size == 0:
+        raise NotAVideo(f"{inp.name}: is empty (0 bytes)")
+    if inp.size > limits.max_bytes:
+        raise ClipTooLarge(
+            f"{inp.name}: size {inp.size} bytes exceeds the limit {limits.max_bytes} bytes"
+        )
+    return inp
+
+
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """First video stream that is not cover art (an attached picture)."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _is_image(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> bool:
+    """True for pictures that FFmpeg opens as one-frame video (PNG, JPEG, ...)."""
+    formats = set(container.format.name.split(","))
+    if formats & _IMAGE_DEMUXERS or any(f.endswith("_pipe") for f in formats):
+        return True
+    return stream.codec_context.name in _IMAGE_CODECS and stream.frames == 1
+
+
+def _header_info(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, size: int
+) -> VideoInfo:
+    """VideoInfo from stream/container metadata only; nothing is decoded."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate and rate > 0 else 0.0
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    elif stream.frames and fps:
+        duration = stream.frames / fps
+    else:
+        duration = 0.0
+    if stream.frames and stream.frames > 0:
+        frame_count = int(stream.frames)
+    elif duration and fps:
+        frame_count = round(duration * fps)
+    else:
+        frame_count = 0
+    return VideoInfo(
+        width=int(stream.codec_context.width),
+        height=int(stream.codec_context.height),
+        fps=fps,
+        frame_count=frame_count,
+        duration_s=max(duration, 0.0),
+        codec=stream.codec_context.name,
+        size_bytes=size,
+    )
+
+
+def _check_limits(name: str, info: VideoInfo, limits: DecodeLimits) -> None:
+    """Raise ClipTooLarge when header values exceed a limit."""
+    if info.width > limits.max_width or info.height > limits.max_height:
+        raise ClipTooLarge(
+            f"{name}: resolution {info.width}x{info.height} exceeds the limit "
+            f"{limits.max_width}x{limits.max_height}"
+        )
+    if info.duration_s > limits.max_duration_s:
+        raise ClipTooLarge(
+            f"{name}: duration {info.duration_s:g} s exceeds the limit {limits.max_duration_s:g} s"
+        )
+    if info.frame_count > limits.max_frames:
+        raise ClipTooLarge(
+            f"{name}: frame count {info.frame_count} exceeds the limit {limits.max_frames}"
+        )
+
+
+def _probe_input(inp: _Input, limits: DecodeLimits) -> VideoInfo:
+    """Open, classify and check a resolved input from its header."""
+    with inp.open() as container:
+        stream = _video_stream(container)
+        if stream is None:
+            raise NotAVideo(f"{inp.name}: has no video stream")
+        if _is_image(container, stream):
+            raise NotAVideo(f"{inp.name}: is an image, not a video")
+        info = _header_info(container, stream, inp.size)
+    if info.width <= 0 or info.height <= 0:
+        raise NotAVideo(f"{inp.name}: video stream has no frame size (unsupported codec?)")
+    _check_limits(inp.name, info, limits)
+    return info
+
+
+def probe(source: Source, limits: DecodeLimits = _DEFAULT_LIMITS) -> VideoInfo:
+    """Read a clip's header and enforce ``limits`` without decoding any frame."""
+    return _probe_input(_resolve(source, limits), limits)
+
+
+def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(w, h) with the short side at ``short_side`` and the aspect ratio kept.
+
+    Both sides are rounded to the nearest even number (halves round up), so an odd
+    ``short_side`` becomes the next even one. Smaller sources are scaled up, so every clip is
+    processed at the same working resolution.
+    """
+    if width <= 0 or height <= 0 or short_side <= 0:
+        raise ValueError(f"sizes must be positive, got {width}x{height}, short side {short_side}")
+
+    def even(x: float) -> int:
+        return max(2, 2 * math.floor(x / 2 + 0.5))
+
+    if width <= height:
+        return even(short_side), even(height * short_side / width)
+    return even(width * short_side / height), even(short_side)
+
+
+def _times(raw: list[float | None], fps: float) -> np.ndarray:
+    """Frame times from the start of the clip; index/fps when any timestamp is missing."""
+    if not raw:
+        return np.zeros(0)
+    if any(t is None for t in raw):
+        return np.arange(len(raw)) / (fps or 25.0)
+    t = np.asarray(raw, dtype=np.float64)
+    return t - t[0]
+
+
+def _nearest_to_rate(times: np.ndarray, fps: float, source_fps: float) -> list[int]:
+    """Indices of the frames nearest to 0, 1/fps, 2/fps, ... (ties go to the earlier frame).
+
+    Targets run up to the end of the last frame; a frame nearest to several targets is kept
+    once, so there are never more indices than frames.
+    """
+    n = len(times)
+    if n <= 1:
+        return list(range(n))
+    steps = np.diff(times)
+    step = float(np.median(steps)) if np.median(steps) > 0 else 1.0 / (source_fps or 25.0)
+    end = float(times[-1]) + step
+    targets = np.arange(math.ceil(end * fps - 1e-9)) / fps
+    after = np.clip(np.searchsorted(times, targets), 1, n - 1)
+    before = after - 1
+    pick_after = (times[after] - targets) < (targets - times[before]) - 1e-9
+    return sorted(set(np.where(pick_after, after, before).tolist()))
+
+
+def _plan(times: np.ndarray, params: MotionParams, source_fps: float) -> list[int]:
+    """Which of ``len(times)`` frames to keep: by stride or target fps, then at most num_frames."""
+    if params.fps is not None:
+        kept = _nearest_to_rate(times, params.fps, source_fps)
+    else:
+        kept = list(range(0, len(times), params.stride))
+    if params.num_frames is not None and params.num_frames < len(kept):
+        positions = np.round(np.linspace(0, len(kept) - 1, params.num_frames)).astype(int)
+        kept = [kept[p] for p in positions]
+    return kept
+
+
+def _too_many_frames(name: str, count: int, info: VideoInfo, limits: DecodeLimits) -> ClipTooLarge:
+    said = f"header said {info.frame_count}" if info.frame_count else "header gave no count"
+    return ClipTooLarge(
+        f"{name}: more than {limits.max_frames} frames found ({said}), "
+        f"exceeds the limit {limits.max_frames}"
+    )
+
+
+def _scan_times(inp: _Input, info: VideoInfo, limits: DecodeLimits) -> np.ndarray:
+    """Presentation times of all frames from packet timestamps, without decoding."""
+    raw: list[float | None] = []
+    with inp.open() as container:
+        stream = _video_stream(container)
+        assert stream is not None  # probe checked
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                raw.append(None if packet.pts is None else float(packet.pts * stream.time_base))
+                if len(raw) > limits.max_frames:
+                    raise _too_many_frames(inp.name, len(raw), info, limits)
+        except av.FFmpegError:
+            pass  # truncated or corrupt: decoding will find out, and the plan is redone
+    if all(t is not None for t in raw):
+        raw.sort()
+    return _times(raw, info.fps)
+
+
+class _Frames:
+    """Decoded frames of a stream in order; a mid-stream error ends it and is kept in ``error``."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.video.VideoStream):
+        self.container = container
+        self.stream = stream
+        self.error: av.FFmpegError | None = None
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
+        codec = self.stream.codec_context
+        try:
+            for packet in self.container.demux(self.stream):
+                yield from codec.decode(packet)
+        except av.FFmpegError as e:
+            self.error = e
+            with contextlib.suppress(av.FFmpegError):  # frames inside the decoder are still good
+                yield from codec.decode(None)
+
+
+@dataclass
+class _Decoded:
+    kept: dict[int, np.ndarray]
+    times: np.ndarray
+    count: int
+    error: av.FFmpegError | None
+
+
+def _decode(
+    inp: _Input,
+    info: VideoInfo,
+    limits: DecodeLimits,
+    size: tuple[int, int],
+    keep: Callable[[int], bool],
+) -> _Decoded:
+    """Decode every frame, resizing and storing those ``keep`` accepts; enforce frame limits."""
+    w, h = size
+    shrink = w <= info.width and h <= info.height
+    interpolation = "AREA" if shrink else "BILINEAR"
+    kept: dict[int, np.ndarray] = {}
+    raw: list[float | None] = []
+    with inp.open() as container:
+        stream = _video_stream(container)
+        assert stream is not None  # probe checked
+        stream.thread_type = "AUTO"
+        frames = _Frames(container, stream)
+        try:
+            for index, frame in enumerate(frames):
+                if index >= limits.max_frames:
+                    raise _too_many_frames(inp.name, index + 1, info, limits)
+                if frame.width > limits.max_width or frame.height > limits.max_height:
+                    raise ClipTooLarge(
+                        f"{inp.name}: frame {index} is {frame.width}x{frame.height}, exceeds "
+                        f"the limit {limits.max_width}x{limits.max_height}"
+                    )
+                raw.append(frame.time)
+                if keep(index):
+                    rgb = frame.reformat(
+                        width=w, height=h, format="rgb24", interpolation=interpolation
+                    )
+                    kept[index] = rgb.to_ndarray()
+        except av.FFmpegError as e:  # e.g. reformat of a broken frame
+            frames.error = e
+    return _Decoded(kept, _times(raw, info.fps), len(raw), frames.error)
+
+
+def read_clip(
+    source: Source,
+    params: MotionParams = _DEFAULT_PARAMS,
+    limits: DecodeLimits = _DEFAULT_LIMITS,
+) -> Clip:
+    """Decode a clip's first video stream and sample frames at working size.
+
+    Limits are checked from the header before decoding, and the frame limit again while
+    decoding. Sampling keeps every ``params.stride``-th frame, or when ``params.fps`` is set
+    (it then overrides stride) the frames nearest to 0, 1/fps, 2/fps, ... seconds; then at
+    most ``params.num_frames`` of those, evenly spread. A stream that breaks mid-way keeps the
+    frames decoded before the break.
+    """
+    inp = _resolve(source, limits)
+    info = _probe_input(inp, limits)
+    size = working_size(info.width, info.height, params.short_side)
+
+    if params.fps is None and params.num_frames is None:
+        stride = params.stride
+        decoded = _decode(inp, info, limits, size, lambda i: i % stride == 0)
+        indices = sorted(decoded.kept)
+    else:
+        # Plan from packet timestamps so only the chosen frames are resized and held.
+        wanted = set(_plan(_scan_times(inp, info, limits), params, info.fps))
+        decoded = _decode(inp, info, limits, size, wanted.__contains__)
+        indices = _plan(decoded.times, params, info.fps)
+        if not set(indices) <= decoded.kept.keys():  # packets and frames disagreed: redo
+            redo = set(indices)
+            decoded = _decode(inp, info, limits, size, redo.__contains__)
+            indices = [i for i in indices if i in decoded.kept]
+
+    if decoded.count == 0 or (decoded.error is not None and decoded.count < 2):
+        why = _reason(decoded.error) if decoded.error else "no frame could be decoded"
+        raise NotAVideo(f"{inp.name}: is corrupt or truncated: {why}")
+    if len(indices) < 2:
+        if decoded.count < 2:
+            plural = "frame" if decoded.count == 1 else "frames"
+            raise ClipTooShort(f"{inp.name}: has {decoded.count} {plural}; motion needs at least 2")
+        raise ClipTooShort(
+            f"{inp.name}: sampling keeps {len(indices)} of {decoded.count} frames; "
+            "motion needs at least 2"
+        )
+    frames = np.stack([decoded.kept[i] for i in indices])
+    return Clip(frames=np.ascontiguousarray(frames), frame_indices=indices, info=info)
