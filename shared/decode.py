@@ -76,18 +76,28 @@ class _Input:
     target: str | BinaryIO
     start: int = 0
 
-    def open(self) -> av.container.InputContainer:
-        """Open a fresh input container; maps open-time FFmpeg errors to ClipErrors."""
+    @contextlib.contextmanager
+    def open(self) -> Iterator[av.container.InputContainer]:
+        """Open a fresh input container, mapping open-time FFmpeg errors to ClipErrors.
+
+        File objects are rewound to where they started, before and after.
+        """
         if not isinstance(self.target, str):
             self.target.seek(self.start)
         try:
-            return av.open(self.target, mode="r")
+            container = av.open(self.target, mode="r")
         except FileNotFoundError as e:  # av.error.FileNotFoundError subclasses this
             raise ClipError(f"{self.name}: no such file: {self.target}") from e
         except PermissionError as e:
             raise ClipError(f"{self.name}: cannot read file: permission denied") from e
         except (av.FFmpegError, OSError, ValueError) as e:
             raise NotAVideo(f"{self.name}: is not a readable video ({_reason(e)})") from e
+        try:
+            with container:
+                yield container
+        finally:
+            if not isinstance(self.target, str):
+                self.target.seek(self.start)
 
 
 def _reason(error: BaseException) -> str:
@@ -97,6 +107,19 @@ def _reason(error: BaseException) -> str:
     if isinstance(log, tuple) and len(log) == 3 and log[2]:
         text = f"{text}: {str(log[2]).strip()}"
     return " ".join(str(text).split())
+
+
+def _read_at_most(stream: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes from a stream, looping over short reads (pipes, sockets)."""
+    chunks: list[bytes] = []
+    left = n
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _resolve(source: Source, limits: DecodeLimits) -> _Input:
@@ -122,11 +145,12 @@ def _resolve(source: Source, limits: DecodeLimits) -> _Input:
         seekable = getattr(source, "seekable", lambda: False)()
         if seekable:
             start = source.tell()
-            size = source.seek(0, io.SEEK_END) - start
+            source.seek(0, io.SEEK_END)
+            size = source.tell() - start
             source.seek(start)
             inp = _Input(name, size, source, start)
         else:  # read it once (at most one byte past the limit) so it can be opened twice
-            data = source.read(limits.max_bytes + 1)
+            data = _read_at_most(source, limits.max_bytes + 1)
             inp = _Input(name, len(data), io.BytesIO(data))
     else:
         raise TypeError(f"expected a path, bytes or a binary file object, got {type(source)!r}")
@@ -282,7 +306,8 @@ def _plan(times: np.ndarray, params: MotionParams, source_fps: float) -> list[in
     return kept
 
 
-def _too_many_frames(name: str, count: int, info: VideoInfo, limits: DecodeLimits) -> ClipTooLarge:
+def _too_many_frames(name: str, info: VideoInfo, limits: DecodeLimits) -> ClipTooLarge:
+    """The error for a stream found to hold more frames than ``limits.max_frames``."""
     said = f"header said {info.frame_count}" if info.frame_count else "header gave no count"
     return ClipTooLarge(
         f"{name}: more than {limits.max_frames} frames found ({said}), "
@@ -302,7 +327,7 @@ def _scan_times(inp: _Input, info: VideoInfo, limits: DecodeLimits) -> np.ndarra
                     continue
                 raw.append(None if packet.pts is None else float(packet.pts * stream.time_base))
                 if len(raw) > limits.max_frames:
-                    raise _too_many_frames(inp.name, len(raw), info, limits)
+                    raise _too_many_frames(inp.name, info, limits)
         except av.FFmpegError:
             pass  # truncated or corrupt: decoding will find out, and the plan is redone
     if all(t is not None for t in raw):
@@ -358,7 +383,7 @@ def _decode(
         try:
             for index, frame in enumerate(frames):
                 if index >= limits.max_frames:
-                    raise _too_many_frames(inp.name, index + 1, info, limits)
+                    raise _too_many_frames(inp.name, info, limits)
                 if frame.width > limits.max_width or frame.height > limits.max_height:
                     raise ClipTooLarge(
                         f"{inp.name}: frame {index} is {frame.width}x{frame.height}, exceeds "

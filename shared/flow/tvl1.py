@@ -13,6 +13,8 @@ replay it.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 
@@ -107,89 +109,155 @@ def pyramid_sizes(height: int, width: int, scales: int, step: float) -> list[tup
     return sizes
 
 
-class _Warp:
-    """What one warp holds fixed: the warped target's gradient and the linearised data term."""
-
-    def __init__(self, i0: torch.Tensor, i1_stack: torch.Tensor, u: torch.Tensor) -> None:
-        warped = warp_bicubic(i1_stack, u)  # (B, 3, H, W): I1, dI1/dx, dI1/dy at x + u
-        self.grad_i = warped[:, 1:3]  # (B, 2, H, W)
-        self.grad_sq = (self.grad_i * self.grad_i).sum(1, keepdim=True)  # (B, 1, H, W)
-        self.rho_c = warped[:, :1] - (self.grad_i * u).sum(1, keepdim=True) - i0
-
-
 def _iterate(
     u: torch.Tensor,
     px: torch.Tensor,
     py: torch.Tensor,
-    warp: _Warp,
-    l_t: float,
-    theta: float,
-    taut: float,
+    grad_i: torch.Tensor,
+    grad_sq: torch.Tensor,
+    rho_c: torch.Tensor,
+    coef: tuple[float, float, float],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One primal–dual iteration for both flow components. Returns u, px, py and the squared
-    update per pair (B,)."""
-    rho = warp.rho_c + (warp.grad_i * u).sum(1, keepdim=True)  # (B, 1, H, W)
-    bound = l_t * warp.grad_sq
+    """One primal–dual iteration for both flow components.
+
+    u, px, py, grad_i: (B, 2, H, W); grad_sq, rho_c: (B, 1, H, W); coef: (λθ, θ, τ/θ).
+    Returns the new u, px, py and each pair's squared update (B,).
+    """
+    l_t, theta, taut = coef
+    rho = rho_c + (grad_i * u).sum(1, keepdim=True)  # (B, 1, H, W)
+    bound = l_t * grad_sq
     step = torch.where(
         rho < -bound,
         l_t,
         torch.where(
             rho > bound,
             -l_t,
-            torch.where(
-                warp.grad_sq > _FLT_EPSILON, -rho / warp.grad_sq.clamp_min(_FLT_EPSILON), 0.0
-            ),
+            torch.where(grad_sq > _FLT_EPSILON, -rho / grad_sq.clamp_min(_FLT_EPSILON), 0.0),
         ),
     )
-    v = u + step * warp.grad_i  # thresholding step TH
+    v = u + step * grad_i  # thresholding step TH
     u_new = v + theta * divergence(px, py)  # (B, 2, H, W)
     error = (u_new - u).square().sum(dim=(1, 2, 3))  # (B,)
     ux, uy = forward_gradient(u_new)
     norm = 1.0 + taut * torch.sqrt(ux * ux + uy * uy)
-    px = (px + taut * ux) / norm
-    py = (py + taut * uy) / norm
-    return u_new, px, py, error
+    return u_new, (px + taut * ux) / norm, (py + taut * uy) / norm, error
 
 
-def _solve_scale(
-    i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, params: FlowParams
-) -> torch.Tensor:
-    """TV-L1 at one pyramid level, starting from flow u. (B, 1, H, W) images, (B, 2, H, W) flow."""
-    height, width = i0.shape[-2:]
-    scaled_eps = params.epsilon**2 * height * width
-    l_t = params.lambda_ * params.theta
-    taut = params.tau / params.theta
-    epsilon_mode = params.stopping == "epsilon"
-    i1_stack = torch.cat((i1, centered_gradient(i1)), dim=1)  # (B, 3, H, W)
-    px = torch.zeros_like(u)  # dual variables: (p11, p21) and (p12, p22)
-    py = torch.zeros_like(u)
-    for _ in range(params.warps):
-        warp = _Warp(i0, i1_stack, u)
-        active = torch.ones(u.shape[0], 1, 1, 1, dtype=torch.bool, device=u.device)
-        for outer in range(params.outer_iterations):
-            if epsilon_mode and outer > 0 and not bool(active.any()):
-                break  # the one host sync per outer iteration
-            if params.median_filtering > 1:
-                filtered = median_blur5(u, params.median_filtering)
-                u = torch.where(active, filtered, u) if epsilon_mode else filtered
-            for _ in range(params.inner_iterations):
-                u_new, px_new, py_new, error = _iterate(u, px, py, warp, l_t, params.theta, taut)
-                if epsilon_mode:
-                    u = torch.where(active, u_new, u)
-                    px = torch.where(active, px_new, px)
-                    py = torch.where(active, py_new, py)
-                    active = active & (error > scaled_eps).view(-1, 1, 1, 1)
+class _ScaleSolver:
+    """The state of one pyramid level, held in fixed buffers so an outer iteration (median filter
+    plus the inner iterations) can be captured once as a CUDA graph and replayed."""
+
+    def __init__(
+        self, batch: int, height: int, width: int, params: FlowParams, device: torch.device
+    ) -> None:
+        def buf(channels: int) -> torch.Tensor:
+            return torch.zeros(batch, channels, height, width, device=device)
+
+        self.params = params
+        self.u, self.px, self.py, self.grad_i = buf(2), buf(2), buf(2), buf(2)
+        self.grad_sq, self.rho_c = buf(1), buf(1)
+        self.active = torch.ones(batch, 1, 1, 1, dtype=torch.bool, device=device)
+        self.scaled_eps = params.epsilon**2 * height * width
+        self.coef = (params.lambda_ * params.theta, params.theta, params.tau / params.theta)
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def capture(self) -> None:
+        """Record one outer iteration as a CUDA graph (after a warm-up on a side stream)."""
+        stream = torch.cuda.Stream(self.u.device)
+        stream.wait_stream(torch.cuda.current_stream(self.u.device))
+        with torch.cuda.stream(stream):
+            self._outer_iteration()
+        torch.cuda.current_stream(self.u.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._outer_iteration()
+
+    def _outer_iteration(self) -> None:
+        params = self.params
+        gate = params.stopping == "epsilon"
+        u, px, py, active = self.u, self.px, self.py, self.active
+        if params.median_filtering > 1:
+            filtered = median_blur5(u, params.median_filtering)
+            u = torch.where(active, filtered, u) if gate else filtered
+        for _ in range(params.inner_iterations):
+            u_new, px_new, py_new, error = _iterate(
+                u, px, py, self.grad_i, self.grad_sq, self.rho_c, self.coef
+            )
+            if gate:  # frozen pairs keep their state, as if their loop had ended
+                u = torch.where(active, u_new, u)
+                px = torch.where(active, px_new, px)
+                py = torch.where(active, py_new, py)
+                active = active & (error > self.scaled_eps).view(-1, 1, 1, 1)
+            else:
+                u, px, py = u_new, px_new, py_new
+        self.u.copy_(u)
+        self.px.copy_(px)
+        self.py.copy_(py)
+        self.active.copy_(active)
+
+    def solve(self, i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """TV-L1 at this level from the initial flow u; returns the refined flow (a new tensor)."""
+        params = self.params
+        self.u.copy_(u)
+        self.px.zero_()
+        self.py.zero_()
+        i1_stack = torch.cat((i1, centered_gradient(i1)), dim=1)  # (B, 3, H, W)
+        for _ in range(params.warps):
+            warped = warp_bicubic(i1_stack, self.u)  # I1, dI1/dx, dI1/dy at x + u
+            grad_i = warped[:, 1:3]
+            self.grad_i.copy_(grad_i)
+            self.grad_sq.copy_((grad_i * grad_i).sum(1, keepdim=True))
+            self.rho_c.copy_(warped[:, :1] - (grad_i * self.u).sum(1, keepdim=True) - i0)
+            self.active.fill_(True)
+            for outer in range(params.outer_iterations):
+                if params.stopping == "epsilon" and outer > 0 and not bool(self.active.any()):
+                    break  # the one host sync per outer iteration; "fixed" never syncs
+                if self.graph is not None:
+                    self.graph.replay()
                 else:
-                    u, px, py = u_new, px_new, py_new
-    return u
+                    self._outer_iteration()
+        return self.u.clone()
 
 
-def tvl1_flow(i0: torch.Tensor, i1: torch.Tensor, params: FlowParams | None = None) -> torch.Tensor:
+# Captured graphs, keyed by shape, device and settings; a few levels × batch shapes in practice.
+_GRAPHS: OrderedDict[tuple, _ScaleSolver] = OrderedDict()
+_MAX_GRAPHS = 64
+
+
+def clear_graph_cache() -> None:
+    """Free the captured CUDA graphs and their buffers."""
+    _GRAPHS.clear()
+
+
+def _solver(
+    batch: int, height: int, width: int, params: FlowParams, device: torch.device, graphs: bool
+) -> _ScaleSolver:
+    if not graphs:
+        return _ScaleSolver(batch, height, width, params, device)
+    key = (batch, height, width, params, str(device))
+    solver = _GRAPHS.get(key)
+    if solver is None:
+        solver = _ScaleSolver(batch, height, width, params, device)
+        solver.capture()
+        _GRAPHS[key] = solver
+        while len(_GRAPHS) > _MAX_GRAPHS:
+            _GRAPHS.popitem(last=False)
+    _GRAPHS.move_to_end(key)
+    return solver
+
+
+def tvl1_flow(
+    i0: torch.Tensor,
+    i1: torch.Tensor,
+    params: FlowParams | None = None,
+    cuda_graphs: bool | None = None,
+) -> torch.Tensor:
     """TV-L1 optical flow from i0 to i1.
 
     Args:
         i0, i1: (B, 1, H, W) gray images in [0, 255] (float; uint8 values as OpenCV sees them).
         params: solver settings; OpenCV's defaults when None.
+        cuda_graphs: replay each level's outer iteration as a CUDA graph (default: on CUDA).
 
     Returns:
         (B, 2, H, W) float32 flow (u: x displacement, v: y displacement) in pixels, such that
@@ -197,9 +265,13 @@ def tvl1_flow(i0: torch.Tensor, i1: torch.Tensor, params: FlowParams | None = No
     """
     params = params or FlowParams()
     _check_pair(i0, i1)
+    if cuda_graphs is None:
+        cuda_graphs = i0.is_cuda
+    if cuda_graphs and not i0.is_cuda:
+        raise ValueError("cuda_graphs needs CUDA tensors")
     i0 = i0.to(torch.float32)
     i1 = i1.to(torch.float32)
-    height, width = i0.shape[-2:]
+    batch, _, height, width = i0.shape
     sizes = pyramid_sizes(height, width, params.scales, params.scale_step)
     step = (params.scale_step, params.scale_step)
     i0s, i1s = [i0], [i1]
@@ -207,13 +279,14 @@ def tvl1_flow(i0: torch.Tensor, i1: torch.Tensor, params: FlowParams | None = No
         i0s.append(resize_linear(i0s[-1], size, step))
         i1s.append(resize_linear(i1s[-1], size, step))
     coarse_h, coarse_w = sizes[-1]
-    u = i0.new_zeros(i0.shape[0], 2, coarse_h, coarse_w)
+    u = i0.new_zeros(batch, 2, coarse_h, coarse_w)
     for level in range(len(sizes) - 1, -1, -1):
-        u = _solve_scale(i0s[level], i1s[level], u, params)
+        h, w = sizes[level]
+        solver = _solver(batch, h, w, params, i0.device, cuda_graphs)
+        u = solver.solve(i0s[level], i1s[level], u)
         if level == 0:
             break
         fine_h, fine_w = sizes[level - 1]
-        u = resize_linear(u, (fine_h, fine_w), (fine_h / coarse_h, fine_w / coarse_w))
+        u = resize_linear(u, (fine_h, fine_w), (fine_h / h, fine_w / w))
         u = u * (1.0 / params.scale_step)
-        coarse_h, coarse_w = fine_h, fine_w
     return u
