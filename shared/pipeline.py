@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from shared.decode import Clip, Source, read_clip
 from shared.errors import DeviceError
 from shared.flow import optical_flow
 from shared.flow.gray import rgb_to_gray
@@ -27,6 +27,9 @@ from shared.regions import (
     suppress_border,
     threshold_masks,
 )
+
+if TYPE_CHECKING:  # decoding (PyAV) is imported only when a clip is decoded
+    from shared.decode import Clip, Source
 
 # Pairs per flow batch: enough to keep a GPU busy, few enough for CPU memory.
 DEFAULT_BATCH = {"cpu": 8, "cuda": 32}
@@ -194,6 +197,8 @@ def analyse_clip(
     batch_size: int | None = None,
 ) -> ClipResult:
     """Decode a clip, find its motion boxes and build its box record (source pixels)."""
+    from shared.decode import read_clip
+
     params = params or MotionParams()
     limits = limits or DecodeLimits()
     t0 = time.perf_counter()

@@ -143,12 +143,57 @@ def _iterate(
     return u_new, (px + taut * ux) / norm, (py + taut * uy) / norm, error
 
 
+def _step(
+    u: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
+    active: torch.Tensor,
+    grad_i: torch.Tensor,
+    grad_sq: torch.Tensor,
+    rho_c: torch.Tensor,
+    coef: tuple[float, float, float],
+    scaled_eps: float,
+    gate: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One inner iteration; with ``gate``, pairs already converged (``active`` false, (B,1,1,1))
+    keep their state, as if their loop had ended, and pairs whose update fell under
+    ``scaled_eps`` stop after this one."""
+    u_new, px_new, py_new, error = _iterate(u, px, py, grad_i, grad_sq, rho_c, coef)
+    if not gate:
+        return u_new, px_new, py_new, active
+    return (
+        torch.where(active, u_new, u),
+        torch.where(active, px_new, px),
+        torch.where(active, py_new, py),
+        active & (error > scaled_eps).view(-1, 1, 1, 1),
+    )
+
+
+_compiled_step = None
+
+
+def _get_step(compile_step: bool):
+    """The inner step, eager or fused by ``torch.compile`` (compiled once, dynamic shapes)."""
+    global _compiled_step
+    if not compile_step:
+        return _step
+    if _compiled_step is None:
+        _compiled_step = torch.compile(_step, dynamic=True, fullgraph=True)
+    return _compiled_step
+
+
 class _ScaleSolver:
     """The state of one pyramid level, held in fixed buffers so an outer iteration (median filter
     plus the inner iterations) can be captured once as a CUDA graph and replayed."""
 
     def __init__(
-        self, batch: int, height: int, width: int, params: FlowParams, device: torch.device
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        params: FlowParams,
+        device: torch.device,
+        compile_step: bool = False,
     ) -> None:
         def buf(channels: int) -> torch.Tensor:
             return torch.zeros(batch, channels, height, width, device=device)
@@ -160,6 +205,7 @@ class _ScaleSolver:
         self.scaled_eps = params.epsilon**2 * height * width
         self.coef = (params.lambda_ * params.theta, params.theta, params.tau / params.theta)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.step = _get_step(compile_step)
 
     def capture(self) -> None:
         """Record one outer iteration as a CUDA graph (after a warm-up on a side stream)."""
@@ -180,16 +226,10 @@ class _ScaleSolver:
             filtered = median_blur5(u, params.median_filtering)
             u = torch.where(active, filtered, u) if gate else filtered
         for _ in range(params.inner_iterations):
-            u_new, px_new, py_new, error = _iterate(
-                u, px, py, self.grad_i, self.grad_sq, self.rho_c, self.coef
-            )
-            if gate:  # frozen pairs keep their state, as if their loop had ended
-                u = torch.where(active, u_new, u)
-                px = torch.where(active, px_new, px)
-                py = torch.where(active, py_new, py)
-                active = active & (error > self.scaled_eps).view(-1, 1, 1, 1)
-            else:
-                u, px, py = u_new, px_new, py_new
+            u, px, py, active = self.step(
+                u, px, py, active, self.grad_i, self.grad_sq, self.rho_c, self.coef,
+                self.scaled_eps, gate,
+            )  # fmt: skip
         self.u.copy_(u)
         self.px.copy_(px)
         self.py.copy_(py)
@@ -230,14 +270,20 @@ def clear_graph_cache() -> None:
 
 
 def _solver(
-    batch: int, height: int, width: int, params: FlowParams, device: torch.device, graphs: bool
+    batch: int,
+    height: int,
+    width: int,
+    params: FlowParams,
+    device: torch.device,
+    graphs: bool,
+    compile_step: bool,
 ) -> _ScaleSolver:
     if not graphs:
-        return _ScaleSolver(batch, height, width, params, device)
-    key = (batch, height, width, params, str(device))
+        return _ScaleSolver(batch, height, width, params, device, compile_step)
+    key = (batch, height, width, params, str(device), compile_step)
     solver = _GRAPHS.get(key)
     if solver is None:
-        solver = _ScaleSolver(batch, height, width, params, device)
+        solver = _ScaleSolver(batch, height, width, params, device, compile_step)
         solver.capture()
         _GRAPHS[key] = solver
         while len(_GRAPHS) > _MAX_GRAPHS:
@@ -251,6 +297,7 @@ def tvl1_flow(
     i1: torch.Tensor,
     params: FlowParams | None = None,
     cuda_graphs: bool | None = None,
+    compile: bool = False,
 ) -> torch.Tensor:
     """TV-L1 optical flow from i0 to i1.
 
@@ -258,6 +305,7 @@ def tvl1_flow(
         i0, i1: (B, 1, H, W) gray images in [0, 255] (float; uint8 values as OpenCV sees them).
         params: solver settings; OpenCV's defaults when None.
         cuda_graphs: replay each level's outer iteration as a CUDA graph (default: on CUDA).
+        compile: fuse the inner iteration with ``torch.compile`` (costs a one-off compile).
 
     Returns:
         (B, 2, H, W) float32 flow (u: x displacement, v: y displacement) in pixels, such that
@@ -282,7 +330,7 @@ def tvl1_flow(
     u = i0.new_zeros(batch, 2, coarse_h, coarse_w)
     for level in range(len(sizes) - 1, -1, -1):
         h, w = sizes[level]
-        solver = _solver(batch, h, w, params, i0.device, cuda_graphs)
+        solver = _solver(batch, h, w, params, i0.device, cuda_graphs, compile)
         u = solver.solve(i0s[level], i1s[level], u)
         if level == 0:
             break
