@@ -105,7 +105,7 @@ def boxes(
         Stopping, typer.Option(help="TV-L1 stopping: OpenCV's epsilon rule, or all iterations.")
     ] = Stopping.epsilon,
     batch_size: Annotated[
-        int | None, typer.Option(help="Frame pairs per flow batch (default 8 CPU, 32 CUDA).")
+        int | None, typer.Option(help="Frame pairs per flow batch (default 8 CPU, 16 CUDA).")
     ] = None,
     max_frames: Annotated[int, typer.Option(help="Refuse clips with more frames.")] = (
         DecodeLimits.max_frames

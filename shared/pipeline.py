@@ -31,8 +31,9 @@ from shared.regions import (
 if TYPE_CHECKING:  # decoding (PyAV) is imported only when a clip is decoded
     from shared.decode import Clip, Source
 
-# Pairs per flow batch: enough to keep a GPU busy, few enough for CPU memory.
-DEFAULT_BATCH = {"cpu": 8, "cuda": 32}
+# Pairs per flow batch. On an H200, 16 gave the most pairs/s with epsilon stopping (a batch runs
+# until its slowest pair converges, so larger batches wait more); see BENCHMARKS.md.
+DEFAULT_BATCH = {"cpu": 8, "cuda": 16}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -22,5 +22,6 @@ def optical_flow(
     if backend == "opencv":
         return opencv_tvl1(i0, i1, params)
     if backend == "torch":
-        return tvl1_flow(i0, i1, params)
+        # On CUDA: fused step + graph replay, the fastest variant measured (BENCHMARKS.md).
+        return tvl1_flow(i0, i1, params, compile=i0.is_cuda)
     raise ValueError(f"unknown flow backend {backend!r}; use 'opencv' or 'torch'")

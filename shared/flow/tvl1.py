@@ -178,6 +178,8 @@ def _get_step(compile_step: bool):
     if not compile_step:
         return _step
     if _compiled_step is None:
+        # one specialisation per pyramid level shape × batch × stopping: allow plenty
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
         _compiled_step = torch.compile(_step, dynamic=True, fullgraph=True)
     return _compiled_step
 

@@ -1,0 +1,243 @@
+"""Tests for the ``mofo`` command line, run as real processes (the console script next to the
+interpreter), on tiny clips at ``--short-side 32`` so each run stays within a few seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests import badclips
+
+MOFO = Path(sys.executable).with_name("mofo")
+RECORD_KEYS = {
+    "schema",
+    "video",
+    "params",
+    "width",
+    "height",
+    "fps",
+    "frame_indices",
+    "frames",
+    "clip_box",
+    "fallback",
+}
+FAST = ["--short-side", "32"]
+
+
+def mofo(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``mofo ARGS`` with a plain environment (no forced colours or terminal width)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR")}
+    return subprocess.run(
+        [str(MOFO), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def check_clean_failure(run: subprocess.CompletedProcess[str], code: int) -> None:
+    assert run.returncode == code, run.stderr
+    assert "error:" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two valid 96×64 mp4s of a moving textured square: 6 and 5 frames."""
+    d = tmp_path_factory.mktemp("clips")
+    return badclips.small_clip(d, frames=6), badclips.small_clip(d, frames=5)
+
+
+def check_record(rec: dict, path: Path, frames: int) -> None:
+    assert set(rec) == RECORD_KEYS
+    assert rec["schema"] == "mofo.box/1"
+    assert rec["video"] == str(path)
+    assert (rec["width"], rec["height"]) == (96, 64)
+    assert rec["fps"] == pytest.approx(25.0)
+    assert rec["frame_indices"] == list(range(frames))
+    assert len(rec["frames"]) == frames
+    assert isinstance(rec["params"], str) and len(rec["params"]) == 16
+    assert isinstance(rec["fallback"], bool)
+    for box in [*rec["frames"], rec["clip_box"]]:
+        x1, y1, x2, y2 = box
+        assert 0 <= x1 < x2 <= 96
+        assert 0 <= y1 < y2 <= 64
+
+
+# --------------------------------------------------------------------------- good runs
+
+
+def test_json_one_line_per_clip(clips: tuple[Path, Path]) -> None:
+    run = mofo("boxes", clips[0], "--json", *FAST)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stdout.endswith("\n")
+    (rec,) = records(run.stdout)
+    check_record(rec, clips[0], 6)
+    assert rec["fallback"] is False
+
+
+def test_two_clips_two_lines_in_order(clips: tuple[Path, Path]) -> None:
+    run = mofo("boxes", clips[1], clips[0], "--json", *FAST, "--quiet")
+    assert run.returncode == 0, run.stderr
+    first, second = records(run.stdout)
+    check_record(first, clips[1], 5)
+    check_record(second, clips[0], 6)
+    assert first["params"] == second["params"]
+
+
+def test_plain_output(clips: tuple[Path, Path]) -> None:
+    run = mofo("boxes", clips[0], *FAST)
+    assert run.returncode == 0, run.stderr
+    (line,) = run.stdout.splitlines()
+    assert line.split("\t")[:3] == [str(clips[0]), "96x64", "6 frames"]
+    assert "clip_box=[" in line
+
+
+def test_preview_and_motion_map_files(clips: tuple[Path, Path], tmp_path: Path) -> None:
+    gif, png = tmp_path / "out.gif", tmp_path / "out.png"
+    run = mofo("boxes", clips[0], "--json", *FAST, "--preview", gif, "--motion-map", png)
+    assert run.returncode == 0, run.stderr
+    assert len(records(run.stdout)) == 1
+    with Image.open(gif) as im:
+        assert im.format == "GIF"
+        assert im.n_frames == 6
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+        assert im.width > 0 and im.height > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gif", "out.png"]
+
+
+def test_two_clips_name_their_outputs(clips: tuple[Path, Path], tmp_path: Path) -> None:
+    gif, png = tmp_path / "out.gif", tmp_path / "m.png"
+    run = mofo("boxes", *clips, *FAST, "--preview", gif, "--motion-map", png)
+    assert run.returncode == 0, run.stderr
+    stems = [c.stem for c in clips]
+    expected = sorted([*(f"out-{s}.gif" for s in stems), *(f"m-{s}.png" for s in stems)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected
+    for path in tmp_path.iterdir():
+        with Image.open(path) as im:
+            assert im.format == ("GIF" if path.suffix == ".gif" else "PNG")
+
+
+# --------------------------------------------------------------------------- bad clips
+
+
+def text_file(d: Path) -> Path:
+    path = d / "notes.txt"
+    path.write_text("hello, this is not a video\n")
+    return path
+
+
+def missing(d: Path) -> Path:
+    return d / "missing.mp4"
+
+
+BAD = {
+    "empty": badclips.empty_file,
+    "random": badclips.random_bytes,
+    "png": badclips.image_file,
+    "text": text_file,
+    "missing": missing,
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_bad_clip_fails_cleanly(kind: str, tmp_path: Path) -> None:
+    bad = BAD[kind](tmp_path)
+    run = mofo("boxes", bad, "--json", *FAST)
+    check_clean_failure(run, 1)
+    assert bad.name in run.stderr
+    assert run.stdout == ""
+    assert "1 of 1 clips failed" in run.stderr
+
+
+def test_good_clips_still_printed_around_a_bad_one(
+    clips: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bad = badclips.random_bytes(tmp_path)
+    run = mofo("boxes", clips[0], bad, clips[1], "--json", *FAST)
+    check_clean_failure(run, 1)
+    assert bad.name in run.stderr
+    first, second = records(run.stdout)
+    check_record(first, clips[0], 6)
+    check_record(second, clips[1], 5)
+    assert "1 of 3 clips failed" in run.stderr
+
+
+@pytest.mark.xfail(
+    reason="shared/cli.py prints errors through a rich Console that wraps at 80 columns when "
+    "stderr is not a terminal, so a long clip name is split across lines (and 'error:' left "
+    "alone on its line): the name cannot be found in the message",
+    strict=True,
+)
+def test_long_clip_name_stays_on_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / ("a_long_descriptive_clip_name_" * 4 + "end.mp4")
+    bad.write_bytes(b"")
+    run = mofo("boxes", bad, "--json", *FAST)
+    check_clean_failure(run, 1)
+    assert f"error: {bad.name}: is empty" in run.stderr
+
+
+# --------------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_device_cuda_without_cuda(clips: tuple[Path, Path]) -> None:
+    run = mofo("boxes", clips[0], "--json", *FAST, "--device", "cuda")
+    check_clean_failure(run, 2)
+    assert "CUDA is not available" in run.stderr
+    assert run.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--preview", "out.txt"), ("--motion-map", "map.jpg")]
+)
+def test_bad_output_suffix(
+    clips: tuple[Path, Path], tmp_path: Path, option: str, value: str
+) -> None:
+    run = mofo("boxes", clips[0], "--json", *FAST, option, tmp_path / value)
+    check_clean_failure(run, 2)
+    assert value in run.stderr
+    assert run.stdout == ""
+    assert not (tmp_path / value).exists()
+
+
+def test_fixed_stopping_needs_torch_backend(clips: tuple[Path, Path]) -> None:
+    run = mofo("boxes", clips[0], *FAST, "--backend", "opencv", "--stopping", "fixed")
+    check_clean_failure(run, 2)
+    assert "--stopping fixed" in run.stderr
+    assert run.stdout == ""
+
+
+def test_short_side_too_small(clips: tuple[Path, Path]) -> None:
+    run = mofo("boxes", clips[0], "--short-side", "16")
+    check_clean_failure(run, 2)
+    assert "short_side" in run.stderr
+
+
+def test_sample_prints_a_path() -> None:
+    run = mofo("sample")
+    assert run.returncode == 0, run.stderr
+    (line,) = run.stdout.splitlines()
+    path = Path(line)
+    assert path.is_absolute()
+    assert path.name == "sample.mp4"
+    assert path.parent.name == "data"
+    bundled = Path(__file__).resolve().parents[2] / "shared" / "data" / "sample.mp4"
+    if not bundled.exists():
+        pytest.skip("shared/data/sample.mp4 is not there yet")
+    assert path.exists()

@@ -1,0 +1,356 @@
+"""Tests for shared.pipeline: frames → boxes on synthetic clips, a decoded mp4 → box record, the
+device choice, and the params hash that names a result.
+
+Flow uses the OpenCV backend (the CPU default): a 64×80 clip costs well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from shared.errors import DeviceError
+from shared.params import FlowParams, MotionParams
+from shared.pipeline import analyse_clip, analyse_frames, default_backend, resolve_device
+from shared.record import Box, BoxRecord, box_iou, centre_box, scale_box, union_box
+
+H, W = 64, 80
+SIDE = 16
+
+
+def texture(h: int, w: int, seed: int, sigma: float = 1.0) -> np.ndarray:
+    """(h, w, 3) uint8 smoothed colour noise: enough texture for flow everywhere."""
+    noise = np.random.default_rng(seed).uniform(0, 255, (h, w, 3)).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), sigma)
+    noise = (noise - noise.min()) / (noise.max() - noise.min()) * 255
+    return noise.astype(np.uint8)
+
+
+def square_clip(
+    xs: list[int], y: int = 24, h: int = H, w: int = W, side: int = SIDE
+) -> tuple[np.ndarray, list[Box]]:
+    """A textured square at (xs[t], y) on a static textured background; frames and square boxes."""
+    background = texture(h, w, seed=1)
+    square = texture(side, side, seed=2)
+    frames, boxes = [], []
+    for x in xs:
+        frame = background.copy()
+        frame[y : y + side, x : x + side] = square
+        frames.append(frame)
+        boxes.append([x, y, x + side, y + side])
+    return np.stack(frames), boxes
+
+
+def contains(outer: Box, inner: Box) -> bool:
+    return (
+        outer[0] <= inner[0]
+        and outer[1] <= inner[1]
+        and outer[2] >= inner[2]
+        and outer[3] >= inner[3]
+    )
+
+
+# --------------------------------------------------------------------------- analyse_frames
+
+
+def test_moving_square_is_boxed(device: torch.device) -> None:
+    frames, squares = square_clip([20, 23, 26, 29])
+    result = analyse_frames(frames, MotionParams(), device=device)
+    assert result.detected == [True] * 4
+    assert result.fallback is False
+    assert len(result.boxes) == 4
+    for box, square in zip(result.boxes, squares, strict=True):
+        assert contains(box, square), (box, square)
+        assert box_iou(box, square) > 0.4, (box, square)
+    assert contains(result.clip_box, union_box(squares))
+    assert result.clip_box == union_box(result.boxes)
+    assert result.motion.shape == (4, H, W)
+    assert result.motion.dtype == np.float32
+    assert set(result.timings) >= {"flow", "regions"}
+
+
+@pytest.mark.gpu
+def test_moving_square_cuda_matches_cpu() -> None:
+    frames, _ = square_clip([20, 23, 26, 29])
+    cpu = analyse_frames(frames, MotionParams(), device="cpu")
+    cuda = analyse_frames(frames, MotionParams(), device="cuda")
+    assert cuda.boxes == cpu.boxes
+    assert cuda.detected == cpu.detected
+    np.testing.assert_allclose(cuda.motion, cpu.motion, atol=1e-4)
+
+
+def test_moving_square_torch_tensor_input() -> None:
+    frames, _ = square_clip([20, 23, 26, 29])
+    from_numpy = analyse_frames(frames)
+    from_torch = analyse_frames(torch.from_numpy(frames))
+    assert from_torch.boxes == from_numpy.boxes
+
+
+def test_static_clip_falls_back_to_centre(device: torch.device) -> None:
+    frames, _ = square_clip([20, 20, 20])
+    params = MotionParams()
+    result = analyse_frames(frames, params, device=device)
+    assert result.fallback is True
+    assert result.detected == [False] * 3
+    centre = centre_box(W, H, params.fallback_size)
+    assert centre == [20, 16, 60, 48]
+    assert result.boxes == [centre] * 3
+    assert result.clip_box == centre
+    assert float(np.abs(result.motion).max()) == 0.0
+
+
+def test_frames_without_motion_take_the_neighbours_box() -> None:
+    """Only pairs (0, 1) and (1, 2) move; frames 2..4 take frame 1's box (the nearest own one)."""
+    frames, _ = square_clip([20, 23, 26, 26, 26])
+    result = analyse_frames(frames)
+    assert result.detected == [True, True, False, False, False]
+    assert result.fallback is False
+    assert result.boxes[2:] == [result.boxes[1]] * 3
+    assert result.boxes[0] != result.boxes[1]
+    # the clip box is the union of the frames' own boxes
+    assert result.clip_box == union_box(result.boxes[:2])
+
+
+def test_still_frames_before_motion_take_the_later_box() -> None:
+    frames, _ = square_clip([20, 20, 20, 23])
+    result = analyse_frames(frames)
+    # frame 2's map is pair (2, 3); frame 3 shares it
+    assert result.detected == [False, False, True, True]
+    assert result.boxes[0] == result.boxes[1] == result.boxes[2]
+
+
+def test_two_frames_are_enough() -> None:
+    frames, squares = square_clip([20, 23])
+    result = analyse_frames(frames)
+    assert result.detected == [True, True]
+    assert result.boxes[0] == result.boxes[1]  # the last frame shares the last pair's map
+    assert contains(result.boxes[0], squares[0])
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        np.zeros((1, H, W, 3), np.uint8),
+        np.zeros((3, H, W), np.uint8),
+        np.zeros((3, H, W, 4), np.uint8),
+        np.zeros((3, H, W, 3), np.float32),
+    ],
+)
+def test_analyse_frames_bad_input_raises(frames: np.ndarray) -> None:
+    with pytest.raises(ValueError) as info:
+        analyse_frames(frames)
+    message = str(info.value)
+    assert str(tuple(frames.shape)) in message or "at least 2 frames" in message
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_resolve_device_cpu_and_auto() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert default_backend(torch.device("cpu")) == "opencv"
+    assert default_backend(torch.device("cuda")) == "torch"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:1"])
+def test_resolve_device_cuda_without_cuda_raises(name: str) -> None:
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        resolve_device(name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_analyse_frames_cuda_without_cuda_raises() -> None:
+    frames, _ = square_clip([20, 23])
+    with pytest.raises(DeviceError):
+        analyse_frames(frames, device="cuda")
+
+
+@pytest.mark.parametrize("name", ["tpu", "meta", "cpux"])
+def test_resolve_device_unknown_raises(name: str) -> None:
+    with pytest.raises(DeviceError, match=name):
+        resolve_device(name)
+
+
+# --------------------------------------------------------------------------- analyse_clip
+
+
+SRC_W, SRC_H, SRC_SIDE, SRC_STEP = 96, 64, 24, 4
+
+
+def write_clip(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "18", "bf": "0"}
+        for rgb in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Box]]:
+    """96×64, 6 frames: a 24-px textured square moving 4 px/frame right; its source boxes."""
+    xs = [24 + SRC_STEP * t for t in range(6)]
+    frames, squares = square_clip(xs, y=20, h=SRC_H, w=SRC_W, side=SRC_SIDE)
+    path = write_clip(tmp_path_factory.mktemp("clip") / "square.mp4", frames)
+    return path, squares
+
+
+def test_analyse_clip_record_in_source_pixels(mp4: tuple[Path, list[Box]]) -> None:
+    path, squares = mp4
+    params = MotionParams(short_side=32)
+    result = analyse_clip(path, params)
+    record = result.record
+    assert isinstance(record, BoxRecord)
+    # working size 48×32 differs from the source 96×64
+    assert result.clip.frames.shape == (6, 32, 48, 3)
+    assert (record.width, record.height) == (SRC_W, SRC_H)
+    assert record.fps == pytest.approx(25.0)
+    assert record.frame_indices == [0, 1, 2, 3, 4, 5]
+    assert record.params == MotionParams(short_side=32).hash()
+    assert record.video == str(path)
+    assert record.fallback is False
+    assert len(record.frames) == 6
+    # every box is the working box scaled ×2 back to source pixels
+    for src, work in zip(record.frames, result.analysis.boxes, strict=True):
+        assert src == scale_box(work, 2.0, 2.0, SRC_W, SRC_H)
+        assert 0 <= src[0] < src[2] <= SRC_W and 0 <= src[1] < src[3] <= SRC_H
+    assert record.clip_box == scale_box(result.analysis.clip_box, 2.0, 2.0, SRC_W, SRC_H)
+    # the clip box covers the moving square in source coordinates (beyond the working width)
+    moved = union_box(squares)
+    assert contains(record.clip_box, moved), (record.clip_box, moved)
+    assert record.clip_box[2] > 48
+    assert box_iou(record.clip_box, moved) > 0.25
+    assert {"decode", "flow", "regions"} <= set(result.analysis.timings)
+
+
+def test_analyse_clip_name_override(mp4: tuple[Path, list[Box]]) -> None:
+    path, _ = mp4
+    result = analyse_clip(path, MotionParams(short_side=32), name="clip-42")
+    assert result.record.video == "clip-42"
+
+
+def test_record_round_trips_through_json(mp4: tuple[Path, list[Box]]) -> None:
+    path, _ = mp4
+    record = analyse_clip(path, MotionParams(short_side=32)).record
+    text = record.to_json()
+    assert "\n" not in text
+    assert text.startswith('{"schema":"mofo.box/1"')
+    back = BoxRecord.from_json(text)
+    assert back == record
+    assert BoxRecord.from_json(text.encode()) == record
+
+
+def test_record_rejects_other_schema_and_missing_fields() -> None:
+    record = BoxRecord("v", "p", 4, 4, 25.0, [0, 1], [[0, 0, 2, 2], None], [0, 0, 2, 2], False)
+    data = record.to_dict()
+    assert next(iter(data)) == "schema"
+    with pytest.raises(ValueError, match="schema"):
+        BoxRecord.from_dict({**data, "schema": "mofo.box/0"})
+    del data["clip_box"]
+    with pytest.raises(ValueError, match="clip_box"):
+        BoxRecord.from_dict(data)
+
+
+# --------------------------------------------------------------------------- params hash
+
+
+def changed_values() -> dict[str, object]:
+    """A different, valid value for every MotionParams field."""
+    return {
+        "short_side": 112,
+        "stride": 2,
+        "fps": 10.0,
+        "num_frames": 16,
+        "backend": "torch",
+        "flow": FlowParams(warps=3),
+        "temporal_window": 3,
+        "sigma": 0.05,
+        "threshold_rel": 0.4,
+        "threshold_abs": 0.03,
+        "regions": 1,
+        "min_region": 0.01,
+        "border": 0.05,
+        "fallback_size": 0.6,
+    }
+
+
+def test_changed_values_cover_every_field() -> None:
+    assert set(changed_values()) == {f.name for f in dataclasses.fields(MotionParams)}
+
+
+def test_hash_is_stable_for_equal_params() -> None:
+    a = MotionParams(short_side=32, flow=FlowParams(tau=0.2))
+    b = MotionParams(short_side=32, flow=FlowParams(tau=0.2))
+    assert a.hash() == b.hash()
+    assert len(a.hash()) == 16
+    int(a.hash(), 16)  # hex
+    assert MotionParams().hash() == MotionParams().hash()
+
+
+@pytest.mark.parametrize("name", list(changed_values()))
+def test_hash_changes_with_every_field(name: str) -> None:
+    base = MotionParams()
+    other = dataclasses.replace(base, **{name: changed_values()[name]})
+    assert other.hash() != base.hash()
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(FlowParams)])
+def test_hash_changes_with_every_flow_field(name: str) -> None:
+    values = {
+        "tau": 0.2,
+        "lambda_": 0.1,
+        "theta": 0.4,
+        "scales": 3,
+        "warps": 2,
+        "epsilon": 0.02,
+        "inner_iterations": 20,
+        "outer_iterations": 5,
+        "scale_step": 0.5,
+        "median_filtering": 3,
+        "stopping": "fixed",
+    }
+    flow = dataclasses.replace(FlowParams(), **{name: values[name]})
+    assert MotionParams(flow=flow).hash() != MotionParams().hash()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"short_side": 16},
+        {"stride": 0},
+        {"fps": 0.0},
+        {"num_frames": 1},
+        {"backend": "cupy"},
+        {"temporal_window": 2},
+        {"regions": 0},
+        {"fallback_size": 0.0},
+        {"fallback_size": 1.5},
+    ],
+)
+def test_motion_params_validation(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        MotionParams(**kwargs)
+
+
+def test_neighbour_ties_go_to_the_earlier_frame() -> None:
+    """Frame 1 has no motion of its own and is as near to frame 0 as to frame 2."""
+    frames, _ = square_clip([20, 23, 23, 26])
+    result = analyse_frames(frames)
+    assert result.detected == [True, False, True, True]
+    assert result.boxes[1] == result.boxes[0]
+    assert result.boxes[0] != result.boxes[2]
