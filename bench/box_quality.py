@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -51,8 +52,8 @@ class Result:
 
     scenario: str
     seed: int
-    paper: float
-    paper_literal: float
+    paper: float | None
+    paper_literal: float | None
     ours: float | None
     ours_fallback: bool | None
     ours_error: str | None
@@ -85,10 +86,10 @@ def frame_ious(gt: list[Box | None], pred: list[Box | None]) -> list[float | Non
     ]
 
 
-def mean_of(values: list[float | None]) -> float:
-    """Mean over the frames that count (ground truth present)."""
+def mean_of(values: list[float | None]) -> float | None:
+    """Mean over the frames that count (ground truth present); None when none does."""
     present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else float("nan")
+    return float(np.mean(present)) if present else None
 
 
 def _draw_box(image: np.ndarray, box: Box | None, colour: tuple[int, int, int], width: int) -> None:
@@ -196,12 +197,13 @@ def run_clip(scenario: Scenario, seed: int, ours: OursFn | None, png: Path | Non
 
 
 def _fmt(value: float | None) -> str:
-    return "   n/a" if value is None or np.isnan(value) else f"{value:6.3f}"
+    return "   n/a" if value is None else f"{value:6.3f}"
 
 
 def _mean(results: list[Result], key: str) -> float | None:
-    values = [getattr(r, key) for r in results]
-    if any(v is None for v in values) or not values:
+    """Mean of one score over clips; None when any clip lacks it (e.g. ours did not run)."""
+    values = [getattr(r, key) for r in results if r.gt_frames]
+    if not values or any(v is None for v in values):
         return None
     return float(np.mean(values))
 
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_s = sum(r.ours_s or 0.0 for r in results)
     print(
         f"wall {wall:.1f} s (paper flows+boxes {paper_s:.1f} s, ours {ours_s:.1f} s) on "
-        f"{platform.machine()} {platform.processor() or ''} with {cv2.getNumThreads()} threads"
+        f"{platform.machine()}, {os.cpu_count()} CPUs, OpenCV {cv2.getNumThreads()} threads"
     )
     if not args.no_png:
         print(f"PNGs of seed 0: {OUT_DIR}")

@@ -82,7 +82,9 @@ class MotionParams:
     threshold_abs: float = 0.02
     regions: int = 2
     min_region: float = 0.002
+    region_ratio: float = 0.0
     border: float = 0.02
+    outlier_quantile: float = 1.0
     fallback_size: float = 0.5
 
     def __post_init__(self) -> None:

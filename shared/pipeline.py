@@ -21,6 +21,7 @@ from shared.motion_boundary import motion_boundary, temporal_average
 from shared.params import DecodeLimits, FlowBackend, MotionParams
 from shared.record import Box, BoxRecord, centre_box, scale_box, union_box
 from shared.regions import (
+    clamp_outliers,
     label_regions,
     smooth,
     strongest_region_boxes,
@@ -110,21 +111,22 @@ def motion_maps(flow: torch.Tensor, params: MotionParams, num_frames: int) -> to
 
     Frame i's map comes from the pair (i, i + 1); the last frame shares the last pair's map.
     """
-    boundary = temporal_average(motion_boundary(flow), params.temporal_window)  # (T-1, 1, H, W)
-    boundary = torch.cat((boundary, boundary[-1:]))[:num_frames]
     short = min(flow.shape[-2:])
+    boundary = motion_boundary(flow)  # (T-1, 1, H, W)
+    boundary = suppress_border(boundary, round(params.border * short))
+    boundary = clamp_outliers(boundary, params.outlier_quantile)
+    boundary = temporal_average(boundary, params.temporal_window)
+    boundary = torch.cat((boundary, boundary[-1:]))[:num_frames]
     return smooth(boundary, params.sigma * short)
 
 
 def boxes_from_maps(maps: torch.Tensor, params: MotionParams) -> list[Box | None]:
     """Each frame's own motion box from its smoothed map, or None where nothing moves."""
     height, width = maps.shape[-2:]
-    short = min(height, width)
-    maps = suppress_border(maps, round(params.border * short))
     masks = threshold_masks(maps, params.threshold_rel, params.threshold_abs)
     labels = label_regions(masks)
     min_area = max(1, round(params.min_region * height * width))
-    return strongest_region_boxes(labels, maps[:, 0], params.regions, min_area)
+    return strongest_region_boxes(labels, maps[:, 0], params.regions, min_area, params.region_ratio)
 
 
 def analyse_frames(

@@ -41,6 +41,17 @@ def suppress_border(maps: torch.Tensor, margin: int) -> torch.Tensor:
     return out
 
 
+def clamp_outliers(maps: torch.Tensor, quantile: float) -> torch.Tensor:
+    """Clamp each (B, 1, H, W) map at its own ``quantile`` (e.g. 0.99): isolated TV-L1 spikes
+    then cannot set the frame's threshold. 1.0 leaves the maps as they are."""
+    if quantile >= 1.0:
+        return maps
+    flat = maps.flatten(1)
+    k = max(1, min(flat.shape[1], round(quantile * flat.shape[1])))
+    cap = flat.kthvalue(k, dim=1).values.view(-1, 1, 1, 1)
+    return torch.minimum(maps, cap)
+
+
 def threshold_masks(maps: torch.Tensor, rel: float, floor: float) -> torch.Tensor:
     """Per-frame adaptive threshold of (B, 1, H, W) maps → (B, H, W) bool.
 
@@ -48,6 +59,8 @@ def threshold_masks(maps: torch.Tensor, rel: float, floor: float) -> torch.Tenso
     moving when it exceeds ``median + max(floor, rel · (max − median))``. A frame whose peak is
     under ``median + floor`` has no motion.
     """
+    if maps.ndim != 4 or maps.shape[1] != 1:
+        raise ValueError(f"expected maps of shape (B, 1, H, W), got {tuple(maps.shape)}")
     flat = maps.flatten(1)  # (B, H*W)
     median = flat.median(dim=1).values
     peak = flat.amax(dim=1)
@@ -127,10 +140,15 @@ def region_stats(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def strongest_region_boxes(
-    labels: torch.Tensor, weights: torch.Tensor, regions: int = 2, min_area: int = 1
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    regions: int = 2,
+    min_area: int = 1,
+    ratio: float = 0.0,
 ) -> list[Box | None]:
     """The union box of each frame's ``regions`` regions with the largest summed weight, ignoring
-    regions under ``min_area`` pixels. One box (or None: no region) per frame."""
+    regions under ``min_area`` pixels and those weaker than ``ratio`` × the frame's strongest.
+    One box (or None: no region) per frame."""
     batch = labels.shape[0]
     if int(labels.max()) == 0:
         return [None] * batch
@@ -143,7 +161,7 @@ def strongest_region_boxes(
     frames, first = np.unique(stats[:, 0], return_index=True)
     for frame, start in zip(frames.astype(int), first, strict=True):
         rows = stats[start : start + regions]
-        rows = rows[rows[:, 0] == frame]
+        rows = rows[(rows[:, 0] == frame) & (rows[:, 2] >= ratio * rows[0, 2])]
         boxes[frame] = [
             int(rows[:, 3].min()),
             int(rows[:, 4].min()),

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import torch
 
+from shared.flow.tvl1 import check_pair
 from shared.params import FlowParams
 
 
@@ -31,6 +32,7 @@ def opencv_tvl1(i0: torch.Tensor, i1: torch.Tensor, params: FlowParams) -> torch
 
     Runs pair by pair on the CPU (OpenCV threads each pair); the result returns to i0's device.
     """
+    check_pair(i0, i1)
     if params.stopping != "epsilon":
         raise ValueError("the opencv backend only stops on epsilon; use backend='torch' for fixed")
     algo = _create(params)

@@ -24,7 +24,7 @@ _FLT_EPSILON = float(torch.finfo(torch.float32).eps)
 _MIN_SIDE = 16  # OpenCV stops adding pyramid levels below 16 pixels
 
 
-def _check_pair(i0: torch.Tensor, i1: torch.Tensor) -> None:
+def check_pair(i0: torch.Tensor, i1: torch.Tensor) -> None:
     if i0.ndim != 4 or i0.shape[1] != 1:
         raise ValueError(f"expected i0 of shape (B, 1, H, W), got {tuple(i0.shape)}")
     if i1.shape != i0.shape:
@@ -88,14 +88,48 @@ def median_blur5(x: torch.Tensor, ksize: int = 5) -> torch.Tensor:
     return patches.median(dim=1).values.reshape(b, c, h, w)
 
 
+_REMAP_STEPS = 32  # OpenCV's remap rounds coordinates to 1/32 pixel (INTER_BITS = 5)
+_CUBIC_A = -0.75  # OpenCV's (and PyTorch's) cubic convolution constant
+
+
+def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
+    """Weights of the taps at −1, 0, 1, 2 for a fractional offset t ∈ [0, 1): (..., 4)."""
+    a = _CUBIC_A
+    w0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+    s = 1 - t
+    w2 = ((a + 2) * s - (a + 3)) * s * s + 1
+    return torch.stack((w0, w1, w2, 1 - w0 - w1 - w2), dim=-1)
+
+
 def warp_bicubic(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Sample x at (px + u, py + v) with bicubic (a = −0.75) taps, zero outside (OpenCV ``remap``
-    with ``INTER_CUBIC`` and a constant 0 border)."""
-    _, _, h, w = x.shape
-    ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
-    grid = _sample_grid(xs + flow[:, 0], ys + flow[:, 1], w, h)  # (B, H, W, 2)
-    return F.grid_sample(x, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
+    """Sample (B, C, H, W) x at (px + u, py + v), like OpenCV's ``remap`` with ``INTER_CUBIC`` and
+    a constant 0 border: coordinates rounded to 1/32 px, 4×4 cubic taps (a = −0.75), taps outside
+    the image read 0. Zero flow returns x exactly."""
+    b, c, h, w = x.shape
+    dev = x.device
+    xs = torch.arange(w, device=dev, dtype=torch.float32).view(1, 1, w) + flow[:, 0]
+    ys = torch.arange(h, device=dev, dtype=torch.float32).view(1, h, 1) + flow[:, 1]
+    # beyond these bounds every tap is outside anyway; clamping keeps the integers small
+    xq = torch.round(xs.clamp(-4, w + 3) * _REMAP_STEPS).long()  # (B, H, W)
+    yq = torch.round(ys.clamp(-4, h + 3) * _REMAP_STEPS).long()
+    ix = torch.div(xq, _REMAP_STEPS, rounding_mode="floor")
+    iy = torch.div(yq, _REMAP_STEPS, rounding_mode="floor")
+    wx = _cubic_weights((xq - ix * _REMAP_STEPS).float() / _REMAP_STEPS)  # (B, H, W, 4)
+    wy = _cubic_weights((yq - iy * _REMAP_STEPS).float() / _REMAP_STEPS)
+    flat = x.reshape(b, c, h * w)
+    out = torch.zeros_like(flat)
+    for j in range(4):
+        row = iy + (j - 1)
+        row_ok = (row >= 0) & (row < h)
+        for i in range(4):
+            col = ix + (i - 1)
+            ok = row_ok & (col >= 0) & (col < w)
+            index = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1)).view(b, 1, h * w)
+            taps = flat.gather(2, index.expand(b, c, h * w))
+            weight = (wy[..., j] * wx[..., i] * ok).view(b, 1, h * w)
+            out += weight * taps
+    return out.view(b, c, h, w)
 
 
 def pyramid_sizes(height: int, width: int, scales: int, step: float) -> list[tuple[int, int]]:
@@ -314,7 +348,7 @@ def tvl1_flow(
         i1(x + u, y + v) ≈ i0(x, y).
     """
     params = params or FlowParams()
-    _check_pair(i0, i1)
+    check_pair(i0, i1)
     if cuda_graphs is None:
         cuda_graphs = i0.is_cuda
     if cuda_graphs and not i0.is_cuda:

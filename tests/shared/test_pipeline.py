@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -80,9 +79,11 @@ def test_moving_square_cuda_matches_cpu() -> None:
     frames, _ = square_clip([20, 23, 26, 29])
     cpu = analyse_frames(frames, MotionParams(), device="cpu")
     cuda = analyse_frames(frames, MotionParams(), device="cuda")
-    assert cuda.boxes == cpu.boxes
     assert cuda.detected == cpu.detected
-    np.testing.assert_allclose(cuda.motion, cpu.motion, atol=1e-4)
+    # TF32 convolutions on CUDA may move a threshold crossing by a pixel, not more
+    for a, b in zip(cuda.boxes, cpu.boxes, strict=True):
+        assert max(abs(p - q) for p, q in zip(a, b, strict=True)) <= 1, (a, b)
+    np.testing.assert_allclose(cuda.motion, cpu.motion, rtol=0, atol=1e-2 * cpu.motion.max())
 
 
 def test_moving_square_torch_tensor_input() -> None:
@@ -188,6 +189,8 @@ SRC_W, SRC_H, SRC_SIDE, SRC_STEP = 96, 64, 24, 4
 
 
 def write_clip(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
+    import av  # here, so the GPU image (no PyAV) can still collect this file's CUDA tests
+
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
@@ -269,28 +272,35 @@ def test_record_rejects_other_schema_and_missing_fields() -> None:
 # --------------------------------------------------------------------------- params hash
 
 
+CHANGED: dict[str, object] = {
+    "short_side": 112,
+    "stride": 2,
+    "fps": 10.0,
+    "num_frames": 16,
+    "backend": "torch",
+    "flow": FlowParams(warps=3),
+    "temporal_window": 3,
+    "sigma": 0.05,
+    "threshold_rel": 0.4,
+    "threshold_abs": 0.03,
+    "regions": 1,
+    "min_region": 0.01,
+    "region_ratio": 0.3,
+    "border": 0.05,
+    "outlier_quantile": 0.99,
+    "fallback_size": 0.6,
+}
+
+
 def changed_values() -> dict[str, object]:
-    """A different, valid value for every MotionParams field."""
-    return {
-        "short_side": 112,
-        "stride": 2,
-        "fps": 10.0,
-        "num_frames": 16,
-        "backend": "torch",
-        "flow": FlowParams(warps=3),
-        "temporal_window": 3,
-        "sigma": 0.05,
-        "threshold_rel": 0.4,
-        "threshold_abs": 0.03,
-        "regions": 1,
-        "min_region": 0.01,
-        "border": 0.05,
-        "fallback_size": 0.6,
-    }
+    """A different, valid value for every MotionParams field (of those this version has)."""
+    names = {f.name for f in dataclasses.fields(MotionParams)}
+    return {k: v for k, v in CHANGED.items() if k in names}
 
 
 def test_changed_values_cover_every_field() -> None:
-    assert set(changed_values()) == {f.name for f in dataclasses.fields(MotionParams)}
+    """A new field must get a changed value above, so the hash test below covers it."""
+    assert {f.name for f in dataclasses.fields(MotionParams)} <= set(CHANGED)
 
 
 def test_hash_is_stable_for_equal_params() -> None:
