@@ -21,14 +21,15 @@ import functools
 import math
 import zlib
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
-import av
 import cv2
 import numpy as np
 import skimage.data
+
+from shared.record import union_box
+from shared.render import encode_mp4
 
 CameraKind = Literal["static", "pan", "zoom", "shaky"]
 Box = list[int]  # [x1, y1, x2, y2] working-size pixels, x2/y2 exclusive
@@ -353,18 +354,6 @@ def _visible_box(patch: _Patch, aff: np.ndarray, frame_size: tuple[int, int]) ->
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-def _union(boxes: list[Box | None]) -> Box | None:
-    present = [b for b in boxes if b is not None]
-    if not present:
-        return None
-    return [
-        min(b[0] for b in present),
-        min(b[1] for b in present),
-        max(b[2] for b in present),
-        max(b[3] for b in present),
-    ]
-
-
 # --------------------------------------------------------------------------- clips
 
 
@@ -452,7 +441,7 @@ def make_clip(scenario: Scenario, seed: int, *, flat: bool = False) -> Synthetic
         scenario=scenario,
         seed=seed,
         frames=frames,
-        boxes=[_union(b) for b in mover_boxes],
+        boxes=[union_box(b) for b in mover_boxes],
         mover_boxes=mover_boxes,
         prop_boxes=prop_boxes,
         cameras=cameras,
@@ -470,22 +459,4 @@ def write_mp4(clip: SyntheticClip, path: str | Path, fps: int = 12) -> Path:
     yuv420p needs even sides: an odd width or height is padded by repeating the last column or
     row, which leaves the ground-truth boxes valid.
     """
-    path = Path(path)
-    frames = clip.frames
-    _, height, width, _ = frames.shape
-    pad_h, pad_w = height % 2, width % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width = width + pad_w
-        stream.height = height + pad_h
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for image in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return encode_mp4(path, clip.frames, fps)

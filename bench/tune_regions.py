@@ -27,13 +27,15 @@ from shared.record import box_iou
 
 CACHE = Path(__file__).resolve().parents[1] / "bench-out" / "tune-flows"
 
+# Second round; the first (sigma 0.015–0.03, border 0.02/0.05, quantile 1/0.995/0.98, ratio
+# 0–0.5, window 1/3) put every top setting at its smallest sigma.
 GRID = {
-    "sigma": [0.015, 0.02, 0.03],
+    "sigma": [0.005, 0.0075, 0.01, 0.015],
     "threshold_rel": [0.3, 0.4, 0.5],
-    "border": [0.02, 0.05],
-    "outlier_quantile": [1.0, 0.995, 0.98],
-    "region_ratio": [0.0, 0.25, 0.5],
-    "temporal_window": [1, 3],
+    "threshold_abs": [0.02, 0.05],
+    "border": [0.03, 0.05, 0.08],
+    "outlier_quantile": [0.99, 0.995],
+    "region_ratio": [0.0, 0.15],
 }
 
 

@@ -61,13 +61,14 @@ class MotionParams:
     at most ``num_frames`` of them (evenly spread) when set. Frames are resized so the short side
     is ``short_side`` pixels; boxes are mapped back to source pixels.
 
-    Regions: the motion-boundary map (eq. 1), averaged over ``temporal_window`` neighbouring
-    pairs, is smoothed with a Gaussian of ``sigma`` × short side; its per-frame median is taken
-    as background (camera zoom and rotation leave a constant there); pixels above
-    ``median + max(threshold_abs, threshold_rel · (max − median))`` form regions; the
-    ``regions`` strongest regions (by summed motion) of at least ``min_region`` × frame area give
-    the frame's box. ``border`` × short side at the frame edge is ignored (flow is unreliable
-    where content enters or leaves the frame).
+    Regions: the motion-boundary map (eq. 1) is zeroed within ``border`` × short side of the
+    frame edge (flow is unreliable where content enters or leaves), clamped at its own
+    ``outlier_quantile`` (isolated TV-L1 spikes cannot set the threshold), averaged over
+    ``temporal_window`` neighbouring pairs and smoothed with a Gaussian of ``sigma`` × short side;
+    its per-frame median is taken as background (camera zoom and rotation leave a constant
+    there); pixels above ``median + max(threshold_abs, threshold_rel · (max − median))`` form
+    regions; the ``regions`` strongest regions (by summed motion) of at least ``min_region`` ×
+    frame area, and at least ``region_ratio`` × the strongest's, give the frame's box.
     """
 
     short_side: int = 224
@@ -77,14 +78,15 @@ class MotionParams:
     backend: FlowBackend = "opencv"
     flow: FlowParams = field(default_factory=FlowParams)
     temporal_window: int = 1
-    sigma: float = 0.03
-    threshold_rel: float = 0.3
-    threshold_abs: float = 0.02
+    # Region defaults chosen by bench/tune_regions.py (BENCHMARKS.md §2).
+    sigma: float = 0.005
+    threshold_rel: float = 0.4
+    threshold_abs: float = 0.05
     regions: int = 2
     min_region: float = 0.002
     region_ratio: float = 0.0
-    border: float = 0.02
-    outlier_quantile: float = 1.0
+    border: float = 0.05
+    outlier_quantile: float = 0.99
     fallback_size: float = 0.5
 
     def __post_init__(self) -> None:

@@ -318,25 +318,36 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-def _write_mp4(tmp: str, frames: np.ndarray, fps: float) -> None:
-    """Encode ``frames`` as H.264 yuv420p MP4 with PyAV at ``fps`` (kept as a Fraction)."""
-    import av  # imported here: only previews need it
+def encode_mp4(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float,
+    *,
+    crf: int = MP4_CRF,
+    faststart: bool = False,
+) -> Path:
+    """Encode (T, H, W, 3) uint8 RGB ``frames`` as an H.264 yuv420p MP4 with PyAV at ``fps`` (kept
+    as a Fraction), without B-frames; odd sides are padded by one repeated edge row/column.
+    ``faststart`` puts the header before the frame data, as streaming encoders do."""
+    import av  # imported here: only writing videos needs it
 
     rate = Fraction(fps).limit_denominator(1001)
-    frames = _even(frames)
-    with av.open(tmp, mode="w", format="mp4") as container:
+    frames = _even(np.asarray(frames))
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), mode="w", format="mp4", options=options) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width = frames.shape[2]
         stream.height = frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = 1 / rate
-        stream.options = {"crf": str(MP4_CRF), "preset": "veryfast"}
+        stream.options = {"crf": str(crf), "preset": "veryfast", "bf": "0"}
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = i
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return Path(path)
 
 
 def write_preview(
@@ -362,4 +373,4 @@ def write_preview(
         raise ValueError(f"frames must hold at least one frame, got shape {frames.shape}")
     if out.suffix.lower() == ".gif":
         return _write_atomic(out, lambda tmp: _write_gif(tmp, drawn, rate))
-    return _write_atomic(out, lambda tmp: _write_mp4(tmp, drawn, rate))
+    return _write_atomic(out, lambda tmp: encode_mp4(tmp, drawn, rate))

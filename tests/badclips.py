@@ -13,6 +13,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from shared.render import encode_mp4
+
 _FPS = 25
 
 
@@ -37,24 +39,8 @@ def _textured_square_frames(frames: int, size: tuple[int, int]) -> list[np.ndarr
 
 
 def _write_mp4(path: Path, frames: list[np.ndarray], faststart: bool = False) -> Path:
-    """Encode RGB frames with libx264 into an mp4 at 25 fps, yuv420p, without B-frames.
-
-    ``faststart`` puts the header (moov) before the frame data, as streaming encoders do.
-    """
-    h, w = frames[0].shape[:2]
-    options = {"movflags": "+faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as out:
-        stream = out.add_stream("libx264", rate=_FPS)
-        stream.width = w
-        stream.height = h
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "23", "bf": "0"}
-        for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    """Encode RGB frames into an mp4 at 25 fps (libx264, yuv420p, no B-frames)."""
+    return encode_mp4(path, np.stack(frames), _FPS, crf=23, faststart=faststart)
 
 
 def small_clip(d: str | Path, frames: int = 8, size: tuple[int, int] = (96, 64)) -> Path:

@@ -88,7 +88,6 @@ def median_blur5(x: torch.Tensor, ksize: int = 5) -> torch.Tensor:
     return patches.median(dim=1).values.reshape(b, c, h, w)
 
 
-_REMAP_STEPS = 32  # OpenCV's remap rounds coordinates to 1/32 pixel (INTER_BITS = 5)
 _CUBIC_A = -0.75  # OpenCV's (and PyTorch's) cubic convolution constant
 
 
@@ -104,19 +103,20 @@ def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
 
 def warp_bicubic(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample (B, C, H, W) x at (px + u, py + v), like OpenCV's ``remap`` with ``INTER_CUBIC`` and
-    a constant 0 border: coordinates rounded to 1/32 px, 4×4 cubic taps (a = −0.75), taps outside
-    the image read 0. Zero flow returns x exactly."""
+    a constant 0 border: 4×4 cubic taps (a = −0.75), taps outside the image read 0.
+
+    Taps are gathered at integer positions (not through grid_sample's [−1, 1] coordinates, whose
+    float32 round trip is off by ~1e-4 px), so zero flow returns x exactly."""
     b, c, h, w = x.shape
     dev = x.device
     xs = torch.arange(w, device=dev, dtype=torch.float32).view(1, 1, w) + flow[:, 0]
     ys = torch.arange(h, device=dev, dtype=torch.float32).view(1, h, 1) + flow[:, 1]
     # beyond these bounds every tap is outside anyway; clamping keeps the integers small
-    xq = torch.round(xs.clamp(-4, w + 3) * _REMAP_STEPS).long()  # (B, H, W)
-    yq = torch.round(ys.clamp(-4, h + 3) * _REMAP_STEPS).long()
-    ix = torch.div(xq, _REMAP_STEPS, rounding_mode="floor")
-    iy = torch.div(yq, _REMAP_STEPS, rounding_mode="floor")
-    wx = _cubic_weights((xq - ix * _REMAP_STEPS).float() / _REMAP_STEPS)  # (B, H, W, 4)
-    wy = _cubic_weights((yq - iy * _REMAP_STEPS).float() / _REMAP_STEPS)
+    xs, ys = xs.clamp(-4, w + 3), ys.clamp(-4, h + 3)
+    fx, fy = xs.floor(), ys.floor()
+    wx = _cubic_weights(xs - fx)  # (B, H, W, 4)
+    wy = _cubic_weights(ys - fy)
+    ix, iy = fx.long(), fy.long()
     flat = x.reshape(b, c, h * w)
     out = torch.zeros_like(flat)
     for j in range(4):

@@ -366,7 +366,7 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
         Path(tmp).write_bytes(b"half")
         raise RuntimeError("encoder died")
 
-    monkeypatch.setattr(render, "_write_mp4", boom)
+    monkeypatch.setattr(render, "encode_mp4", boom)
     target = tmp_path / "p.mp4"
     target.write_bytes(b"old")
     with pytest.raises(RuntimeError, match="encoder died"):
