@@ -118,7 +118,7 @@ def pipeline_on_gpu(frames: np.ndarray) -> dict[str, object]:
     analyse_frames(frames[:3], params, device="cuda")  # warm-up
     torch.cuda.synchronize()
     start = time.perf_counter()
-    result = analyse_frames(frames, params, device="cuda", batch_size=32)
+    result = analyse_frames(frames, params, device="cuda")  # default batch (16 on CUDA)
     wall = time.perf_counter() - start
     maps = torch.from_numpy(result.motion).unsqueeze(1)
     cpu_boxes = boxes_from_maps(maps, params)
