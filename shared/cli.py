@@ -113,6 +113,15 @@ def boxes(
     max_duration: Annotated[float, typer.Option(help="Refuse clips longer (s).")] = (
         DecodeLimits.max_duration_s
     ),
+    max_width: Annotated[int, typer.Option(help="Refuse wider clips (px).")] = (
+        DecodeLimits.max_width
+    ),
+    max_height: Annotated[int, typer.Option(help="Refuse taller clips (px).")] = (
+        DecodeLimits.max_height
+    ),
+    max_bytes: Annotated[int, typer.Option(help="Refuse larger files (bytes).")] = (
+        DecodeLimits.max_bytes
+    ),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Find the motion boxes of one or more clips."""
@@ -131,7 +140,13 @@ def boxes(
             backend=chosen,
             flow=FlowParams(stopping=stopping.value),
         )
-        limits = DecodeLimits(max_frames=max_frames, max_duration_s=max_duration)
+        limits = DecodeLimits(
+            max_bytes=max_bytes,
+            max_frames=max_frames,
+            max_duration_s=max_duration,
+            max_width=max_width,
+            max_height=max_height,
+        )
     except (MofoError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if chosen == "opencv" and stopping is Stopping.fixed:

@@ -335,6 +335,11 @@ def _scan_times(inp: _Input, info: VideoInfo, limits: DecodeLimits) -> np.ndarra
     return _times(raw, info.fps)
 
 
+# Fewer decoded frames than this share of the header's count means the file is cut short (the
+# margin allows for headers that estimate the count from duration × rate).
+_TRUNCATED = 0.9
+
+
 class _Frames:
     """Decoded frames of a stream in order; a mid-stream error ends it and is kept in ``error``."""
 
@@ -410,8 +415,8 @@ def read_clip(
     Limits are checked from the header before decoding, and the frame limit again while
     decoding. Sampling keeps every ``params.stride``-th frame, or when ``params.fps`` is set
     (it then overrides stride) the frames nearest to 0, 1/fps, 2/fps, ... seconds; then at
-    most ``params.num_frames`` of those, evenly spread. A stream that breaks mid-way keeps the
-    frames decoded before the break.
+    most ``params.num_frames`` of those, evenly spread. A stream that breaks mid-way, or that
+    ends well before the frame count its header promises, is refused as truncated.
     """
     inp = _resolve(source, limits)
     info = _probe_input(inp, limits)
@@ -431,9 +436,15 @@ def read_clip(
             decoded = _decode(inp, info, limits, size, redo.__contains__)
             indices = [i for i in indices if i in decoded.kept]
 
-    if decoded.count == 0 or (decoded.error is not None and decoded.count < 2):
+    if decoded.count == 0 or decoded.error is not None:
         why = _reason(decoded.error) if decoded.error else "no frame could be decoded"
         raise NotAVideo(f"{inp.name}: is corrupt or truncated: {why}")
+    if decoded.count < _TRUNCATED * info.frame_count:
+        # A partial clip would give a record that looks complete: refuse it.
+        raise NotAVideo(
+            f"{inp.name}: is truncated: the header promises {info.frame_count} frames, "
+            f"only {decoded.count} could be decoded"
+        )
     if len(indices) < 2:
         if decoded.count < 2:
             plural = "frame" if decoded.count == 1 else "frames"

@@ -324,6 +324,7 @@ def encode_mp4(
     fps: float,
     *,
     crf: int = MP4_CRF,
+    preset: str = "veryfast",
     faststart: bool = False,
 ) -> Path:
     """Encode (T, H, W, 3) uint8 RGB ``frames`` as an H.264 yuv420p MP4 with PyAV at ``fps`` (kept
@@ -340,7 +341,7 @@ def encode_mp4(
         stream.height = frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = 1 / rate
-        stream.options = {"crf": str(crf), "preset": "veryfast", "bf": "0"}
+        stream.options = {"crf": str(crf), "preset": preset, "bf": "0"}
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = i

@@ -40,7 +40,7 @@ def _textured_square_frames(frames: int, size: tuple[int, int]) -> list[np.ndarr
 
 def _write_mp4(path: Path, frames: list[np.ndarray], faststart: bool = False) -> Path:
     """Encode RGB frames into an mp4 at 25 fps (libx264, yuv420p, no B-frames)."""
-    return encode_mp4(path, np.stack(frames), _FPS, crf=23, faststart=faststart)
+    return encode_mp4(path, np.stack(frames), _FPS, crf=23, preset="ultrafast", faststart=faststart)
 
 
 def small_clip(d: str | Path, frames: int = 8, size: tuple[int, int] = (96, 64)) -> Path:

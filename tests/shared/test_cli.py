@@ -178,6 +178,32 @@ def test_good_clips_still_printed_around_a_bad_one(
     assert "1 of 3 clips failed" in run.stderr
 
 
+def test_every_bad_input_fails_alone(clips: tuple[Path, Path], tmp_path: Path) -> None:
+    """The issue's list of bad inputs, in one multi-clip run between two good clips: each bad one
+    gets one error line naming it and saying why; the good ones are still printed."""
+    bad = {
+        badclips.empty_file(tmp_path): "is empty",
+        badclips.random_bytes(tmp_path): "is not a readable video",
+        badclips.truncated_mp4(tmp_path, keep=0.4): "truncated",
+        badclips.image_file(tmp_path): "is an image, not a video",
+        badclips.audio_only(tmp_path): "has no video stream",
+        badclips.one_frame_clip(tmp_path): "has 1 frame; motion needs at least 2",
+        badclips.huge_resolution_clip(tmp_path, size=(320, 240)): "exceeds the limit 200x200",
+    }
+    limits = ("--max-width", "200", "--max-height", "200")
+    run = mofo("boxes", clips[0], *bad, clips[1], "--json", *FAST, *limits)
+    check_clean_failure(run, 1)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == len(bad)
+    for (path, why), line in zip(bad.items(), errors, strict=True):
+        assert line.startswith(f"error: {path.name}: "), line
+        assert why in line, line
+    first, second = records(run.stdout)
+    check_record(first, clips[0], 6)
+    check_record(second, clips[1], 5)
+    assert f"{len(bad)} of {len(bad) + 2} clips failed" in run.stderr
+
+
 def test_long_clip_name_stays_on_one_line(tmp_path: Path) -> None:
     bad = tmp_path / ("a_long_descriptive_clip_name_" * 4 + "end.mp4")
     bad.write_bytes(b"")
