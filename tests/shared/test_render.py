@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -357,6 +358,16 @@ def test_preview_bad_shape_raises_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\(2, 24, 32\)"):
         write_preview(tmp_path / "p.mp4", np.zeros((2, 24, 32), np.uint8), [None] * 2, fps=10)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    umask = os.umask(0o022)
+    try:
+        out = write_preview(tmp_path / "p.gif", frames, [None, None], fps=5)
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644
 
 
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
