@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from bench.paper_pipeline import opencv_flows, paper_boxes  # noqa: E402
-from bench.synthetic import (  # noqa: E402
+from bench.paper_pipeline import opencv_flows, paper_boxes
+from bench.synthetic import (
     SCENARIOS,
     Scenario,
     _make_patch,
@@ -22,7 +17,7 @@ from bench.synthetic import (  # noqa: E402
     make_clip,
     write_mp4,
 )
-from shared.record import box_iou  # noqa: E402
+from shared.record import box_iou
 
 STATIC_ONE = next(s for s in SCENARIOS if s.camera == "static" and s.movers == 1)
 
