@@ -22,7 +22,7 @@ import torch
 from bench.synthetic import SCENARIOS, make_clip, with_frames
 from shared.flow.gray import rgb_to_gray
 from shared.params import MotionParams
-from shared.pipeline import boxes_from_maps, flow_pairs, motion_maps
+from shared.pipeline import boxes_from_maps, fill_from_neighbours, flow_pairs, motion_maps
 from shared.record import box_iou
 
 CACHE = Path(__file__).resolve().parents[1] / "bench-out" / "tune-flows"
@@ -53,18 +53,8 @@ def clip_flows(scenario, seed: int, frames: int) -> tuple[torch.Tensor, list]:
 
 def score(flow: torch.Tensor, truth: list, params: MotionParams) -> float:
     maps = motion_maps(flow, params, len(truth))
-    own = boxes_from_maps(maps, params)
-    # neighbour fill, as the pipeline does
-    idx = [k for k, b in enumerate(own) if b is not None]
-    ious = []
-    for k, gt in enumerate(truth):
-        if gt is None:
-            continue
-        if not idx:
-            ious.append(0.0)
-            continue
-        near = min(idx, key=lambda j: (abs(j - k), j))
-        ious.append(box_iou(own[near], gt))
+    boxes = fill_from_neighbours(boxes_from_maps(maps, params))  # as the pipeline does
+    ious = [0.0 if b is None else box_iou(b, gt) for b, gt in zip(boxes, truth, strict=True) if gt]
     return float(np.mean(ious)) if ious else float("nan")
 
 

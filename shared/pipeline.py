@@ -79,7 +79,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _fill_from_neighbours(boxes: list[Box | None]) -> list[Box | None]:
+def fill_from_neighbours(boxes: list[Box | None]) -> list[Box | None]:
     """A frame without its own box takes the nearest frame's that has one (earlier on ties)."""
     own = [k for k, b in enumerate(boxes) if b is not None]
     if not own:
@@ -165,7 +165,7 @@ def analyse_frames(
     if fallback:
         boxes = [centre_box(width, height, params.fallback_size) for _ in range(num_frames)]
     else:
-        boxes = _fill_from_neighbours(own)
+        boxes = fill_from_neighbours(own)
     return FrameAnalysis(
         boxes=boxes,
         detected=[b is not None for b in own],
