@@ -127,7 +127,13 @@ def boxes(
     """Find the motion boxes of one or more clips."""
     # Imported here so that `mofo --help` stays fast.
     from shared.pipeline import analyse_clip, default_backend, resolve_device
-    from shared.render import write_motion_map, write_preview
+    from shared.render import (
+        MOTION_MAP_SUFFIXES,
+        PREVIEW_SUFFIXES,
+        check_output_path,
+        write_motion_map,
+        write_preview,
+    )
 
     try:
         dev = resolve_device(device)
@@ -151,9 +157,17 @@ def boxes(
         raise _fail(str(exc)) from None
     if chosen == "opencv" and stopping is Stopping.fixed:
         raise _fail("--stopping fixed needs --backend torch (OpenCV only stops on epsilon)")
-    for out, suffixes in ((preview, (".gif", ".mp4")), (motion_map, (".png",))):
-        if out is not None and out.suffix.lower() not in suffixes:
-            raise _fail(f"{out}: must end in {' or '.join(suffixes)}")
+    # Refuse a bad output path before any clip is decoded, not after the work is done.
+    outputs = (
+        (preview, PREVIEW_SUFFIXES, "preview"),
+        (motion_map, MOTION_MAP_SUFFIXES, "motion map"),
+    )
+    for out, suffixes, what in outputs:
+        if out is not None:
+            try:
+                check_output_path(out, suffixes, f"--{what.replace(' ', '-')}")
+            except (ValueError, FileNotFoundError) as exc:
+                raise _fail(str(exc)) from None
 
     several = len(clips) > 1
     failed = 0

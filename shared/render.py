@@ -85,7 +85,11 @@ def _check_fps(fps: float) -> float:
     return value
 
 
-def _output_path(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
+PREVIEW_SUFFIXES = (".gif", ".mp4")
+MOTION_MAP_SUFFIXES = (".png",)
+
+
+def check_output_path(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
     """Check an output path's suffix and that its folder exists; return it as a Path."""
     out = Path(path)
     if out.suffix.lower() not in suffixes:
@@ -255,7 +259,7 @@ def write_motion_map(
     Raises ValueError for a suffix other than .png or mismatched shapes, FileNotFoundError when
     the folder does not exist. Returns the path written.
     """
-    out = _output_path(path, (".png",), "motion map")
+    out = check_output_path(path, MOTION_MAP_SUFFIXES, "motion map")
     _check_frames(frames)
     count, height, width = frames.shape[:3]
     if count == 0:
@@ -370,7 +374,7 @@ def write_preview(
     for another suffix, bad shapes or fps, FileNotFoundError when the folder does not exist.
     Returns the path written.
     """
-    out = _output_path(path, (".gif", ".mp4"), "preview")
+    out = check_output_path(path, PREVIEW_SUFFIXES, "preview")
     rate = _check_fps(fps)
     drawn = draw_boxes(frames, boxes, fallback=fallback)
     if drawn.shape[0] == 0:

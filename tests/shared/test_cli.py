@@ -223,6 +223,17 @@ def test_device_cuda_without_cuda(clips: tuple[Path, Path]) -> None:
     assert run.stdout == ""
 
 
+def test_missing_output_folder_fails_before_any_work(
+    clips: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "no-such-folder" / "out.png"
+    run = mofo("boxes", clips[0], "--json", *FAST, "--motion-map", out)
+    check_clean_failure(run, 2)
+    assert "does not exist" in run.stderr and "no-such-folder" in run.stderr
+    assert run.stdout == ""
+    assert not out.parent.exists()
+
+
 def test_bad_preview_suffix(clips: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     run = mofo("boxes", clips[0], "--json", *FAST, "--preview", out)
