@@ -6,6 +6,7 @@ batching use); :func:`analyse_clip` decodes a clip, runs it and builds the :clas
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -63,9 +64,14 @@ class FrameAnalysis:
 
     boxes: list[Box]  # every frame's box: its own, a neighbour's, or the centre fallback
     detected: list[bool]  # whether each frame found motion of its own
-    motion: np.ndarray  # (T, H, W) float32 smoothed motion-boundary maps
+    maps: torch.Tensor  # (T, H, W) float32 smoothed motion-boundary maps, on the device used
     fallback: bool  # no frame had motion: boxes are the centre box
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @functools.cached_property
+    def motion(self) -> np.ndarray:
+        """The maps on the host, (T, H, W) float32; copied only when asked for (strips, tests)."""
+        return self.maps.cpu().numpy()
 
     @property
     def clip_box(self) -> Box:
@@ -156,7 +162,6 @@ def analyse_frames(
     t1 = time.perf_counter()
     maps = motion_maps(flow, params, num_frames)  # (T, 1, H, W)
     own = boxes_from_maps(maps, params)
-    motion = maps[:, 0].float().cpu().numpy()
     t2 = time.perf_counter()
     timings["flow"] = t1 - t0
     timings["regions"] = t2 - t1
@@ -169,7 +174,7 @@ def analyse_frames(
     return FrameAnalysis(
         boxes=boxes,
         detected=[b is not None for b in own],
-        motion=motion,
+        maps=maps[:, 0].float(),
         fallback=fallback,
         timings=timings,
     )
