@@ -55,12 +55,6 @@ def output_path(template: Path, clip: str, several: bool) -> Path:
     return template
 
 
-def _sampled_fps(fps: float, frame_indices: list[int]) -> float:
-    """Playback rate of the kept frames, so a preview lasts as long as the clip."""
-    span = frame_indices[-1] - frame_indices[0]
-    return fps * (len(frame_indices) - 1) / span if span > 0 else fps
-
-
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
@@ -131,6 +125,7 @@ def boxes(
         MOTION_MAP_SUFFIXES,
         PREVIEW_SUFFIXES,
         check_output_path,
+        sampled_fps,
         write_motion_map,
         write_preview,
     )
@@ -192,7 +187,7 @@ def boxes(
                         output_path(preview, clip, several),
                         work,
                         result.analysis.boxes,
-                        fps=_sampled_fps(result.record.fps, result.record.frame_indices),
+                        fps=sampled_fps(result.record.fps, result.record.frame_indices),
                         fallback=result.analysis.fallback,
                     )
                 if motion_map is not None:
@@ -223,3 +218,49 @@ def boxes(
     if failed:
         err.print(f"{failed} of {len(clips)} clips failed", highlight=False)
         raise typer.Exit(EXIT_CLIP_FAILED)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [env MOFO_HOST].")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port; 0 picks a free one [env MOFO_PORT].")
+    ] = None,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Folder that path requests may read [env MOFO_DATA_ROOT].")
+    ] = None,
+    redis: Annotated[
+        str | None, typer.Option(help="Redis URL for the box cache and jobs [env MOFO_REDIS_URL].")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda[:N] [env MOFO_DEVICE].")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the motion API (FastAPI + uvicorn). Other settings: MOFO_* variables (see README)."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "host": host, "port": port, "data_root": data_root, "redis_url": redis, "device": device
+        }.items()
+        if v is not None
+    }  # fmt: skip
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise _fail(f"bad settings: {problems}") from None
+    from services.motion_api.app import create_app
+
+    try:
+        api = create_app(settings)
+    except MofoError as exc:
+        raise _fail(str(exc)) from None
+    uvicorn.run(api, host=settings.host, port=settings.port, log_level=log_level)

@@ -21,7 +21,17 @@ import av.container
 import av.video
 import numpy as np
 
-from shared.errors import ClipError, ClipTooLarge, ClipTooShort, NotAVideo
+from shared.errors import (
+    ClipError,
+    ClipNotFound,
+    ClipTooLong,
+    ClipTooShort,
+    CorruptClip,
+    EmptyClip,
+    FileTooLarge,
+    NotAVideo,
+    ResolutionTooHigh,
+)
 from shared.params import DecodeLimits, MotionParams
 
 # FFmpeg logs through Python's logging (stderr by default); our errors carry what matters.
@@ -87,7 +97,7 @@ class _Input:
         try:
             container = av.open(self.target, mode="r")
         except FileNotFoundError as e:  # av.error.FileNotFoundError subclasses this
-            raise ClipError(f"{self.name}: no such file: {self.target}") from e
+            raise ClipNotFound(f"{self.name}: no such file: {self.target}") from e
         except PermissionError as e:
             raise ClipError(f"{self.name}: cannot read file: permission denied") from e
         except (av.FFmpegError, OSError, ValueError) as e:
@@ -122,8 +132,25 @@ def _read_at_most(stream: BinaryIO, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _resolve(source: Source, limits: DecodeLimits) -> _Input:
-    """Name and size a source, and refuse empty or oversized inputs without opening them."""
+def _resolve(source: Source, limits: DecodeLimits, name: str | None = None) -> _Input:
+    """Name and size a source, and refuse empty or oversized inputs without opening them.
+
+    ``name`` replaces the name messages give the clip (the service names uploads by their
+    filename and paths relative to its data root, never by server paths).
+    """
+    inp = _resolve_unnamed(source, limits)
+    if name is not None:
+        inp.name = name
+    if inp.size == 0:
+        raise EmptyClip(f"{inp.name}: is empty (0 bytes)")
+    if inp.size > limits.max_bytes:
+        raise FileTooLarge(
+            f"{inp.name}: size {inp.size} bytes exceeds the limit {limits.max_bytes} bytes"
+        )
+    return inp
+
+
+def _resolve_unnamed(source: Source, limits: DecodeLimits) -> _Input:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         inp = _Input(UPLOAD_NAME, len(data), io.BytesIO(data))
@@ -133,11 +160,11 @@ def _resolve(source: Source, limits: DecodeLimits) -> _Input:
         try:
             st = os.stat(path)
         except FileNotFoundError as e:
-            raise ClipError(f"{name}: no such file: {path}") from e
+            raise ClipNotFound(f"{name}: no such file: {path}") from e
         except OSError as e:
             raise ClipError(f"{name}: cannot read file: {e.strerror or e}") from e
         if stat.S_ISDIR(st.st_mode):
-            raise ClipError(f"{name}: is a directory, not a video file: {path}")
+            raise ClipNotFound(f"{name}: is a directory, not a video file: {path}")
         inp = _Input(name, st.st_size, path)
     elif hasattr(source, "read"):
         raw_name = getattr(source, "name", None)
@@ -154,12 +181,6 @@ def _resolve(source: Source, limits: DecodeLimits) -> _Input:
             inp = _Input(name, len(data), io.BytesIO(data))
     else:
         raise TypeError(f"expected a path, bytes or a binary file object, got {type(source)!r}")
-    if inp.size == 0:
-        raise NotAVideo(f"{inp.name}: is empty (0 bytes)")
-    if inp.size > limits.max_bytes:
-        raise ClipTooLarge(
-            f"{inp.name}: size {inp.size} bytes exceeds the limit {limits.max_bytes} bytes"
-        )
     return inp
 
 
@@ -211,18 +232,18 @@ def _header_info(
 
 
 def _check_limits(name: str, info: VideoInfo, limits: DecodeLimits) -> None:
-    """Raise ClipTooLarge when header values exceed a limit."""
+    """Raise a ClipTooLarge subclass when header values exceed a limit."""
     if info.width > limits.max_width or info.height > limits.max_height:
-        raise ClipTooLarge(
+        raise ResolutionTooHigh(
             f"{name}: resolution {info.width}x{info.height} exceeds the limit "
             f"{limits.max_width}x{limits.max_height}"
         )
     if info.duration_s > limits.max_duration_s:
-        raise ClipTooLarge(
+        raise ClipTooLong(
             f"{name}: duration {info.duration_s:g} s exceeds the limit {limits.max_duration_s:g} s"
         )
     if info.frame_count > limits.max_frames:
-        raise ClipTooLarge(
+        raise ClipTooLong(
             f"{name}: frame count {info.frame_count} exceeds the limit {limits.max_frames}"
         )
 
@@ -306,10 +327,10 @@ def _plan(times: np.ndarray, params: MotionParams, source_fps: float) -> list[in
     return kept
 
 
-def _too_many_frames(name: str, info: VideoInfo, limits: DecodeLimits) -> ClipTooLarge:
+def _too_many_frames(name: str, info: VideoInfo, limits: DecodeLimits) -> ClipTooLong:
     """The error for a stream found to hold more frames than ``limits.max_frames``."""
     said = f"header said {info.frame_count}" if info.frame_count else "header gave no count"
-    return ClipTooLarge(
+    return ClipTooLong(
         f"{name}: more than {limits.max_frames} frames found ({said}), "
         f"exceeds the limit {limits.max_frames}"
     )
@@ -390,7 +411,7 @@ def _decode(
                 if index >= limits.max_frames:
                     raise _too_many_frames(inp.name, info, limits)
                 if frame.width > limits.max_width or frame.height > limits.max_height:
-                    raise ClipTooLarge(
+                    raise ResolutionTooHigh(
                         f"{inp.name}: frame {index} is {frame.width}x{frame.height}, exceeds "
                         f"the limit {limits.max_width}x{limits.max_height}"
                     )
@@ -409,6 +430,7 @@ def read_clip(
     source: Source,
     params: MotionParams = _DEFAULT_PARAMS,
     limits: DecodeLimits = _DEFAULT_LIMITS,
+    name: str | None = None,
 ) -> Clip:
     """Decode a clip's first video stream and sample frames at working size.
 
@@ -418,7 +440,7 @@ def read_clip(
     most ``params.num_frames`` of those, evenly spread. A stream that breaks mid-way, or that
     ends well before the frame count its header promises, is refused as truncated.
     """
-    inp = _resolve(source, limits)
+    inp = _resolve(source, limits, name)
     info = _probe_input(inp, limits)
     size = working_size(info.width, info.height, params.short_side)
 
@@ -438,10 +460,10 @@ def read_clip(
 
     if decoded.count == 0 or decoded.error is not None:
         why = _reason(decoded.error) if decoded.error else "no frame could be decoded"
-        raise NotAVideo(f"{inp.name}: is corrupt or truncated: {why}")
+        raise CorruptClip(f"{inp.name}: is corrupt or truncated: {why}")
     if decoded.count < _TRUNCATED * info.frame_count:
         # A partial clip would give a record that looks complete: refuse it.
-        raise NotAVideo(
+        raise CorruptClip(
             f"{inp.name}: is truncated: the header promises {info.frame_count} frames, "
             f"only {decoded.count} could be decoded"
         )

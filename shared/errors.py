@@ -1,4 +1,8 @@
-"""Errors a user can act on. Each carries a message fit to show as-is (CLI, HTTP detail)."""
+"""Errors a user can act on. Each carries a message fit to show as-is (CLI, HTTP detail).
+
+The leaf classes say which limit or fault it was, so that the HTTP service can answer each with
+its own status and problem type; catch the base classes where the difference does not matter.
+"""
 
 
 class MofoError(Exception):
@@ -9,12 +13,36 @@ class ClipError(MofoError):
     """A clip cannot be used: unreadable, not a video, or outside the configured limits."""
 
 
+class ClipNotFound(ClipError):
+    """The clip's path does not exist (or is a directory)."""
+
+
 class NotAVideo(ClipError):
     """The file is empty, corrupt, or holds no video stream."""
 
 
+class EmptyClip(NotAVideo):
+    """The file or upload has no bytes at all."""
+
+
+class CorruptClip(NotAVideo):
+    """The file is a video container, but its stream breaks or ends early (truncated)."""
+
+
 class ClipTooLarge(ClipError):
     """The clip exceeds a limit (bytes, resolution, duration, frames), found before decoding."""
+
+
+class FileTooLarge(ClipTooLarge):
+    """The file has more bytes than allowed."""
+
+
+class ResolutionTooHigh(ClipTooLarge):
+    """The frames are wider or taller than allowed."""
+
+
+class ClipTooLong(ClipTooLarge):
+    """The clip lasts longer, or holds more frames, than allowed."""
 
 
 class ClipTooShort(ClipError):

@@ -110,6 +110,14 @@ class MotionParams:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> MotionParams:
+        """Inverse of :meth:`to_dict` (how jobs carry settings to workers)."""
+        fields = dict(data)
+        if isinstance(fields.get("flow"), dict):
+            fields["flow"] = FlowParams(**fields["flow"])
+        return cls(**fields)
+
     def hash(self) -> str:
         """Short stable hash of every setting that changes the result, and the algorithm version."""
         payload = json.dumps(

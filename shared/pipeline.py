@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,11 @@ from shared.regions import (
 
 if TYPE_CHECKING:  # decoding (PyAV) is imported only when a clip is decoded
     from shared.decode import Clip, Source
+
+# Computes flow for all consecutive pairs of (T, 1, H, W) gray frames → (T − 1, 2, H, W). The
+# default runs :func:`flow_pairs` in the caller's thread; the HTTP service passes one that hands
+# the pairs to its batcher, so that pairs of concurrent requests share flow calls.
+FlowFn = Callable[[torch.Tensor, MotionParams], torch.Tensor]
 
 # Pairs per flow batch. On an H200, 16 gave the most pairs/s with epsilon stopping (a batch runs
 # until its slowest pair converges, so larger batches wait more); see BENCHMARKS.md.
@@ -140,8 +146,12 @@ def analyse_frames(
     params: MotionParams | None = None,
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
+    flow_fn: FlowFn | None = None,
 ) -> FrameAnalysis:
-    """Motion boxes for (T, H, W, 3) uint8 RGB frames already at working size (T >= 2)."""
+    """Motion boxes for (T, H, W, 3) uint8 RGB frames already at working size (T >= 2).
+
+    ``flow_fn`` replaces the in-thread flow computation (see :data:`FlowFn`).
+    """
     params = params or MotionParams()
     dev = resolve_device(device)
     frames_t = torch.as_tensor(frames)
@@ -157,7 +167,8 @@ def analyse_frames(
 
     t0 = time.perf_counter()
     gray = rgb_to_gray(frames_t.to(dev))  # (T, 1, H, W)
-    flow = flow_pairs(gray, params, batch_size)  # (T-1, 2, H, W)
+    flow_fn = flow_fn or functools.partial(flow_pairs, batch_size=batch_size)
+    flow = flow_fn(gray, params)  # (T-1, 2, H, W)
     _sync(dev)
     t1 = time.perf_counter()
     maps = motion_maps(flow, params, num_frames)  # (T, 1, H, W)
@@ -203,18 +214,26 @@ def analyse_clip(
     device: str | torch.device = "cpu",
     name: str | None = None,
     batch_size: int | None = None,
+    flow_fn: FlowFn | None = None,
+    label: str | None = None,
 ) -> ClipResult:
-    """Decode a clip, find its motion boxes and build its box record (source pixels)."""
+    """Decode a clip, find its motion boxes and build its box record (source pixels).
+
+    ``name`` is the record's ``video`` (default: the path as given); ``label`` is how error
+    messages call the clip (default: ``name`` when given, else the file's basename).
+    """
     from shared.decode import read_clip
 
     params = params or MotionParams()
     limits = limits or DecodeLimits()
     t0 = time.perf_counter()
-    clip = read_clip(source, params, limits)
+    clip = read_clip(source, params, limits, name=label or name)
     decode_s = time.perf_counter() - t0
-    analysis = analyse_frames(clip.frames, params, device, batch_size)
+    analysis = analyse_frames(clip.frames, params, device, batch_size, flow_fn)
     analysis.timings["decode"] = decode_s
 
+    if name is None:
+        name = source_name(source)
     info = clip.info
     work_h, work_w = clip.frames.shape[1:3]
     sx, sy = info.width / work_w, info.height / work_h
@@ -222,8 +241,6 @@ def analyse_clip(
     def to_source(box: Box) -> Box:
         return scale_box(box, sx, sy, info.width, info.height)
 
-    if name is None:
-        name = source_name(source)
     record = BoxRecord(
         video=name,
         params=params.hash(),

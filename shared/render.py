@@ -358,6 +358,12 @@ def encode_mp4(
     return Path(path)
 
 
+def sampled_fps(fps: float, frame_indices: Sequence[int]) -> float:
+    """Playback rate of the kept frames, so a preview lasts as long as the clip."""
+    span = frame_indices[-1] - frame_indices[0]
+    return fps * (len(frame_indices) - 1) / span if span > 0 else fps
+
+
 def write_preview(
     path: str | Path,
     frames: np.ndarray,

@@ -1,0 +1,66 @@
+"""The motion API: ``create_app(settings)`` builds it; ``mofo serve`` runs it under uvicorn."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from services.motion_api import problems
+from services.motion_api.jobs import LocalJobs, RQJobs
+from services.motion_api.limits import BodyLimitMiddleware
+from services.motion_api.metrics import MetricsMiddleware
+from services.motion_api.routes import boxes, health, images, jobs
+from services.motion_api.service import MotionService
+from shared.settings import Settings
+
+STATIC = resources.files("services.motion_api") / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    # Built now, not at start-up, so that a bad device or Redis URL fails before serving.
+    service = MotionService(settings)
+    service.jobs = (
+        RQJobs(service, settings.redis_url, settings.queue_name, settings.job_ttl_s)
+        if settings.redis_url
+        else LocalJobs(service, settings.job_workers, settings.job_ttl_s)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.warmup:
+            threading.Thread(target=service.warm_up, name="mofo-warmup", daemon=True).start()
+        else:
+            service.flow_warmed.set()
+        yield
+        service.jobs.close()
+        service.close()
+
+    app = FastAPI(
+        title="MOFO motion API",
+        version="1",
+        summary="Motion boxes, motion-boundary maps and previews of video clips (TV-L1 flow).",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    problems.install(app)
+    for router in (boxes.router, images.router, jobs.router, health.router):
+        app.include_router(router)
+
+    index = (STATIC / "index.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return index
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    # Outermost first: metrics see every answer, 413s included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    return app

@@ -1,0 +1,214 @@
+"""Request batching onto the flow backend.
+
+One thread owns flow: request threads hand it the frame pairs of their clip and wait. The thread
+takes the oldest waiting work, waits up to ``max_wait_s`` for more work of the same shape and
+settings, and runs up to ``max_batch`` pairs from all of them in one :func:`optical_flow` call, so
+on a GPU throughput grows with concurrency. A long clip is served in slices and shares each batch
+with the others, so it does not hold short requests back. Keeping flow on one thread also keeps
+CUDA graphs and compiled kernels in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from dataclasses import dataclass, field
+
+import torch
+
+from shared.flow import optical_flow
+from shared.params import FlowParams, MotionParams
+
+log = logging.getLogger(__name__)
+
+BatchKey = tuple[int, int, FlowParams, str]  # (H, W, flow settings, backend)
+
+
+@dataclass(eq=False)
+class _Work:
+    """The pairs of one request: consecutive gray frames, and where their flows go."""
+
+    gray: torch.Tensor  # (T, 1, H, W)
+    key: BatchKey
+    enqueued: float
+    future: Future = field(default_factory=Future)
+    next_pair: int = 0  # first pair not yet handed to a batch
+    parts: list[torch.Tensor] = field(default_factory=list)
+    done_pairs: int = 0
+    started: bool = False
+
+    @property
+    def pairs(self) -> int:
+        return self.gray.shape[0] - 1
+
+
+@dataclass
+class BatchStats:
+    """Counts the service reports on /metrics (read without the lock: figures, not control)."""
+
+    batches: int = 0
+    pairs: int = 0
+
+
+class Cancelled(Exception):
+    """The request gave up (timeout or disconnect) before its flow was done."""
+
+
+class FlowBatcher:
+    def __init__(
+        self,
+        max_batch: int,
+        max_wait_s: float,
+        on_batch: Callable[[int, list[float]], None] | None = None,
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch  # (pairs in the batch, queue waits of new works in seconds)
+        self.stats = BatchStats()
+        self._inbox: queue.Queue[_Work | None] = queue.Queue()
+        self._waiting: list[_Work] = []  # taken from the inbox, not finished
+        self._thread = threading.Thread(target=self._run, name="mofo-flow", daemon=True)
+        self._stopped = threading.Event()
+        self._thread.start()
+
+    # -- request side -------------------------------------------------------------------------
+
+    def flow(
+        self, gray: torch.Tensor, params: MotionParams, cancel: threading.Event | None = None
+    ) -> torch.Tensor:
+        """Flow of every consecutive pair of ``gray`` (T, 1, H, W) → (T − 1, 2, H, W); blocks.
+
+        Raises :class:`Cancelled` when ``cancel`` is set before the flow is done.
+        """
+        if self._stopped.is_set():
+            raise RuntimeError("the flow batcher is stopped")
+        if gray.ndim != 4 or gray.shape[1] != 1 or gray.shape[0] < 2:
+            raise ValueError(f"expected (T >= 2, 1, H, W) gray frames, got {tuple(gray.shape)}")
+        key = (gray.shape[-2], gray.shape[-1], params.flow, params.backend)
+        work = _Work(gray=gray, key=key, enqueued=time.perf_counter())
+        self._inbox.put(work)
+        while True:
+            try:
+                return work.future.result(timeout=0.05 if cancel is not None else None)
+            except TimeoutError:
+                if cancel is not None and cancel.is_set():
+                    work.future.cancel()  # the flow thread drops it at its next batch
+                    raise Cancelled() from None
+            except CancelledError:
+                raise Cancelled() from None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
+        self._inbox.put(None)
+        self._thread.join(timeout)
+
+    # -- flow thread --------------------------------------------------------------------------
+
+    def _take(self, block: bool, timeout: float | None = None) -> bool:
+        """Move one work from the inbox to the waiting list; False when none came."""
+        try:
+            work = self._inbox.get(block=block, timeout=timeout)
+        except queue.Empty:
+            return False
+        if work is None:  # stop
+            return False
+        self._waiting.append(work)
+        return True
+
+    def _gather(self) -> list[_Work]:
+        """Works of the oldest work's kind, after waiting up to max_wait_s for the batch to fill."""
+        self._waiting = [w for w in self._waiting if not w.future.cancelled()]
+        while not self._waiting:
+            if self._stopped.is_set() or not self._take(block=True):
+                return []
+            self._waiting = [w for w in self._waiting if not w.future.cancelled()]
+        key = self._waiting[0].key
+        deadline = time.perf_counter() + self.max_wait_s
+
+        def ready() -> list[_Work]:
+            return [w for w in self._waiting if w.key == key and not w.future.cancelled()]
+
+        while sum(w.pairs - w.next_pair for w in ready()) < self.max_batch:
+            left = deadline - time.perf_counter()
+            if left <= 0 or not self._take(block=True, timeout=left):
+                break
+        while self._take(block=False):  # whatever else already arrived
+            pass
+        return ready()
+
+    def _plan(self, works: list[_Work]) -> list[tuple[_Work, int, int]]:
+        """Slices (work, first pair, end pair) for one batch: fair shares, oldest first."""
+        slices: list[tuple[_Work, int, int]] = []
+        room = self.max_batch
+        cursor = {id(w): w.next_pair for w in works}
+        while room > 0:
+            open_works = [w for w in works if cursor[id(w)] < w.pairs]
+            if not open_works:
+                break
+            share = max(1, room // len(open_works))
+            for w in open_works:
+                if room == 0:
+                    break
+                take = min(share, w.pairs - cursor[id(w)], room)
+                slices.append((w, cursor[id(w)], cursor[id(w)] + take))
+                cursor[id(w)] += take
+                room -= take
+        return slices
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            works = self._gather()
+            if not works:
+                continue
+            slices = self._plan(works)
+            waits = []
+            now = time.perf_counter()
+            for w, _, _ in slices:
+                if not w.started:
+                    w.started = True
+                    waits.append(now - w.enqueued)
+            try:
+                self._run_batch(slices)
+            except Exception as exc:  # a backend failure fails the works in this batch, not us
+                log.exception("flow batch failed")
+                for w in {id(w): w for w, _, _ in slices}.values():
+                    self._finish(w, error=exc)
+            if self.on_batch is not None:
+                self.on_batch(sum(b - a for _, a, b in slices), waits)
+
+    def _run_batch(self, slices: list[tuple[_Work, int, int]]) -> None:
+        work0 = slices[0][0]
+        _, _, flow_params, backend = work0.key
+        device = work0.gray.device
+        i0 = torch.cat([w.gray[a:b].to(device) for w, a, b in slices])
+        i1 = torch.cat([w.gray[a + 1 : b + 1].to(device) for w, a, b in slices])
+        flow = optical_flow(i0, i1, flow_params, backend)  # (P, 2, H, W)
+        self.stats.batches += 1
+        self.stats.pairs += flow.shape[0]
+        offset = 0
+        for w, a, b in slices:
+            part = flow[offset : offset + (b - a)]
+            offset += b - a
+            w.next_pair = b
+            w.parts.append(part)
+            w.done_pairs += b - a
+            if w.done_pairs == w.pairs:
+                self._finish(w, result=torch.cat(w.parts) if len(w.parts) > 1 else w.parts[0])
+
+    def _finish(
+        self, work: _Work, result: torch.Tensor | None = None, error: BaseException | None = None
+    ) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(work)
+        with contextlib.suppress(InvalidStateError):  # cancelled by its request meanwhile
+            if error is not None:
+                work.future.set_exception(error)
+            else:
+                work.future.set_result(result)

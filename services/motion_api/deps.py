@@ -1,0 +1,156 @@
+"""Route dependencies: the service, and the clip a request names (an upload or a path)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from services.motion_api.problems import Problem
+from services.motion_api.schemas import JobRequest, PathRequest
+from services.motion_api.service import (
+    ClipSource,
+    MotionService,
+    content_id,
+    resolve_under_root,
+    spooled_name,
+)
+
+MAX_FORM_FIELDS = 8
+
+
+def get_service(request: Request) -> MotionService:
+    return request.app.state.service
+
+
+Service = Annotated[MotionService, Depends(get_service)]
+
+
+def _file_body_schema(description: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary", "description": description}},
+    }
+
+
+def clip_body_openapi(json_model: type, upload_description: str) -> dict[str, Any]:
+    """OpenAPI for a body that is either a multipart upload or JSON naming server paths."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": _file_body_schema(upload_description)},
+                "application/json": {"schema": json_model.model_json_schema()},
+            },
+        }
+    }
+
+
+CLIP_BODY = clip_body_openapi(PathRequest, "The video file.")
+JOB_BODY = clip_body_openapi(JobRequest, "One (long) video file.")
+
+
+def _unsupported(content_type: str) -> Problem:
+    return Problem(
+        415, "unsupported-media-type", "Unsupported media type",
+        f"send the clip as multipart/form-data with a 'file' field, or JSON naming a path under "
+        f"the data root; got content type {content_type or 'none'!r}",
+    )  # fmt: skip
+
+
+async def _json_body(request: Request, model: type) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise Problem(422, "invalid-parameters", "Invalid parameters", "request: body is empty")
+    try:
+        return model.model_validate(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise Problem(
+            422, "invalid-parameters", "Invalid parameters", f"body: not JSON ({exc})"
+        ) from None
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "body"
+            parts.append(f"{where}: {err['msg']}")
+        raise Problem(422, "invalid-parameters", "Invalid parameters", "; ".join(parts)) from None
+
+
+async def _upload(request: Request) -> tuple[UploadFile, Any]:
+    try:
+        form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
+    except Exception as exc:  # malformed multipart: the client's fault, say what went wrong
+        raise Problem(
+            400, "bad-multipart", "Malformed upload", f"cannot read the form: {exc}"
+        ) from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        await form.close()
+        raise Problem(
+            422, "no-file", "No file",
+            "no file: send the clip as the multipart/form-data field 'file'",
+        )  # fmt: skip
+    return upload, form
+
+
+async def _uploaded_clip(upload: UploadFile) -> ClipSource:
+    name = spooled_name(upload.filename)
+    if upload.size == 0:
+        raise Problem(400, "empty-clip", "Empty clip", f"{name}: the upload is empty (0 bytes)")
+    video_id = await run_in_threadpool(content_id, upload.file)
+    return ClipSource(video_id=video_id, name=name, source=upload.file)
+
+
+async def clip_source(request: Request, service: Service) -> AsyncIterator[ClipSource]:
+    """The one clip a request names; an upload's temporary file is closed after the response."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        upload, form = await _upload(request)
+        try:
+            yield await _uploaded_clip(upload)
+        finally:
+            await form.close()
+    elif content_type == "application/json":
+        body = await _json_body(request, PathRequest)
+        path, rel = resolve_under_root(service.settings.data_root, body.path)
+        yield ClipSource(video_id=rel, name=rel, source=str(path))
+    else:
+        raise _unsupported(content_type)
+
+
+Clip = Annotated[ClipSource, Depends(clip_source)]
+
+
+async def job_sources(request: Request, service: Service) -> AsyncIterator[list[ClipSource]]:
+    """The clips of a job: one uploaded clip, or paths under the data root."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        upload, form = await _upload(request)
+        try:
+            yield [await _uploaded_clip(upload)]
+        finally:
+            await form.close()
+    elif content_type == "application/json":
+        body = await _json_body(request, JobRequest)
+        limit = service.settings.max_job_clips
+        if len(body.paths) > limit:
+            raise Problem(
+                422, "invalid-parameters", "Invalid parameters",
+                f"paths: {len(body.paths)} clips in one job, the limit is {limit}",
+            )  # fmt: skip
+        clips = []
+        for relative in body.paths:
+            path, rel = resolve_under_root(service.settings.data_root, relative)
+            clips.append(ClipSource(video_id=rel, name=rel, source=str(path)))
+        yield clips
+    else:
+        raise _unsupported(content_type)
+
+
+JobClips = Annotated[list[ClipSource], Depends(job_sources)]

@@ -1,0 +1,83 @@
+"""Prometheus metrics of one service instance (its own registry, so several apps can live in one
+process, as in the tests), and the ASGI middleware that counts requests by route template."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "mofo_http_requests", "HTTP requests by route, method and status",
+            ["route", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "mofo_http_request_duration_seconds", "HTTP request latency by route",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "mofo_http_requests_in_flight", "HTTP requests in progress", registry=r
+        )
+        self.queue_wait = Histogram(
+            "mofo_flow_queue_wait_seconds", "Time a request's frame pairs waited for a flow batch",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_pairs = Histogram(
+            "mofo_flow_batch_pairs", "Frame pairs per flow call (the GPU batch size)",
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.pending = Gauge(
+            "mofo_pending_requests", "Clip requests admitted and not finished", registry=r
+        )
+        self.cache = Counter("mofo_cache_lookups", "Box cache lookups", ["result"], registry=r)
+        self.rejected = Counter(
+            "mofo_rejected_requests", "Requests refused by load limits", ["reason"], registry=r
+        )
+
+    def observe_batch(self, pairs: int, waits: list[float]) -> None:
+        self.batch_pairs.observe(pairs)
+        for wait in waits:
+            self.queue_wait.observe(wait)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by its route template (``/v1/jobs/{job_id}``, not the id)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+        self.metrics.in_flight.inc()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "<unmatched>"
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(template).observe(time.perf_counter() - start)

@@ -1,0 +1,140 @@
+"""Errors as ``application/problem+json`` (RFC 9457): every failure the service can name gets its
+own status, ``type`` and a ``detail`` a user can act on; nothing else is lost when one happens."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.cache import CacheUnavailable
+from shared.errors import (
+    ClipError,
+    ClipNotFound,
+    ClipTooLong,
+    ClipTooShort,
+    CorruptClip,
+    DeviceError,
+    EmptyClip,
+    FileTooLarge,
+    MofoError,
+    NotAVideo,
+    ResolutionTooHigh,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "urn:mofo:problem:"
+
+# Most specific class first: the first match names the problem.
+_MOFO_ERRORS: list[tuple[type[MofoError], int, str, str]] = [
+    (EmptyClip, 400, "empty-clip", "Empty clip"),
+    (CorruptClip, 422, "corrupt-clip", "Corrupt clip"),
+    (NotAVideo, 415, "not-a-video", "Not a video"),
+    (FileTooLarge, 413, "too-large", "Clip too large"),
+    (ClipTooLong, 422, "too-long", "Clip too long"),
+    (ResolutionTooHigh, 422, "resolution-too-high", "Resolution over the limit"),
+    (ClipTooShort, 422, "too-short", "Clip too short"),
+    (ClipNotFound, 404, "clip-not-found", "Clip not found"),
+    (ClipError, 422, "bad-clip", "Clip cannot be used"),
+    (DeviceError, 503, "device-unavailable", "Device unavailable"),
+    (CacheUnavailable, 503, "cache-unavailable", "Box cache unavailable"),
+    (MofoError, 400, "bad-request", "Bad request"),
+]
+
+
+class Problem(Exception):
+    """Raise from a route to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ):
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail = status, slug, title, detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_body(status: int, slug: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> JSONResponse:
+    body = problem_body(
+        problem.status, problem.slug, problem.title, problem.detail, **problem.extra
+    )
+    if instance:
+        body["instance"] = instance
+    return JSONResponse(
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
+    )
+
+
+def from_mofo_error(exc: MofoError) -> Problem:
+    for cls, status, slug, title in _MOFO_ERRORS:
+        if isinstance(exc, cls):
+            return Problem(status, slug, title, str(exc))
+    raise AssertionError("MofoError is in the table")  # pragma: no cover
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = []
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        where = ".".join(loc) or "request"
+        msg = err.get("msg", "invalid")
+        parts.append(f"{where}: {msg}")
+        errors.append({"field": where, "message": msg})
+    return "; ".join(parts) or "invalid request", errors
+
+
+# Standard HTTP errors raised by routing (unknown route, wrong method).
+_HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 400: "bad-request"}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem document."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request.url.path)
+
+    @app.exception_handler(MofoError)
+    async def _mofo(request: Request, exc: MofoError) -> JSONResponse:
+        return problem_response(from_mofo_error(exc), request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail, errors = _validation_detail(exc)
+        problem = Problem(422, "invalid-parameters", "Invalid parameters", detail, errors=errors)
+        return problem_response(problem, request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = _HTTP_SLUGS.get(exc.status_code, f"http-{exc.status_code}")
+        title = slug.replace("-", " ").capitalize()
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such endpoint: {request.method} {request.url.path}"
+        problem = Problem(exc.status_code, slug, title, detail, headers=dict(exc.headers or {}))
+        return problem_response(problem, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        problem = Problem(
+            500, "internal-error", "Internal error", "the server failed; the error is logged"
+        )
+        return problem_response(problem, request.url.path)

@@ -1,0 +1,82 @@
+"""Pictures of a clip's motion: a PNG strip of frames over their motion maps, and the clip
+(at working size) with its boxes drawn, as GIF or MP4."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from services.motion_api.deps import CLIP_BODY, Clip, Service
+from services.motion_api.routes.boxes import PROBLEMS
+from services.motion_api.schemas import BoxOptions, PreviewOptions
+from shared.render import sampled_fps, write_motion_map, write_preview
+
+router = APIRouter(prefix="/v1", tags=["images"])
+
+MEDIA_TYPES = {"gif": "image/gif", "mp4": "video/mp4", "png": "image/png"}
+
+
+def _render(write, suffix: str) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="mofo-render-") as tmp:
+        path = Path(tmp) / f"out.{suffix}"
+        write(path)
+        return path.read_bytes()
+
+
+@router.post(
+    "/motion-map",
+    openapi_extra=CLIP_BODY,
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **PROBLEMS},
+    summary="PNG strip: frames with their boxes above their motion-boundary maps",
+)
+async def motion_map(clip: Clip, service: Service, options: Annotated[BoxOptions, Query()]):
+    params = service.params(options)
+
+    def work(cancel) -> bytes:
+        result = service.analyse(clip, params, cancel)
+        analysis = result.analysis
+        return _render(
+            lambda path: write_motion_map(
+                path,
+                result.clip.frames,
+                analysis.motion,
+                analysis.boxes,
+                fallback=analysis.fallback,
+            ),
+            "png",
+        )
+
+    png = await service.run(work)
+    return Response(png, media_type=MEDIA_TYPES["png"])
+
+
+@router.post(
+    "/preview",
+    openapi_extra=CLIP_BODY,
+    response_class=Response,
+    responses={200: {"content": {"image/gif": {}, "video/mp4": {}}}, **PROBLEMS},
+    summary="The clip at working size with its motion boxes drawn (GIF or MP4)",
+)
+async def preview(clip: Clip, service: Service, options: Annotated[PreviewOptions, Query()]):
+    params = service.params(options)
+
+    def work(cancel) -> bytes:
+        result = service.analyse(clip, params, cancel)
+        record = result.record
+        return _render(
+            lambda path: write_preview(
+                path,
+                result.clip.frames,
+                result.analysis.boxes,
+                fps=sampled_fps(record.fps, record.frame_indices),
+                fallback=result.analysis.fallback,
+            ),
+            options.format,
+        )
+
+    data = await service.run(work)
+    return Response(data, media_type=MEDIA_TYPES[options.format])

@@ -1,0 +1,154 @@
+"""Request and response schemas of the HTTP API (separate from the library's dataclasses, so the
+API contract is stated and checked at the edge)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.params import FlowParams, MotionParams
+from shared.record import SCHEMA
+
+Box = Annotated[list[int], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2]")]
+PARAMS_HASH = r"^[0-9a-f]{16}$"
+
+
+class BoxOptions(BaseModel):
+    """Query options of every clip endpoint: the settings that change the result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    short_side: int = Field(224, ge=16, le=1024, description="Working size: short side (px).")
+    stride: int = Field(1, ge=1, le=1000, description="Keep every N-th frame.")
+    fps: float | None = Field(
+        None, gt=0, le=240, description="Keep frames nearest to this rate (overrides stride)."
+    )
+    num_frames: int | None = Field(None, ge=2, le=10_000, description="At most this many frames.")
+    backend: Literal["auto", "opencv", "torch"] = Field(
+        "auto", description="TV-L1 backend; auto = the server's (torch on GPU, opencv on CPU)."
+    )
+    stopping: Literal["epsilon", "fixed"] = Field(
+        "epsilon", description="TV-L1 stopping: OpenCV's epsilon rule or all iterations (torch)."
+    )
+
+    def motion_params(self, default_backend: str) -> MotionParams:
+        backend = default_backend if self.backend == "auto" else self.backend
+        if backend == "opencv" and self.stopping == "fixed":
+            raise ValueError("stopping=fixed needs backend=torch (OpenCV only stops on epsilon)")
+        return MotionParams(
+            short_side=self.short_side,
+            stride=self.stride,
+            fps=self.fps,
+            num_frames=self.num_frames,
+            backend=backend,
+            flow=FlowParams(stopping=self.stopping),
+        )
+
+
+class ComputeOptions(BoxOptions):
+    refresh: bool = Field(False, description="Recompute even when the cache has the record.")
+
+
+class LookupOptions(BoxOptions):
+    params: str | None = Field(
+        None, pattern=PARAMS_HASH, description="A record's params hash; overrides the options."
+    )
+
+
+class PreviewOptions(BoxOptions):
+    format: Literal["gif", "mp4"] = Field("gif", description="Animated GIF or H.264 MP4.")
+
+
+class PathRequest(BaseModel):
+    """A clip named by its path under the server's data root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096, examples=["clips/0001.mp4"])
+
+
+class JobRequest(BaseModel):
+    """Clips named by path under the server's data root, boxed in the background."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        min_length=1, examples=[["clips/0001.mp4", "clips/0002.mp4"]]
+    )
+
+
+class BoxRecordOut(BaseModel):
+    """The box record (``mofo.box/1``): source pixels, x2/y2 exclusive."""
+
+    schema_: Literal["mofo.box/1"] = Field(SCHEMA, alias="schema")
+    video: str
+    params: str
+    width: int
+    height: int
+    fps: float
+    frame_indices: list[int]
+    frames: list[Box | None]
+    clip_box: Box
+    fallback: bool
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    finished = "finished"
+    failed = "failed"
+
+
+class JobProgress(BaseModel):
+    total: int
+    done: int = 0
+    failed: int = 0
+
+
+class ClipOutcome(BaseModel):
+    video: str
+    ok: bool
+    record: BoxRecordOut | None = None
+    error: str | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    status: JobState
+    status_url: str
+    progress: JobProgress
+    result: list[ClipOutcome] | None = None
+    error: str | None = None
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    device: str
+    backend: str
+    flow_warmed: bool
+    cache: Literal["memory", "redis"]
+    cache_reachable: bool
+    jobs: Literal["local", "rq"]
+    detail: str | None = None
+
+
+class ProblemOut(BaseModel):
+    """An error (RFC 9457 problem details)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,214 @@
+"""The service's state and its one way of working on a clip: admit the request (429 when the
+service is full), run decoding and analysis on a request thread with the flow going through the
+batcher, give up at the deadline (504), and keep the record in the box cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, TypeVar
+
+import numpy as np
+import torch
+
+from services.motion_api.batcher import Cancelled, FlowBatcher
+from services.motion_api.metrics import Metrics
+from services.motion_api.problems import Problem
+from shared.cache import BoxCache, MemoryBoxCache, RedisBoxCache
+from shared.params import MotionParams
+from shared.pipeline import DEFAULT_BATCH, ClipResult, analyse_clip, default_backend, resolve_device
+from shared.record import BoxRecord
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+HASH_CHUNK = 1 << 20
+UPLOAD_ID_PREFIX = "sha256-"
+
+
+@dataclass
+class ClipSource:
+    """A clip to work on: what the record calls it, what messages call it, and its bytes."""
+
+    video_id: str  # cache key and the record's ``video``
+    name: str  # for messages: the upload's filename or the path under the data root
+    source: str | IO[bytes]  # a server path or a seekable file
+
+
+def content_id(file: IO[bytes]) -> str:
+    """An upload's id: ``sha256-`` and the first 32 hex digits of its content's SHA-256."""
+    digest = hashlib.sha256()
+    file.seek(0)
+    while chunk := file.read(HASH_CHUNK):
+        digest.update(chunk)
+    file.seek(0)
+    return UPLOAD_ID_PREFIX + digest.hexdigest()[:32]
+
+
+def resolve_under_root(root: Path | None, relative: str) -> tuple[Path, str]:
+    """A request's path → (server path, id): refused unless it stays under the data root.
+
+    The id is the path relative to the root in POSIX form, as the workers name folder clips.
+    Symbolic links are followed before the check, so a link cannot lead outside either.
+    """
+    if root is None:
+        raise Problem(
+            400, "no-data-root", "Path requests are off",
+            "this server has no data root (MOFO_DATA_ROOT); upload the clip instead",
+        )  # fmt: skip
+    if "\x00" in relative or relative.startswith(("/", "\\")) or ":" in relative.split("/")[0]:
+        raise Problem(
+            403, "outside-data-root", "Path outside the data root",
+            f"path {relative!r} must be relative to the data root",
+        )  # fmt: skip
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        raise Problem(
+            403, "outside-data-root", "Path outside the data root",
+            f"path {relative!r} leads outside the data root",
+        )  # fmt: skip
+    rel = PurePosixPath(*target.relative_to(root).parts).as_posix()
+    if not target.is_file():
+        raise Problem(
+            404, "clip-not-found", "Clip not found", f"{rel}: no such file under the data root"
+        )
+    return target, rel
+
+
+class MotionService:
+    """Everything the routes share: settings, device, batcher, cache, metrics, admission."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.backend = (
+            default_backend(self.device) if settings.backend == "auto" else settings.backend
+        )
+        self.limits = settings.decode_limits()
+        self.metrics = Metrics()
+        max_batch = settings.max_batch_pairs or DEFAULT_BATCH[self.device.type]
+        self.batcher = FlowBatcher(
+            max_batch, settings.max_wait_ms / 1000, self.metrics.observe_batch
+        )
+        self.cache: BoxCache = (
+            RedisBoxCache(settings.redis_url)
+            if settings.redis_url
+            else MemoryBoxCache(settings.cache_entries)
+        )
+        self.flow_warmed = threading.Event()
+        self.warmup_error: str | None = None
+        self._executor = ThreadPoolExecutor(settings.max_pending, thread_name_prefix="mofo-clip")
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._recent_s = 1.0  # moving average of request work time, for Retry-After
+
+    def close(self) -> None:
+        self.batcher.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """One flow call through the batcher at the default working size (compiles on CUDA)."""
+        try:
+            rng = np.random.default_rng(0)
+            gray = torch.from_numpy(rng.integers(0, 256, (2, 1, 224, 224)).astype(np.float32))
+            params = MotionParams(backend=self.backend)
+            self.batcher.flow(gray.to(self.device), params)
+            self.flow_warmed.set()
+        except Exception as exc:  # readiness reports it; the process keeps serving health
+            self.warmup_error = f"flow warm-up failed: {exc}"
+            log.exception("flow warm-up failed")
+
+    # -- per request ---------------------------------------------------------------------------
+
+    def params(self, options) -> MotionParams:
+        try:
+            return options.motion_params(self.backend)
+        except ValueError as exc:
+            raise Problem(422, "invalid-parameters", "Invalid parameters", str(exc)) from None
+
+    def analyse(
+        self, clip: ClipSource, params: MotionParams, cancel: threading.Event
+    ) -> ClipResult:
+        """Decode and analyse one clip on the calling thread, flow through the batcher."""
+
+        def flow_fn(gray: torch.Tensor, p: MotionParams) -> torch.Tensor:
+            return self.batcher.flow(gray, p, cancel)
+
+        if cancel.is_set():
+            raise Cancelled()
+        result = analyse_clip(
+            clip.source,
+            params,
+            self.limits,
+            self.device,
+            name=clip.video_id,
+            flow_fn=flow_fn,
+            label=clip.name,
+        )
+        self.cache.put(result.record)
+        return result
+
+    def cached(self, video_id: str, params: MotionParams) -> BoxRecord | None:
+        record = self.cache.get(video_id, params.hash())
+        self.metrics.cache.labels("hit" if record else "miss").inc()
+        return record
+
+    async def run(self, work: Callable[[threading.Event], T]) -> T:
+        """Run ``work(cancel)`` on a request thread under the load limits."""
+        with self._pending_lock:
+            if self._pending >= self.settings.max_pending:
+                self.metrics.rejected.labels("queue_full").inc()
+                retry = max(1, math.ceil(self._recent_s))
+                raise Problem(
+                    429, "busy", "Too many requests",
+                    f"{self._pending} clips are being worked on, the most this server takes; "
+                    f"retry in {retry} s", headers={"Retry-After": str(retry)},
+                )  # fmt: skip
+            self._pending += 1
+            self.metrics.pending.set(self._pending)
+        cancel = threading.Event()
+        start = time.perf_counter()
+
+        def release(_future) -> None:  # when the thread ends, not when the client gives up
+            with self._pending_lock:
+                self._pending -= 1
+                self.metrics.pending.set(self._pending)
+                self._recent_s = 0.8 * self._recent_s + 0.2 * (time.perf_counter() - start)
+
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
+        future.add_done_callback(release)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout_s)
+        except TimeoutError:
+            cancel.set()
+            self.metrics.rejected.labels("timeout").inc()
+            raise Problem(
+                504, "timeout", "Request timed out",
+                f"the clip took longer than {self.settings.request_timeout_s:g} s; "
+                "use POST /v1/jobs for long clips",
+            ) from None  # fmt: skip
+        except asyncio.CancelledError:  # client went away
+            cancel.set()
+            raise
+        except Cancelled:
+            raise Problem(
+                504, "timeout", "Request timed out", "the request was cancelled"
+            ) from None
+
+
+def spooled_name(filename: str | None) -> str:
+    """How messages call an upload: its base filename, or ``<upload>``."""
+    base = os.path.basename(filename or "").strip()
+    return base[:200] or "<upload>"

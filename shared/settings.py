@@ -1,0 +1,84 @@
+"""One settings object for the service and the workers, read from ``MOFO_*`` environment variables
+(or a ``.env`` file), refusing unsafe values at start-up rather than failing later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.params import DecodeLimits
+
+MiB = 1024**2
+
+
+class Settings(BaseSettings):
+    """Everything ``mofo serve`` (and later ``mofo worker``) can be told. Defaults need nothing:
+    no Redis (an in-process cache and job runner), no data root (uploads only), CPU or GPU as
+    found."""
+
+    model_config = SettingsConfigDict(env_prefix="MOFO_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # Clips named by path must lie under this folder; unset = path requests are refused.
+    data_root: Path | None = None
+    # Box cache and job queue; unset = in-process cache and jobs (the embedded default).
+    redis_url: str | None = None
+    queue_name: str = Field("mofo", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    device: str = "auto"
+    backend: Literal["auto", "opencv", "torch"] = "auto"
+
+    # Hard limits, checked while the upload streams (bytes) and from the header (the rest).
+    max_upload_bytes: int = Field(256 * MiB, ge=1, le=DecodeLimits.max_bytes)
+    max_frames: int = Field(9_000, ge=2, le=DecodeLimits.max_frames)
+    max_duration_s: float = Field(600.0, gt=0, le=DecodeLimits.max_duration_s)
+    max_width: int = Field(3840, ge=16, le=DecodeLimits.max_width)
+    max_height: int = Field(2160, ge=16, le=DecodeLimits.max_height)
+
+    # Request batching: pairs of concurrent requests go into one flow call of at most
+    # max_batch_pairs (unset: the device's default batch), waiting at most max_wait_ms for company.
+    max_batch_pairs: int | None = Field(None, ge=1, le=512)
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    # Requests being worked on at once; one more is answered 429 with Retry-After.
+    max_pending: int = Field(32, ge=1, le=4096)
+    request_timeout_s: float = Field(120.0, gt=0, le=3600)
+
+    cache_entries: int = Field(10_000, ge=1)  # in-process cache size (no Redis)
+    job_workers: int = Field(1, ge=1, le=64)  # in-process job threads (no Redis)
+    job_ttl_s: int = Field(24 * 3600, ge=60)  # how long finished jobs and their results stay
+    max_job_clips: int = Field(10_000, ge=1)  # paths in one job
+    warmup: bool = True  # run one flow call at start-up; /readyz waits for it
+
+    @field_validator("data_root")
+    @classmethod
+    def _data_root_is_a_folder(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        root = value.expanduser().resolve()
+        if not root.is_dir():
+            raise ValueError(f"data root {str(value)!r} is not an existing folder")
+        if root == Path(root.anchor):
+            raise ValueError("data root must not be the filesystem root; name the dataset folder")
+        return root
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"redis URL must start with redis://, rediss:// or unix://: {value!r}")
+        return value
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(
+            max_bytes=self.max_upload_bytes,
+            max_frames=self.max_frames,
+            max_duration_s=self.max_duration_s,
+            max_width=self.max_width,
+            max_height=self.max_height,
+        )

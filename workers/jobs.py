@@ -1,0 +1,113 @@
+"""Jobs that box many clips: the loop shared by the service's in-process jobs and RQ workers, and
+the RQ job function the service enqueues when it runs with Redis.
+
+A clip that fails (corrupt, too long, missing) is recorded with its reason and the job goes on;
+only a fault outside the clips (the cache unreachable) fails the whole job, so RQ can retry it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from shared.errors import ClipError, MofoError
+from shared.params import DecodeLimits, MotionParams
+from shared.record import BoxRecord
+
+UPLOAD_KEY_PREFIX = "mofo:upload:"
+JOB_FUNCTION = "workers.jobs.box_clips_job"
+
+Progress = Callable[[int, int, int], None]  # (done, failed, total)
+
+
+def box_clips(
+    items: Sequence[dict[str, Any]],
+    analyse: Callable[[dict[str, Any]], BoxRecord],
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Box each item (``{"video": id, ...}``) in turn; one outcome per item, in order."""
+    outcomes: list[dict[str, Any]] = []
+    done = failed = 0
+    for item in items:
+        try:
+            record = analyse(item)
+        except ClipError as exc:
+            failed += 1
+            outcomes.append({"video": item["video"], "ok": False, "error": str(exc)})
+        else:
+            done += 1
+            outcomes.append({"video": item["video"], "ok": True, "record": record.to_dict()})
+        if progress is not None:
+            progress(done, failed, len(items))
+    return outcomes
+
+
+def resolve_item_path(root: str | os.PathLike | None, relative: str) -> str:
+    """A job's relative clip path under this worker's data root (checked like the service does)."""
+    from pathlib import Path
+
+    from shared.errors import ClipNotFound
+
+    if root is None:
+        raise MofoError("this worker has no data root (MOFO_DATA_ROOT) for path jobs")
+    base = Path(root).resolve()
+    target = (base / relative).resolve()
+    if not target.is_relative_to(base):
+        raise ClipNotFound(f"{relative}: leads outside the worker's data root")
+    if not target.is_file():
+        raise ClipNotFound(f"{relative}: no such file under the worker's data root")
+    return str(target)
+
+
+def box_clips_job(
+    items: list[dict[str, Any]], params: dict[str, Any], limits: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """RQ job: box clips named by path (under the worker's data root) or uploaded into Redis,
+    and write each record to the box cache; progress goes to the job's meta."""
+    from rq import get_current_job
+
+    from shared.cache import RedisBoxCache
+    from shared.pipeline import analyse_clip, resolve_device
+    from shared.settings import Settings
+
+    job = get_current_job()
+    assert job is not None, "box_clips_job runs inside an RQ worker"
+    settings = Settings()
+    motion = MotionParams.from_dict(params)
+    decode_limits = DecodeLimits(**limits)
+    device = resolve_device(settings.device)
+    cache = (
+        RedisBoxCache(settings.redis_url)
+        if settings.redis_url
+        else RedisBoxCache.from_client(job.connection)
+    )
+
+    def analyse(item: dict[str, Any]) -> BoxRecord:
+        if "upload" in item:
+            data = job.connection.get(item["upload"])
+            if data is None:
+                raise ClipError(f"{item['name']}: the uploaded clip expired before a worker ran")
+            source: Any = data
+        else:
+            source = resolve_item_path(settings.data_root, item["path"])
+        result = analyse_clip(
+            source, motion, decode_limits, device, name=item["video"], label=item.get("name")
+        )
+        cache.put(result.record)
+        return result.record
+
+    def progress(done: int, failed: int, total: int) -> None:
+        job.meta["progress"] = {"done": done, "failed": failed, "total": total}
+        job.save_meta()
+
+    outcomes = box_clips(items, analyse, progress)
+    uploads = [item["upload"] for item in items if "upload" in item]
+    if uploads:
+        job.connection.delete(*uploads)
+    return outcomes
+
+
+def limits_dict(limits: DecodeLimits) -> dict[str, Any]:
+    return dataclasses.asdict(limits)
