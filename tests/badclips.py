@@ -130,3 +130,10 @@ def audio_only(d: str | Path, seconds: float = 1.0, rate: int = 16_000) -> Path:
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def slow_clip(d: str | Path, frames: int = 40, fps: float = 1.0) -> Path:
+    """A small mp4 at a low frame rate: few frames, but a long duration (frames / fps seconds)."""
+    path = Path(d) / f"slow_{frames}f_{fps:g}fps.mp4"
+    frames_rgb = np.stack(_textured_square_frames(frames, (64, 48)))
+    return encode_mp4(path, frames_rgb, fps, crf=23, preset="ultrafast")

@@ -184,14 +184,26 @@ class FlowBatcher:
                 self.on_batch(sum(b - a for _, a, b in slices), waits)
 
     def _run_batch(self, slices: list[tuple[_Work, int, int]]) -> None:
-        work0 = slices[0][0]
-        _, _, flow_params, backend = work0.key
-        device = work0.gray.device
+        _, _, flow_params, backend = slices[0][0].key
+        if backend == "opencv":
+            # OpenCV goes pair by pair anyway: run each request's slice on its own, so a request
+            # cancelled meanwhile is skipped instead of holding the others up.
+            for w, a, b in slices:
+                if not w.future.cancelled():
+                    self._deliver([(w, a, b)], self._flow([(w, a, b)], flow_params, backend))
+        else:
+            self._deliver(slices, self._flow(slices, flow_params, backend))
+        self.stats.batches += 1
+        self.stats.pairs += sum(b - a for _, a, b in slices)
+
+    @staticmethod
+    def _flow(slices: list[tuple[_Work, int, int]], flow_params: FlowParams, backend: str):
+        device = slices[0][0].gray.device
         i0 = torch.cat([w.gray[a:b].to(device) for w, a, b in slices])
         i1 = torch.cat([w.gray[a + 1 : b + 1].to(device) for w, a, b in slices])
-        flow = optical_flow(i0, i1, flow_params, backend)  # (P, 2, H, W)
-        self.stats.batches += 1
-        self.stats.pairs += flow.shape[0]
+        return optical_flow(i0, i1, flow_params, backend)  # (P, 2, H, W)
+
+    def _deliver(self, slices: list[tuple[_Work, int, int]], flow: torch.Tensor) -> None:
         offset = 0
         for w, a, b in slices:
             part = flow[offset : offset + (b - a)]

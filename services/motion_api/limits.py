@@ -1,8 +1,9 @@
 """The upload size limit, enforced while the body streams in, before anything parses it.
 
 The body is spooled (memory, then a temporary file) and replayed to the app; the moment it passes
-the limit, the rest is read and thrown away (up to a bound) and the client gets 413, so that
-clients that send the whole body before reading the answer still see the 413 and not a reset.
+the limit, the client gets 413 without the rest being read or kept. Uvicorn then reads and drops
+what the client still sends on the open connection, so a client that sends its whole body before
+reading the answer (httpx, requests) still gets the 413, not a reset (checked for 2 and 50 MiB).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from services.motion_api.problems import PROBLEM_JSON, problem_body
 
 SPOOL_IN_MEMORY = 8 * 1024**2
 REPLAY_CHUNK = 1 << 16
-DRAIN_AT_MOST = 256 * 1024**2  # past this, stop reading and close the connection
 
 
 class BodyLimitMiddleware:
@@ -30,7 +30,6 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._drain(receive, 0, declared)
             await self._reject(scope, send, f"declared {declared} bytes")
             return
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (closed below)
@@ -44,8 +43,6 @@ class BodyLimitMiddleware:
             total += len(chunk)
             if total > self.max_bytes:
                 spool.close()
-                if message.get("more_body", False):
-                    await self._drain(receive, total, declared)
                 await self._reject(scope, send, f"more than {self.max_bytes} bytes sent")
                 return
             spool.write(chunk)
@@ -69,18 +66,6 @@ class BodyLimitMiddleware:
         finally:
             spool.close()
 
-    async def _drain(self, receive: Receive, seen: int, declared: int | None) -> None:
-        """Read and discard the rest of the body, so the client gets to read our answer."""
-        if declared is not None and declared > DRAIN_AT_MOST:
-            return
-        while seen <= DRAIN_AT_MOST:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            seen += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
     async def _reject(self, scope: Scope, send: Send, what: str) -> None:
         body = problem_body(
             413, "too-large", "Upload too large",
@@ -91,7 +76,6 @@ class BodyLimitMiddleware:
         headers = [
             (b"content-type", PROBLEM_JSON.encode()),
             (b"content-length", str(len(payload)).encode()),
-            (b"connection", b"close"),
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

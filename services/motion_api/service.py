@@ -71,14 +71,23 @@ def resolve_under_root(root: Path | None, relative: str) -> tuple[Path, str]:
             403, "outside-data-root", "Path outside the data root",
             f"path {relative!r} must be relative to the data root",
         )  # fmt: skip
-    target = (root / relative).resolve()
+    try:
+        target = (root / relative).resolve()
+        is_file = target.is_file()
+    except (OSError, ValueError) as exc:  # name too long, too many links, ...
+        raise Problem(
+            404,
+            "clip-not-found",
+            "Clip not found",
+            f"path {relative[:200]!r} cannot be read: {getattr(exc, 'strerror', None) or 'invalid'}",
+        ) from None
     if not target.is_relative_to(root):
         raise Problem(
             403, "outside-data-root", "Path outside the data root",
             f"path {relative!r} leads outside the data root",
         )  # fmt: skip
     rel = PurePosixPath(*target.relative_to(root).parts).as_posix()
-    if not target.is_file():
+    if not is_file:
         raise Problem(
             404, "clip-not-found", "Clip not found", f"{rel}: no such file under the data root"
         )

@@ -16,6 +16,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, bikes: Path, carphone: P
     import shutil
 
     from shared.cli import sample_clip
+    from tests.badclips import truncated_mp4
 
     base = tmp_path_factory.mktemp("data")
     root = base / "root"
@@ -23,6 +24,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, bikes: Path, carphone: P
     shutil.copy(sample_clip(), root / "clips" / "sample.mp4")
     shutil.copy(bikes, root / "clips" / "bikes.mp4")
     shutil.copy(carphone, root / "clips" / "carphone.mp4")
+    truncated_mp4(root / "clips")  # clips/truncated_40_faststart.mp4: breaks mid-stream
     (base / "secret.mp4").write_bytes(sample_clip().read_bytes())
     (root / "clips" / "escape.mp4").symlink_to(base / "secret.mp4")
     return root

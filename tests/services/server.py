@@ -49,7 +49,7 @@ class Server:
 
 
 def start_server(log_dir: Path, ready_timeout: float = 60.0, **settings: object) -> Server:
-    """Start ``mofo serve`` with ``MOFO_<NAME>`` set from ``settings``; wait until /readyz is 200."""
+    """Start ``mofo serve`` with ``MOFO_<NAME>`` set from ``settings``; wait for /readyz 200."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOFO_")}
     env.update({f"MOFO_{k.upper()}": str(v) for k, v in settings.items()})

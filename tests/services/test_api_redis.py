@@ -1,0 +1,128 @@
+"""The API with Redis: the box cache and the job queue live in a real (private) redis-server;
+jobs run in a real RQ worker process; the cache outlives API restarts; a Redis outage is a
+clear 503, not a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.cache import box_key
+from shared.cli import sample_clip
+from tests.redis_server import RedisServer, start_redis
+from tests.services.server import start_server
+
+FAST = {"num_frames": 6}
+RQ = str(Path(sys.executable).with_name("rq"))
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, redis_server: RedisServer, data_root: Path):
+    srv = start_server(
+        tmp_path_factory.mktemp("logs"),
+        redis_url=redis_server.url,
+        data_root=data_root,
+        queue_name="mofo-test",
+    )
+    yield srv
+    srv.stop()
+
+
+def _run_worker(redis_server: RedisServer, data_root: Path) -> subprocess.CompletedProcess:
+    """A real RQ worker process in burst mode: runs what is queued, then exits."""
+    env = {**os.environ, "MOFO_DATA_ROOT": str(data_root), "MOFO_REDIS_URL": redis_server.url}
+    return subprocess.run(
+        [RQ, "worker", "--burst", "--url", redis_server.url,
+         "--worker-class", "rq.worker.SimpleWorker", "mofo-test"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+
+
+def test_records_go_to_redis_and_outlive_an_api_restart(api, redis_server, data_root, tmp_path):
+    with api.client() as client:
+        assert client.get("/readyz").json()["cache"] == "redis"
+        record = client.post(
+            "/v1/boxes", files={"file": ("s.mp4", sample_clip().read_bytes())}, params=FAST
+        ).json()
+    stored = redis.Redis.from_url(redis_server.url).get(box_key(record["params"], record["video"]))
+    assert json.loads(stored) == record
+
+    second = start_server(tmp_path, redis_url=redis_server.url)  # a fresh process, same Redis
+    try:
+        with second.client() as client:
+            again = client.get(f"/v1/boxes/{record['video']}", params=FAST)
+            assert again.status_code == 200 and again.json() == record
+    finally:
+        second.stop()
+
+
+def test_jobs_run_on_an_rq_worker(api, redis_server, data_root):
+    r = redis.Redis.from_url(redis_server.url)
+    with api.client() as client:
+        paths = client.post(
+            "/v1/jobs",
+            json={"paths": ["clips/sample.mp4", "clips/truncated_40_faststart.mp4"]},
+            params=FAST,
+        )
+        upload = client.post(
+            "/v1/jobs", files={"file": ("s.mp4", sample_clip().read_bytes())}, params=FAST
+        )
+        assert paths.status_code == upload.status_code == 202
+        assert paths.json()["status"] == "queued"  # no worker yet
+        assert r.keys("mofo:upload:*")  # the upload waits in Redis for a worker
+
+        worker = _run_worker(redis_server, data_root)
+        assert worker.returncode == 0, worker.stderr[-3000:]
+
+        done = client.get(paths.json()["status_url"]).json()
+        assert done["status"] == "finished", done
+        assert done["progress"] == {"done": 1, "failed": 1, "total": 2}
+        ok, broken = done["result"]
+        assert ok["ok"] and ok["video"] == "clips/sample.mp4"
+        assert not broken["ok"] and "truncated" in broken["error"]
+        assert client.get("/v1/boxes/clips/sample.mp4", params=FAST).json() == ok["record"]
+
+        up = client.get(upload.json()["status_url"]).json()
+        assert up["status"] == "finished"
+        assert up["result"][0]["record"]["frames"] == ok["record"]["frames"]
+        assert not r.keys("mofo:upload:*")  # cleaned up after the job
+        assert done["ended_at"] >= done["started_at"]
+
+
+def test_redis_outage_is_a_503_and_recovers(api, redis_server):
+    with api.client() as client:
+        record = client.post("/v1/boxes", json={"path": "clips/sample.mp4"}, params=FAST).json()
+        redis_server.stop()
+        try:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            body = ready.json()
+            assert body["ready"] is False and body["cache_reachable"] is False
+            assert body["detail"].startswith(f"box cache at {redis_server.url} unreachable")
+            lookup = client.get("/v1/boxes/clips/sample.mp4", params=FAST)
+            assert lookup.status_code == 503
+            assert lookup.json()["type"] == "urn:mofo:problem:cache-unavailable"
+            assert client.get("/healthz").status_code == 200
+        finally:
+            redis_server.start()  # same folder: the append-only file brings the records back
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.get("/readyz").status_code == 200
+        again = client.get("/v1/boxes/clips/sample.mp4", params=FAST)
+        assert again.status_code == 200 and again.json() == record
+        assert api.alive()
