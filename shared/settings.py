@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0, le=3600)
 
     cache_entries: int = Field(10_000, ge=1)  # in-process cache size (no Redis)
+    # Recent analyses (frames + motion maps) kept so /v1/motion-map and /v1/preview of a clip
+    # just boxed need no second flow run.
+    recent_bytes: int = Field(256 * MiB, ge=0)
     job_workers: int = Field(1, ge=1, le=64)  # in-process job threads (no Redis)
     job_ttl_s: int = Field(24 * 3600, ge=60)  # how long finished jobs and their results stay
     max_job_clips: int = Field(10_000, ge=1)  # paths in one job

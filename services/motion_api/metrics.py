@@ -38,7 +38,12 @@ class Metrics:
         self.pending = Gauge(
             "mofo_pending_requests", "Clip requests admitted and not finished", registry=r
         )
-        self.cache = Counter("mofo_cache_lookups", "Box cache lookups", ["result"], registry=r)
+        self.cache = Counter(
+            "mofo_cache_lookups",
+            "Box cache lookups (hit, miss) and recent-analysis lookups (recent_hit, recent_miss)",
+            ["result"],
+            registry=r,
+        )
         self.rejected = Counter(
             "mofo_rejected_requests", "Requests refused by load limits", ["reason"], registry=r
         )

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def resolve_under_root(root: Path | None, relative: str) -> tuple[Path, str]:
             404,
             "clip-not-found",
             "Clip not found",
-            f"path {relative[:200]!r} cannot be read: {getattr(exc, 'strerror', None) or 'invalid'}",
+            f"path {relative[:200]!r} cannot be read: {getattr(exc, 'strerror', None) or exc}",
         ) from None
     if not target.is_relative_to(root):
         raise Problem(
@@ -92,6 +93,44 @@ def resolve_under_root(root: Path | None, relative: str) -> tuple[Path, str]:
             404, "clip-not-found", "Clip not found", f"{rel}: no such file under the data root"
         )
     return target, rel
+
+
+class RecentResults:
+    """The last analyses (frames and motion maps), so that a page asking for a clip's boxes,
+    then its motion map and preview, runs the flow once. Bounded by bytes; thread-safe."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self._items: OrderedDict[tuple[str, str], tuple[ClipResult, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(result: ClipResult) -> int:
+        return result.clip.frames.nbytes + result.analysis.maps.numel() * 4
+
+    def get(self, video_id: str, params_hash: str) -> ClipResult | None:
+        with self._lock:
+            item = self._items.get((video_id, params_hash))
+            if item is None:
+                return None
+            self._items.move_to_end((video_id, params_hash))
+            return item[0]
+
+    def put(self, result: ClipResult) -> None:
+        size = self._size(result)
+        if size > self.budget // 4:  # a long clip would push out everything else
+            return
+        key = (result.record.video, result.record.params)
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._items[key] = (result, size)
+            self._bytes += size
+            while self._bytes > self.budget:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
 
 
 class MotionService:
@@ -114,6 +153,7 @@ class MotionService:
             if settings.redis_url
             else MemoryBoxCache(settings.cache_entries)
         )
+        self.recent = RecentResults(settings.recent_bytes)
         self.flow_warmed = threading.Event()
         self.warmup_error: str | None = None
         self._executor = ThreadPoolExecutor(settings.max_pending, thread_name_prefix="mofo-clip")
@@ -167,7 +207,16 @@ class MotionService:
             label=clip.name,
         )
         self.cache.put(result.record)
+        self.recent.put(result)
         return result
+
+    def analysis(
+        self, clip: ClipSource, params: MotionParams, cancel: threading.Event
+    ) -> ClipResult:
+        """A clip's full analysis (frames and maps for pictures): a recent one, or a new one."""
+        recent = self.recent.get(clip.video_id, params.hash())
+        self.metrics.cache.labels("recent_hit" if recent else "recent_miss").inc()
+        return recent if recent is not None else self.analyse(clip, params, cancel)
 
     def cached(self, video_id: str, params: MotionParams) -> BoxRecord | None:
         record = self.cache.get(video_id, params.hash())

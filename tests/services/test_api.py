@@ -152,6 +152,21 @@ def test_motion_map_png(client, expected):
     assert image.size == strip_size(6, 224, 298)
 
 
+def _recent_hits(client: httpx.Client) -> float:
+    text = client.get("/metrics").text
+    found = re.search(r'^mofo_cache_lookups_total\{result="recent_hit"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_pictures_of_a_clip_just_boxed_reuse_its_analysis(client):
+    data = _sample_bytes()
+    _upload(client, "/v1/boxes", data, refresh="true", num_frames=4)
+    before = _recent_hits(client)
+    assert _upload(client, "/v1/motion-map", data, num_frames=4).status_code == 200
+    assert _upload(client, "/v1/preview", data, num_frames=4).status_code == 200
+    assert _recent_hits(client) == before + 2  # no second flow run for either picture
+
+
 def test_preview_gif_and_mp4(client):
     gif = _upload(client, "/v1/preview", _sample_bytes(), **FAST)
     assert gif.status_code == 200, gif.text

@@ -62,11 +62,12 @@ def _concurrently(batcher: FlowBatcher, grays: list[torch.Tensor], params: Motio
     return out
 
 
-def test_concurrent_requests_share_batches_and_get_their_own_flow(batcher, batches):
-    grays = [_gray(4, seed) for seed in range(3)]  # 3 pairs each, 9 in all, batches of <= 8
+def test_concurrent_requests_share_batches_and_get_their_own_flow(batcher, batches, device):
+    grays = [_gray(4, seed).to(device) for seed in range(3)]  # 3 pairs each, batches of <= 8
     out = _concurrently(batcher, grays, PARAMS)
     for gray, flow in zip(grays, out, strict=True):
         assert isinstance(flow, torch.Tensor) and flow.shape == (3, 2, 32, 40)
+        assert flow.device == gray.device
         # Fixed iterations: the batched flow equals the flow computed alone.
         torch.testing.assert_close(flow, _alone(gray, PARAMS), atol=1e-4, rtol=0)
     assert sum(batches) == 9

@@ -37,7 +37,7 @@ async def motion_map(clip: Clip, service: Service, options: Annotated[BoxOptions
     params = service.params(options)
 
     def work(cancel) -> bytes:
-        result = service.analyse(clip, params, cancel)
+        result = service.analysis(clip, params, cancel)
         analysis = result.analysis
         return _render(
             lambda path: write_motion_map(
@@ -65,7 +65,7 @@ async def preview(clip: Clip, service: Service, options: Annotated[PreviewOption
     params = service.params(options)
 
     def work(cancel) -> bytes:
-        result = service.analyse(clip, params, cancel)
+        result = service.analysis(clip, params, cancel)
         record = result.record
         return _render(
             lambda path: write_preview(
