@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.services.server import Server, start_server
+if TYPE_CHECKING:
+    from tests.services.server import Server
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +35,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, bikes: Path, carphone: P
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[Server]:
     """The embedded default (no Redis), with a data root and small limits to test them."""
+    from tests.services.server import start_server  # httpx: not on the GPU machine
+
     srv = start_server(
         tmp_path_factory.mktemp("logs"),
         data_root=data_root,
