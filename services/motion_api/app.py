@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -20,6 +21,8 @@ from services.motion_api.service import MotionService
 from shared.settings import Settings
 
 STATIC = resources.files("services.motion_api") / "static"
+# Swagger UI 5 (OpenAPI 3.1), shipped by the fastapi-offline package; only its assets are used.
+DOCS_ASSETS = resources.files("fastapi_offline") / "static"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Motion boxes, motion-boundary maps and previews of video clips (TV-L1 flow).",
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets, so /docs works offline
+        redoc_url=None,
     )
     app.state.service = service
     problems.install(app)
@@ -59,7 +64,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def page() -> str:
         return index
 
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} — docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.mount(
+        "/docs-assets",
+        StaticFiles(directory=str(DOCS_ASSETS)),
+        name="docs-assets",
+    )
     # Outermost first: metrics see every answer, 413s included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)

@@ -292,6 +292,10 @@ def test_openapi_and_docs(client):
     assert set(body) == {"multipart/form-data", "application/json"}
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert "cdn" not in docs.text  # works offline: the assets are ours
+    for asset in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', docs.text):
+        assert client.get(asset).status_code == 200, asset
+    assert "/docs-assets/swagger-ui-bundle.js" in docs.text
 
 
 def test_page_is_served(client):
