@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 from shared.errors import MofoError
@@ -22,6 +23,21 @@ MGET_CHUNK = 1000  # keys per MGET: large enough to amortise round trips, small 
 
 class CacheUnavailable(MofoError):
     """The cache's Redis server cannot be reached."""
+
+
+class QueueUnavailable(CacheUnavailable):
+    """The job queue's Redis server cannot be reached."""
+
+
+@contextmanager
+def unavailable_as(error: type[CacheUnavailable], what: str, url: str) -> Iterator[None]:
+    """Turn Redis connection failures inside the block into ``error`` naming ``what``."""
+    import redis
+
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise error(f"{what} at {_safe_url(url)} unreachable: {exc}") from None
 
 
 def box_key(params_hash: str, video_id: str, prefix: str = KEY_PREFIX) -> str:
@@ -81,42 +97,25 @@ class MemoryBoxCache:
 class RedisBoxCache:
     """The shared cache in Redis. Reads of many clips go out as chunked MGETs."""
 
-    def __init__(self, url: str, prefix: str = KEY_PREFIX, timeout_s: float = 5.0):
-        import redis  # only services that use Redis need the client
-
+    def __init__(self, client, url: str, prefix: str = KEY_PREFIX):
+        """Over an existing ``redis.Redis`` client (e.g. an RQ job's connection); ``url`` names
+        the server in messages (its password is masked)."""
+        self.redis = client
         self.url = url
         self.prefix = prefix
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
-        self._errors = (redis.ConnectionError, redis.TimeoutError)
 
     @classmethod
-    def from_client(cls, client, prefix: str = KEY_PREFIX) -> RedisBoxCache:
-        """A cache over an existing ``redis.Redis`` client (e.g. an RQ job's connection)."""
-        import redis
+    def from_url(cls, url: str, prefix: str = KEY_PREFIX, timeout_s: float = 5.0) -> RedisBoxCache:
+        import redis  # only services that use Redis need the client
 
-        cache = cls.__new__(cls)
-        kwargs = client.connection_pool.connection_kwargs
-        cache.url = (
-            f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
-        cache.prefix = prefix
-        cache._redis = client
-        cache._errors = (redis.ConnectionError, redis.TimeoutError)
-        return cache
-
-    @property
-    def redis(self):
-        return self._redis
+        return cls(client, url, prefix)
 
     def _call(self, fn, *args):
-        try:
+        with unavailable_as(CacheUnavailable, "box cache", self.url):
             return fn(*args)
-        except self._errors as exc:
-            raise CacheUnavailable(
-                f"box cache at {_safe_url(self.url)} unreachable: {exc}"
-            ) from None
 
     def get(self, video_id: str, params_hash: str) -> BoxRecord | None:
         return self.get_many([video_id], params_hash)[0]
@@ -125,22 +124,22 @@ class RedisBoxCache:
         keys = [box_key(params_hash, v, self.prefix) for v in video_ids]
         values: list[bytes | None] = []
         for start in range(0, len(keys), MGET_CHUNK):
-            values.extend(self._call(self._redis.mget, keys[start : start + MGET_CHUNK]))
+            values.extend(self._call(self.redis.mget, keys[start : start + MGET_CHUNK]))
         return [None if v is None else BoxRecord.from_json(v) for v in values]
 
     def put(self, record: BoxRecord) -> None:
         self._call(
-            self._redis.set, box_key(record.params, record.video, self.prefix), record.to_json()
+            self.redis.set, box_key(record.params, record.video, self.prefix), record.to_json()
         )
 
     def put_many(self, records: Iterable[BoxRecord]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for record in records:
             pipe.set(box_key(record.params, record.video, self.prefix), record.to_json())
         self._call(pipe.execute)
 
     def ping(self) -> None:
-        self._call(self._redis.ping)
+        self._call(self.redis.ping)
 
 
 def _safe_url(url: str) -> str:

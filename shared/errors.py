@@ -17,6 +17,10 @@ class ClipNotFound(ClipError):
     """The clip's path does not exist (or is a directory)."""
 
 
+class PathOutsideRoot(ClipError):
+    """A clip's path is absolute, or leads out of the data root (``..``, a symbolic link)."""
+
+
 class NotAVideo(ClipError):
     """The file is empty, corrupt, or holds no video stream."""
 

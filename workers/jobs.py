@@ -8,7 +8,6 @@ only a fault outside the clips (the cache unreachable) fails the whole job, so R
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,23 +43,6 @@ def box_clips(
     return outcomes
 
 
-def resolve_item_path(root: str | os.PathLike | None, relative: str) -> str:
-    """A job's relative clip path under this worker's data root (checked like the service does)."""
-    from pathlib import Path
-
-    from shared.errors import ClipNotFound
-
-    if root is None:
-        raise MofoError("this worker has no data root (MOFO_DATA_ROOT) for path jobs")
-    base = Path(root).resolve()
-    target = (base / relative).resolve()
-    if not target.is_relative_to(base):
-        raise ClipNotFound(f"{relative}: leads outside the worker's data root")
-    if not target.is_file():
-        raise ClipNotFound(f"{relative}: no such file under the worker's data root")
-    return str(target)
-
-
 def box_clips_job(
     items: list[dict[str, Any]], params: dict[str, Any], limits: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -69,6 +51,7 @@ def box_clips_job(
     from rq import get_current_job
 
     from shared.cache import RedisBoxCache
+    from shared.paths import resolve_under_root
     from shared.pipeline import analyse_clip, resolve_device
     from shared.settings import Settings
 
@@ -79,9 +62,9 @@ def box_clips_job(
     decode_limits = DecodeLimits(**limits)
     device = resolve_device(settings.device)
     cache = (
-        RedisBoxCache(settings.redis_url)
+        RedisBoxCache.from_url(settings.redis_url)
         if settings.redis_url
-        else RedisBoxCache.from_client(job.connection)
+        else RedisBoxCache(job.connection, "the RQ worker's Redis")
     )
 
     def analyse(item: dict[str, Any]) -> BoxRecord:
@@ -91,7 +74,9 @@ def box_clips_job(
                 raise ClipError(f"{item['name']}: the uploaded clip expired before a worker ran")
             source: Any = data
         else:
-            source = resolve_item_path(settings.data_root, item["path"])
+            if settings.data_root is None:
+                raise MofoError("this worker has no data root (MOFO_DATA_ROOT) for path jobs")
+            source = resolve_under_root(settings.data_root, item["path"])[0]
         result = analyse_clip(
             source, motion, decode_limits, device, name=item["video"], label=item.get("name")
         )

@@ -47,14 +47,6 @@ class _Work:
         return self.gray.shape[0] - 1
 
 
-@dataclass
-class BatchStats:
-    """Counts the service reports on /metrics (read without the lock: figures, not control)."""
-
-    batches: int = 0
-    pairs: int = 0
-
-
 class Cancelled(Exception):
     """The request gave up (timeout or disconnect) before its flow was done."""
 
@@ -71,7 +63,6 @@ class FlowBatcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch  # (pairs in the batch, queue waits of new works in seconds)
-        self.stats = BatchStats()
         self._inbox: queue.Queue[_Work | None] = queue.Queue()
         self._waiting: list[_Work] = []  # taken from the inbox, not finished
         self._thread = threading.Thread(target=self._run, name="mofo-flow", daemon=True)
@@ -193,8 +184,6 @@ class FlowBatcher:
                     self._deliver([(w, a, b)], self._flow([(w, a, b)], flow_params, backend))
         else:
             self._deliver(slices, self._flow(slices, flow_params, backend))
-        self.stats.batches += 1
-        self.stats.pairs += sum(b - a for _, a, b in slices)
 
     @staticmethod
     def _flow(slices: list[tuple[_Work, int, int]], flow_params: FlowParams, backend: str):

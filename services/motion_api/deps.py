@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -16,8 +17,8 @@ from services.motion_api.schemas import JobRequest, PathRequest
 from services.motion_api.service import (
     ClipSource,
     MotionService,
+    clip_under_root,
     content_id,
-    resolve_under_root,
     spooled_name,
 )
 
@@ -107,28 +108,12 @@ async def _uploaded_clip(upload: UploadFile) -> ClipSource:
     return ClipSource(video_id=video_id, name=name, source=upload.file)
 
 
-async def clip_source(request: Request, service: Service) -> AsyncIterator[ClipSource]:
-    """The one clip a request names; an upload's temporary file is closed after the response."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        upload, form = await _upload(request)
-        try:
-            yield await _uploaded_clip(upload)
-        finally:
-            await form.close()
-    elif content_type == "application/json":
-        body = await _json_body(request, PathRequest)
-        path, rel = resolve_under_root(service.settings.data_root, body.path)
-        yield ClipSource(video_id=rel, name=rel, source=str(path))
-    else:
-        raise _unsupported(content_type)
-
-
-Clip = Annotated[ClipSource, Depends(clip_source)]
-
-
-async def job_sources(request: Request, service: Service) -> AsyncIterator[list[ClipSource]]:
-    """The clips of a job: one uploaded clip, or paths under the data root."""
+@asynccontextmanager
+async def _named_clips(
+    request: Request, service: Service, model: type[PathRequest] | type[JobRequest]
+) -> AsyncIterator[list[ClipSource]]:
+    """The clips a body names: one multipart upload (its temporary file closed on exit), or
+    JSON paths under the data root (``model`` says which JSON shape the route takes)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         upload, form = await _upload(request)
@@ -137,20 +122,32 @@ async def job_sources(request: Request, service: Service) -> AsyncIterator[list[
         finally:
             await form.close()
     elif content_type == "application/json":
-        body = await _json_body(request, JobRequest)
+        body = await _json_body(request, model)
+        paths = body.paths if isinstance(body, JobRequest) else [body.path]
         limit = service.settings.max_job_clips
-        if len(body.paths) > limit:
+        if len(paths) > limit:
             raise Problem(
                 422, "invalid-parameters", "Invalid parameters",
-                f"paths: {len(body.paths)} clips in one job, the limit is {limit}",
+                f"paths: {len(paths)} clips in one job, the limit is {limit}",
             )  # fmt: skip
-        clips = []
-        for relative in body.paths:
-            path, rel = resolve_under_root(service.settings.data_root, relative)
-            clips.append(ClipSource(video_id=rel, name=rel, source=str(path)))
-        yield clips
+        yield [clip_under_root(service.settings.data_root, p) for p in paths]
     else:
         raise _unsupported(content_type)
+
+
+async def clip_source(request: Request, service: Service) -> AsyncIterator[ClipSource]:
+    """The one clip a request names; an upload's temporary file is closed after the response."""
+    async with _named_clips(request, service, PathRequest) as clips:
+        yield clips[0]
+
+
+Clip = Annotated[ClipSource, Depends(clip_source)]
+
+
+async def job_sources(request: Request, service: Service) -> AsyncIterator[list[ClipSource]]:
+    """The clips of a job: one uploaded clip, or paths under the data root."""
+    async with _named_clips(request, service, JobRequest) as clips:
+        yield clips
 
 
 JobClips = Annotated[list[ClipSource], Depends(job_sources)]

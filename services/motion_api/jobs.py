@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from services.motion_api.schemas import JobState
 from services.motion_api.service import ClipSource, MotionService
+from shared.cache import QueueUnavailable, unavailable_as
 from shared.params import MotionParams
 from shared.record import BoxRecord
 from workers.jobs import JOB_FUNCTION, UPLOAD_KEY_PREFIX, box_clips, limits_dict
@@ -157,13 +158,22 @@ class RQJobs:
 
         self.service = service
         self.ttl_s = ttl_s
-        self.redis = redis.Redis.from_url(redis_url)
+        self.url = redis_url
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.queue = Queue(queue_name, connection=self.redis)
 
     def close(self) -> None:
         self.redis.close()
 
     def submit(self, clips: list[ClipSource], params: MotionParams) -> str:
+        with unavailable_as(QueueUnavailable, "job queue", self.url):
+            return self._submit(clips, params)
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with unavailable_as(QueueUnavailable, "job queue", self.url):
+            return self._get(job_id)
+
+    def _submit(self, clips: list[ClipSource], params: MotionParams) -> str:
         from rq import Retry
 
         items = []
@@ -191,7 +201,7 @@ class RQJobs:
         )
         return job.id
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def _get(self, job_id: str) -> dict[str, Any] | None:
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 

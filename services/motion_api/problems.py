@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.cache import CacheUnavailable
+from shared.cache import CacheUnavailable, QueueUnavailable
 from shared.errors import (
     ClipError,
     ClipNotFound,
@@ -23,6 +23,7 @@ from shared.errors import (
     FileTooLarge,
     MofoError,
     NotAVideo,
+    PathOutsideRoot,
     ResolutionTooHigh,
 )
 
@@ -41,8 +42,10 @@ _MOFO_ERRORS: list[tuple[type[MofoError], int, str, str]] = [
     (ResolutionTooHigh, 422, "resolution-too-high", "Resolution over the limit"),
     (ClipTooShort, 422, "too-short", "Clip too short"),
     (ClipNotFound, 404, "clip-not-found", "Clip not found"),
+    (PathOutsideRoot, 403, "outside-data-root", "Path outside the data root"),
     (ClipError, 422, "bad-clip", "Clip cannot be used"),
     (DeviceError, 503, "device-unavailable", "Device unavailable"),
+    (QueueUnavailable, 503, "queue-unavailable", "Job queue unavailable"),
     (CacheUnavailable, 503, "cache-unavailable", "Box cache unavailable"),
     (MofoError, 400, "bad-request", "Bad request"),
 ]

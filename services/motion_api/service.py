@@ -15,17 +15,19 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, TypeVar
 
 import numpy as np
 import torch
+from starlette.concurrency import run_in_threadpool
 
 from services.motion_api.batcher import Cancelled, FlowBatcher
 from services.motion_api.metrics import Metrics
 from services.motion_api.problems import Problem
 from shared.cache import BoxCache, MemoryBoxCache, RedisBoxCache
 from shared.params import MotionParams
+from shared.paths import resolve_under_root
 from shared.pipeline import DEFAULT_BATCH, ClipResult, analyse_clip, default_backend, resolve_device
 from shared.record import BoxRecord
 from shared.settings import Settings
@@ -56,43 +58,15 @@ def content_id(file: IO[bytes]) -> str:
     return UPLOAD_ID_PREFIX + digest.hexdigest()[:32]
 
 
-def resolve_under_root(root: Path | None, relative: str) -> tuple[Path, str]:
-    """A request's path → (server path, id): refused unless it stays under the data root.
-
-    The id is the path relative to the root in POSIX form, as the workers name folder clips.
-    Symbolic links are followed before the check, so a link cannot lead outside either.
-    """
+def clip_under_root(root: Path | None, relative: str) -> ClipSource:
+    """A path request's clip; path errors go out as their problems (403, 404)."""
     if root is None:
         raise Problem(
             400, "no-data-root", "Path requests are off",
             "this server has no data root (MOFO_DATA_ROOT); upload the clip instead",
         )  # fmt: skip
-    if "\x00" in relative or relative.startswith(("/", "\\")) or ":" in relative.split("/")[0]:
-        raise Problem(
-            403, "outside-data-root", "Path outside the data root",
-            f"path {relative!r} must be relative to the data root",
-        )  # fmt: skip
-    try:
-        target = (root / relative).resolve()
-        is_file = target.is_file()
-    except (OSError, ValueError) as exc:  # name too long, too many links, ...
-        raise Problem(
-            404,
-            "clip-not-found",
-            "Clip not found",
-            f"path {relative[:200]!r} cannot be read: {getattr(exc, 'strerror', None) or exc}",
-        ) from None
-    if not target.is_relative_to(root):
-        raise Problem(
-            403, "outside-data-root", "Path outside the data root",
-            f"path {relative!r} leads outside the data root",
-        )  # fmt: skip
-    rel = PurePosixPath(*target.relative_to(root).parts).as_posix()
-    if not is_file:
-        raise Problem(
-            404, "clip-not-found", "Clip not found", f"{rel}: no such file under the data root"
-        )
-    return target, rel
+    path, rel = resolve_under_root(root, relative)
+    return ClipSource(video_id=rel, name=rel, source=str(path))
 
 
 class RecentResults:
@@ -149,7 +123,7 @@ class MotionService:
             max_batch, settings.max_wait_ms / 1000, self.metrics.observe_batch
         )
         self.cache: BoxCache = (
-            RedisBoxCache(settings.redis_url)
+            RedisBoxCache.from_url(settings.redis_url)
             if settings.redis_url
             else MemoryBoxCache(settings.cache_entries)
         )
@@ -218,8 +192,9 @@ class MotionService:
         self.metrics.cache.labels("recent_hit" if recent else "recent_miss").inc()
         return recent if recent is not None else self.analyse(clip, params, cancel)
 
-    def cached(self, video_id: str, params: MotionParams) -> BoxRecord | None:
-        record = self.cache.get(video_id, params.hash())
+    async def cached(self, video_id: str, params_hash: str) -> BoxRecord | None:
+        """The cached record, read off the event loop (Redis is network I/O)."""
+        record = await run_in_threadpool(self.cache.get, video_id, params_hash)
         self.metrics.cache.labels("hit" if record else "miss").inc()
         return record
 

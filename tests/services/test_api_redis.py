@@ -116,6 +116,12 @@ def test_redis_outage_is_a_503_and_recovers(api, redis_server):
             lookup = client.get("/v1/boxes/clips/sample.mp4", params=FAST)
             assert lookup.status_code == 503
             assert lookup.json()["type"] == "urn:mofo:problem:cache-unavailable"
+            job = client.post("/v1/jobs", json={"paths": ["clips/sample.mp4"]}, params=FAST)
+            assert job.status_code == 503
+            assert job.json()["type"] == "urn:mofo:problem:queue-unavailable"
+            assert job.json()["detail"].startswith(f"job queue at {redis_server.url} unreachable")
+            status = client.get("/v1/jobs/" + "0" * 32)
+            assert status.status_code == 503
             assert client.get("/healthz").status_code == 200
         finally:
             redis_server.start()  # same folder: the append-only file brings the records back

@@ -44,7 +44,7 @@ def test_memory_cache_round_trip_settings_apart_and_lru():
 @pytest.fixture(scope="module")
 def redis_cache(tmp_path_factory):
     server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield RedisBoxCache(server.url), server
+    yield RedisBoxCache.from_url(server.url), server
     server.stop()
 
 
@@ -66,7 +66,7 @@ def test_redis_round_trip_many_and_missing(redis_cache):
 
 def test_redis_unreachable_is_a_clear_error(redis_cache):
     _, server = redis_cache
-    cache = RedisBoxCache(f"redis://:secret@127.0.0.1:{server.port + 1}/0", timeout_s=0.5)
+    cache = RedisBoxCache.from_url(f"redis://:secret@127.0.0.1:{server.port + 1}/0", timeout_s=0.5)
     with pytest.raises(CacheUnavailable, match=r"box cache at redis://:\*\*\*@127\.0\.0\.1:\d+/0"):
         cache.get("a", "0123456789abcdef")
     with pytest.raises(CacheUnavailable):

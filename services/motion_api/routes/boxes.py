@@ -35,7 +35,7 @@ async def post_boxes(
     clip: Clip, service: Service, options: Annotated[ComputeOptions, Query()], response: Response
 ) -> dict:
     params = service.params(options)
-    record = None if options.refresh else service.cached(clip.video_id, params)
+    record = None if options.refresh else await service.cached(clip.video_id, params.hash())
     response.headers["X-Mofo-Cache"] = "hit" if record else "miss"
     if record is None:
         result = await service.run(lambda cancel: service.analyse(clip, params, cancel))
@@ -55,8 +55,7 @@ async def get_boxes(
     video_id: str, service: Service, options: Annotated[LookupOptions, Query()]
 ) -> dict:
     params_hash = options.params or service.params(options).hash()
-    record = service.cache.get(video_id, params_hash)
-    service.metrics.cache.labels("hit" if record else "miss").inc()
+    record = await service.cached(video_id, params_hash)
     if record is None:
         raise Problem(
             404, "record-not-found", "No cached record",
