@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import operator
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -73,7 +74,7 @@ class Clip:
     """Sampled frames of a clip at working size, with where each came from."""
 
     frames: np.ndarray  # (T, h, w, 3) uint8 RGB, C-contiguous
-    frame_indices: list[int]  # 0-based index of each kept frame among all decoded frames
+    frame_indices: list[int]  # 0-based index of each kept frame in the source video
     info: VideoInfo
 
 
@@ -90,7 +91,10 @@ class _Input:
     def open(self) -> Iterator[av.container.InputContainer]:
         """Open a fresh input container, mapping open-time FFmpeg errors to ClipErrors.
 
-        File objects are rewound to where they started, before and after.
+        File objects are rewound to where they started, before and after. On leaving, the
+        decoders are flushed (without the GIL) before anything can free them: decoding stopped
+        mid-stream leaves FFmpeg's frame threads busy, and one that logs needs the GIL (PyAV's
+        log callback) while freeing its decoder holds the GIL and waits for it: a deadlock.
         """
         if not isinstance(self.target, str):
             self.target.seek(self.start)
@@ -104,7 +108,12 @@ class _Input:
             raise NotAVideo(f"{self.name}: is not a readable video ({_reason(e)})") from e
         try:
             with container:
-                yield container
+                try:
+                    yield container
+                finally:
+                    for stream in container.streams.video:
+                        if stream.codec_context is not None:
+                            stream.codec_context.flush_buffers()
         finally:
             if not isinstance(self.target, str):
                 self.target.seek(self.start)
@@ -231,13 +240,19 @@ def _header_info(
     )
 
 
-def _check_limits(name: str, info: VideoInfo, limits: DecodeLimits) -> None:
-    """Raise a ClipTooLarge subclass when header values exceed a limit."""
+def _check_limits(name: str, info: VideoInfo, limits: DecodeLimits, length: bool = True) -> None:
+    """Raise a ClipTooLarge subclass when header values exceed a limit.
+
+    ``length=False`` skips the duration and frame-count limits, for callers that decode only
+    part of the clip and check that part's length themselves.
+    """
     if info.width > limits.max_width or info.height > limits.max_height:
         raise ResolutionTooHigh(
             f"{name}: resolution {info.width}x{info.height} exceeds the limit "
             f"{limits.max_width}x{limits.max_height}"
         )
+    if not length:
+        return
     if info.duration_s > limits.max_duration_s:
         raise ClipTooLong(
             f"{name}: duration {info.duration_s:g} s exceeds the limit {limits.max_duration_s:g} s"
@@ -248,8 +263,8 @@ def _check_limits(name: str, info: VideoInfo, limits: DecodeLimits) -> None:
         )
 
 
-def _probe_input(inp: _Input, limits: DecodeLimits) -> VideoInfo:
-    """Open, classify and check a resolved input from its header."""
+def _probe_input(inp: _Input, limits: DecodeLimits, length: bool = True) -> VideoInfo:
+    """Open, classify and check a resolved input from its header (``length``: see _check_limits)."""
     with inp.open() as container:
         stream = _video_stream(container)
         if stream is None:
@@ -259,7 +274,7 @@ def _probe_input(inp: _Input, limits: DecodeLimits) -> VideoInfo:
         info = _header_info(container, stream, inp.size)
     if info.width <= 0 or info.height <= 0:
         raise NotAVideo(f"{inp.name}: video stream has no frame size (unsupported codec?)")
-    _check_limits(inp.name, info, limits)
+    _check_limits(inp.name, info, limits, length)
     return info
 
 
@@ -388,6 +403,27 @@ class _Decoded:
     error: av.FFmpegError | None
 
 
+def _resizer(info: VideoInfo, size: tuple[int, int]) -> Callable[[av.VideoFrame], np.ndarray]:
+    """Frame → RGB array at working ``size`` (w, h): area averaging to shrink, else bilinear."""
+    w, h = size
+    interpolation = "AREA" if w <= info.width and h <= info.height else "BILINEAR"
+
+    def resize(frame: av.VideoFrame) -> np.ndarray:
+        rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation=interpolation)
+        return rgb.to_ndarray()
+
+    return resize
+
+
+def _check_frame_size(name: str, index: int, frame: av.VideoFrame, limits: DecodeLimits) -> None:
+    """Refuse a decoded frame larger than the limits (streams may change size mid-way)."""
+    if frame.width > limits.max_width or frame.height > limits.max_height:
+        raise ResolutionTooHigh(
+            f"{name}: frame {index} is {frame.width}x{frame.height}, exceeds "
+            f"the limit {limits.max_width}x{limits.max_height}"
+        )
+
+
 def _decode(
     inp: _Input,
     info: VideoInfo,
@@ -396,9 +432,7 @@ def _decode(
     keep: Callable[[int], bool],
 ) -> _Decoded:
     """Decode every frame, resizing and storing those ``keep`` accepts; enforce frame limits."""
-    w, h = size
-    shrink = w <= info.width and h <= info.height
-    interpolation = "AREA" if shrink else "BILINEAR"
+    resize = _resizer(info, size)
     kept: dict[int, np.ndarray] = {}
     raw: list[float | None] = []
     with inp.open() as container:
@@ -410,20 +444,205 @@ def _decode(
             for index, frame in enumerate(frames):
                 if index >= limits.max_frames:
                     raise _too_many_frames(inp.name, info, limits)
-                if frame.width > limits.max_width or frame.height > limits.max_height:
-                    raise ResolutionTooHigh(
-                        f"{inp.name}: frame {index} is {frame.width}x{frame.height}, exceeds "
-                        f"the limit {limits.max_width}x{limits.max_height}"
-                    )
+                _check_frame_size(inp.name, index, frame, limits)
                 raw.append(frame.time)
                 if keep(index):
-                    rgb = frame.reformat(
-                        width=w, height=h, format="rgb24", interpolation=interpolation
-                    )
-                    kept[index] = rgb.to_ndarray()
+                    kept[index] = resize(frame)
         except av.FFmpegError as e:  # e.g. reformat of a broken frame
             frames.error = e
     return _Decoded(kept, _times(raw, info.fps), len(raw), frames.error)
+
+
+# --- segments: a frame range of a long video, reached by seeking --------------------------------
+
+Segment = tuple[int, int]
+
+# Where to seek, in seconds before the segment's first frame. A seek that lands after that frame
+# (a demuxer placing keyframes by decode time, say) is retried further back.
+_SEEK_BACK_S = (0.0, 1.0, 10.0)
+
+
+class _SeekFailed(Exception):
+    """Timestamps cannot place the frames after a seek: decode from the start, counting frames."""
+
+
+class _SeekOvershot(_SeekFailed):
+    """The first frame after a seek comes after the segment's start: seek further back."""
+
+
+def _span(segment: Segment) -> str:
+    """A segment as messages write it, ``[start, stop)``."""
+    return f"[{segment[0]}, {segment[1]})"
+
+
+def _past_end(name: str, segment: Segment, frames: int) -> ClipTooShort:
+    """The error for a segment that ends after the video's last frame."""
+    return ClipTooShort(
+        f"{name}: segment {_span(segment)} runs past the end of the video ({frames} frames)"
+    )
+
+
+def _check_segment(name: str, info: VideoInfo, segment: Segment, limits: DecodeLimits) -> None:
+    """Refuse a segment past the header's frame count, or longer than the length limits.
+
+    The limits bound what is decoded and held, so they apply to the segment, not to the file;
+    its duration is known only when the header gives a frame rate.
+    """
+    start, stop = segment
+    if info.frame_count and stop > info.frame_count:
+        raise _past_end(name, segment, info.frame_count)
+    duration = (stop - start) / info.fps if info.fps else 0.0
+    if duration > limits.max_duration_s:
+        raise ClipTooLong(
+            f"{name}: segment {_span(segment)} duration {duration:g} s exceeds the limit "
+            f"{limits.max_duration_s:g} s"
+        )
+    if stop - start > limits.max_frames:
+        raise ClipTooLong(
+            f"{name}: segment {_span(segment)} frame count {stop - start} exceeds the limit "
+            f"{limits.max_frames}"
+        )
+
+
+def _seek(
+    container: av.container.InputContainer, stream: av.video.VideoStream, seconds: float
+) -> float:
+    """Seek to the keyframe at or before ``seconds`` after the stream's start; that start (s).
+
+    Rounding to the time base is safe: a frame that rounds to a later index than the one
+    at ``seconds`` lies at least half a frame after it.
+    """
+    if stream.time_base is None:
+        raise _SeekFailed
+    first = stream.start_time or 0
+    try:
+        container.seek(
+            first + round(seconds / stream.time_base),
+            stream=stream,
+            backward=True,
+            any_frame=False,
+        )
+    except av.FFmpegError as e:  # e.g. raw streams, which cannot seek
+        raise _SeekFailed from e
+    return float(first * stream.time_base)
+
+
+def _timed_index(frame: av.VideoFrame, t0: float, fps: float, previous: int, start: int) -> int:
+    """A frame's index from its timestamp, ``round((time - t0) * fps)``, after a seek.
+
+    ``previous`` is the index of the frame before (-1 for the first after the seek). Indices
+    must run on one by one from at most ``start``, else the timestamps do not number frames
+    (variable frame rate, broken timestamps) and frames must be counted instead.
+    """
+    if frame.time is None:
+        raise _SeekFailed
+    index = round((frame.time - t0) * fps)
+    if previous < 0 and index > start:
+        raise _SeekOvershot
+    if index < 0 or (previous >= 0 and index != previous + 1):
+        raise _SeekFailed
+    return index
+
+
+def _decode_span(
+    inp: _Input,
+    info: VideoInfo,
+    limits: DecodeLimits,
+    size: tuple[int, int],
+    segment: Segment,
+    keep: Callable[[int], bool],
+    seek_s: float | None,
+) -> _Decoded:
+    """Decode ``segment`` after seeking to ``seek_s`` seconds, or from the start when None.
+
+    Frames are indexed by timestamp after a seek, by count from the start; ``keep`` and the
+    result use positions within the segment. Raises _SeekFailed when timestamps cannot place
+    the frames, and ClipTooShort when the stream ends cleanly before the segment does.
+    """
+    start, stop = segment
+    resize = _resizer(info, size)
+    kept: dict[int, np.ndarray] = {}
+    raw: list[float | None] = []
+    last = -1  # index of the last frame decoded
+    with inp.open() as container:
+        stream = _video_stream(container)
+        assert stream is not None  # probe checked
+        stream.thread_type = "AUTO"
+        timed = seek_s is not None
+        t0 = _seek(container, stream, seek_s) if timed else 0.0
+        frames = _Frames(container, stream)
+        try:
+            for ordinal, frame in enumerate(frames):
+                last = _timed_index(frame, t0, info.fps, last, start) if timed else ordinal
+                if last >= stop:
+                    break
+                _check_frame_size(inp.name, last, frame, limits)
+                if last >= start:
+                    raw.append(frame.time)
+                    if keep(last - start):
+                        kept[last - start] = resize(frame)
+        except av.FFmpegError as e:  # e.g. reformat of a broken frame
+            frames.error = e
+    if frames.error is None and last + 1 < stop:
+        if timed and last < 0:  # nothing after the seek: count from the start
+            raise _SeekFailed
+        raise _past_end(inp.name, segment, last + 1)
+    return _Decoded(kept, _times(raw, info.fps), len(raw), frames.error)
+
+
+def _decode_segment(
+    inp: _Input,
+    info: VideoInfo,
+    limits: DecodeLimits,
+    size: tuple[int, int],
+    segment: Segment,
+    keep: Callable[[int], bool],
+) -> _Decoded:
+    """Decode the frames of ``segment``, storing those whose position in it ``keep`` accepts.
+
+    Seeks to a keyframe before the segment, so a segment late in a long video costs about
+    one keyframe interval of extra decoding, not the whole lead-in. When the input cannot
+    seek, frames have no timestamps, or their timestamps do not number consecutive frames at
+    the header's rate, it decodes from the start and counts frames instead.
+    """
+    start = segment[0]
+    for back_s in _SEEK_BACK_S if info.fps > 0 else ():
+        seek_s = start / info.fps - back_s
+        if seek_s <= 0:
+            break
+        try:
+            return _decode_span(inp, info, limits, size, segment, keep, seek_s)
+        except _SeekOvershot:
+            continue
+        except _SeekFailed:
+            break
+    return _decode_span(inp, info, limits, size, segment, keep, None)
+
+
+def _sample(
+    decode: Callable[[Callable[[int], bool]], _Decoded],
+    times: Callable[[], np.ndarray],
+    params: MotionParams,
+    fps: float,
+) -> tuple[_Decoded, list[int]]:
+    """Decode, holding only the frames sampling chooses; the decoded frames and the choice.
+
+    ``decode(keep)`` stores the frames whose position ``keep`` accepts. With ``params.fps`` or
+    ``num_frames``, the choice is planned from ``times()`` (frame times known before decoding),
+    then made again from the decoded frames' times, decoding once more if they disagree.
+    """
+    if params.fps is None and params.num_frames is None:
+        stride = params.stride
+        decoded = decode(lambda i: i % stride == 0)
+        return decoded, sorted(decoded.kept)
+    wanted = set(_plan(times(), params, fps))
+    decoded = decode(wanted.__contains__)
+    indices = _plan(decoded.times, params, fps)
+    if not set(indices) <= decoded.kept.keys():  # planned and decoded times disagreed: redo
+        redo = set(indices)
+        decoded = decode(redo.__contains__)
+        indices = [i for i in indices if i in decoded.kept]
+    return decoded, indices
 
 
 def read_clip(
@@ -431,6 +650,7 @@ def read_clip(
     params: MotionParams = _DEFAULT_PARAMS,
     limits: DecodeLimits = _DEFAULT_LIMITS,
     name: str | None = None,
+    segment: Segment | None = None,
 ) -> Clip:
     """Decode a clip's first video stream and sample frames at working size.
 
@@ -439,30 +659,51 @@ def read_clip(
     (it then overrides stride) the frames nearest to 0, 1/fps, 2/fps, ... seconds; then at
     most ``params.num_frames`` of those, evenly spread. A stream that breaks mid-way, or that
     ends well before the frame count its header promises, is refused as truncated.
+
+    ``segment=(start, stop)`` reads only source frames ``start <= i < stop`` (0-based), as
+    datasets such as Epic-Kitchens annotate actions in long videos: decoding starts at a
+    keyframe before ``start`` rather than at the beginning, the duration and frame limits apply
+    to the segment rather than the file, and sampling runs over the segment as over a whole
+    clip. ``frame_indices`` are indices in the source video either way; a segment that runs
+    past the video's last frame is refused.
     """
     inp = _resolve(source, limits, name)
-    info = _probe_input(inp, limits)
+    if segment is not None:
+        segment = (operator.index(segment[0]), operator.index(segment[1]))
+        if not 0 <= segment[0] < segment[1]:
+            raise ValueError(
+                f"{inp.name}: segment {_span(segment)} is not a frame range: "
+                "needs 0 <= start < stop"
+            )
+    info = _probe_input(inp, limits, length=segment is None)
     size = working_size(info.width, info.height, params.short_side)
 
-    if params.fps is None and params.num_frames is None:
-        stride = params.stride
-        decoded = _decode(inp, info, limits, size, lambda i: i % stride == 0)
-        indices = sorted(decoded.kept)
+    if segment is None:
+        decoded, indices = _sample(
+            lambda keep: _decode(inp, info, limits, size, keep),
+            # Plan from packet timestamps so only the chosen frames are resized and held.
+            lambda: _scan_times(inp, info, limits),
+            params,
+            info.fps,
+        )
+        offset, part = 0, ""
     else:
-        # Plan from packet timestamps so only the chosen frames are resized and held.
-        wanted = set(_plan(_scan_times(inp, info, limits), params, info.fps))
-        decoded = _decode(inp, info, limits, size, wanted.__contains__)
-        indices = _plan(decoded.times, params, info.fps)
-        if not set(indices) <= decoded.kept.keys():  # packets and frames disagreed: redo
-            redo = set(indices)
-            decoded = _decode(inp, info, limits, size, redo.__contains__)
-            indices = [i for i in indices if i in decoded.kept]
+        _check_segment(inp.name, info, segment, limits)
+        offset, stop = segment
+        decoded, indices = _sample(
+            lambda keep: _decode_segment(inp, info, limits, size, segment, keep),
+            lambda: _times([None] * (stop - offset), info.fps),  # at the header's rate
+            params,
+            info.fps,
+        )
+        part = f"segment {_span(segment)} "
 
     if decoded.count == 0 or decoded.error is not None:
         why = _reason(decoded.error) if decoded.error else "no frame could be decoded"
         raise CorruptClip(f"{inp.name}: is corrupt or truncated: {why}")
-    if decoded.count < _TRUNCATED * info.frame_count:
-        # A partial clip would give a record that looks complete: refuse it.
+    if segment is None and decoded.count < _TRUNCATED * info.frame_count:
+        # A partial clip would give a record that looks complete: refuse it. (A segment's
+        # decoding already refuses a stream that ends before the segment does.)
         raise CorruptClip(
             f"{inp.name}: is truncated: the header promises {info.frame_count} frames, "
             f"only {decoded.count} could be decoded"
@@ -470,10 +711,16 @@ def read_clip(
     if len(indices) < 2:
         if decoded.count < 2:
             plural = "frame" if decoded.count == 1 else "frames"
-            raise ClipTooShort(f"{inp.name}: has {decoded.count} {plural}; motion needs at least 2")
+            raise ClipTooShort(
+                f"{inp.name}: {part}has {decoded.count} {plural}; motion needs at least 2"
+            )
         raise ClipTooShort(
-            f"{inp.name}: sampling keeps {len(indices)} of {decoded.count} frames; "
+            f"{inp.name}: {part}sampling keeps {len(indices)} of {decoded.count} frames; "
             "motion needs at least 2"
         )
     frames = np.stack([decoded.kept[i] for i in indices])
-    return Clip(frames=np.ascontiguousarray(frames), frame_indices=indices, info=info)
+    return Clip(
+        frames=np.ascontiguousarray(frames),
+        frame_indices=[offset + i for i in indices],
+        info=info,
+    )

@@ -216,18 +216,21 @@ def analyse_clip(
     batch_size: int | None = None,
     flow_fn: FlowFn | None = None,
     label: str | None = None,
+    segment: tuple[int, int] | None = None,
 ) -> ClipResult:
     """Decode a clip, find its motion boxes and build its box record (source pixels).
 
     ``name`` is the record's ``video`` (default: the path as given); ``label`` is how error
     messages call the clip (default: ``name`` when given, else the file's basename).
+    ``segment=(start, stop)`` analyses only source frames ``start <= i < stop`` (see
+    :func:`shared.decode.read_clip`); the record's ``frame_indices`` are source indices.
     """
     from shared.decode import read_clip
 
     params = params or MotionParams()
     limits = limits or DecodeLimits()
     t0 = time.perf_counter()
-    clip = read_clip(source, params, limits, name=label or name)
+    clip = read_clip(source, params, limits, name=label or name, segment=segment)
     decode_s = time.perf_counter() - t0
     analysis = analyse_frames(clip.frames, params, device, batch_size, flow_fn)
     analysis.timings["decode"] = decode_s

@@ -137,3 +137,38 @@ def slow_clip(d: str | Path, frames: int = 40, fps: float = 1.0) -> Path:
     path = Path(d) / f"slow_{frames}f_{fps:g}fps.mp4"
     frames_rgb = np.stack(_textured_square_frames(frames, (64, 48)))
     return encode_mp4(path, frames_rgb, fps, crf=23, preset="ultrafast")
+
+
+def numbered_clip(
+    d: str | Path,
+    frames: int = 150,
+    size: tuple[int, int] = (64, 48),
+    gop: int = 10,
+    bframes: int = 0,
+) -> Path:
+    """An mp4 (libx264, 25 fps) whose frame ``i`` shows ``i`` in binary, to check frame ranges.
+
+    The width holds 8 vertical stripes, least significant bit on the left: white for 1, black
+    for 0, which survives compression and resizing. A keyframe every ``gop`` frames makes seeks
+    land mid-file; ``bframes`` > 0 stores frames out of display order, as cameras often do.
+    """
+    if not 0 < frames <= 256 or size[0] % 8:
+        raise ValueError(f"needs 1-256 frames and a width divisible by 8, got {frames}, {size}")
+    w, h = size
+    path = Path(d) / f"numbered_{frames}f_g{gop}_b{bframes}.mp4"
+    options = {"preset": "ultrafast", "crf": "18", "g": str(gop), "bf": str(bframes)}
+    time_base = Fraction(1, _FPS)
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=_FPS, options=options)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = time_base
+        for i in range(frames):
+            row = np.repeat((i >> np.arange(8)) & 1, w // 8).astype(np.uint8) * 255
+            rgb = np.ascontiguousarray(np.broadcast_to(row[None, :, None], (h, w, 3)))
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            frame.time_base = time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
