@@ -26,7 +26,7 @@ timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider --continue-on-collec
   --ignore=tests/services/test_api_load_limits.py --ignore=tests/services/test_schema.py \
   --ignore=tests/services/test_page.py --ignore=tests/shared/test_cache.py \
   --ignore=tests/shared/test_settings.py \
-  tests/shared tests/services/test_batcher.py 2>&1 | tee "$OUT/gpu-tests.log"
+  tests/shared 2>&1 | tee "$OUT/gpu-tests.log"
 
 echo "== gpu benchmark"
 timeout "${BENCH_TIMEOUT:-300}" python3 bench/gpu_flow.py --frames .gpu-data/frames.npz \

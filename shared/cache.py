@@ -37,7 +37,7 @@ def unavailable_as(error: type[CacheUnavailable], what: str, url: str) -> Iterat
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise error(f"{what} at {_safe_url(url)} unreachable: {exc}") from None
+        raise error(f"{what} at {safe_url(url)} unreachable: {exc}") from None
 
 
 def box_key(params_hash: str, video_id: str, prefix: str = KEY_PREFIX) -> str:
@@ -142,7 +142,7 @@ class RedisBoxCache:
         self._call(self.redis.ping)
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """A Redis URL without its password, for messages."""
     from urllib.parse import urlsplit, urlunsplit
 

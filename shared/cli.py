@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.errors import MofoError
@@ -55,8 +56,8 @@ def output_path(template: Path, clip: str, several: bool) -> Path:
     return template
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -69,6 +70,66 @@ def main() -> None:
 def sample() -> None:
     """Print the path of the bundled sample clip."""
     typer.echo(str(sample_clip()))
+
+
+# Options shared by the commands that compute boxes (`boxes`, `cache build`).
+BackendOpt = Annotated[
+    Backend, typer.Option(help="TV-L1 backend; auto = torch on CUDA, opencv on CPU.")
+]
+ShortSideOpt = Annotated[int, typer.Option(help="Working size: short side in pixels.")]
+StrideOpt = Annotated[int, typer.Option(help="Keep every N-th frame.")]
+FpsOpt = Annotated[
+    float | None, typer.Option(help="Keep frames nearest to this rate (overrides --stride).")
+]
+NumFramesOpt = Annotated[int | None, typer.Option(help="At most this many frames, spread evenly.")]
+StoppingOpt = Annotated[
+    Stopping, typer.Option(help="TV-L1 stopping: OpenCV's epsilon rule, or all iterations.")
+]
+MaxFramesOpt = Annotated[int, typer.Option(help="Refuse clips with more frames.")]
+MaxDurationOpt = Annotated[float, typer.Option(help="Refuse clips longer (s).")]
+MaxWidthOpt = Annotated[int, typer.Option(help="Refuse wider clips (px).")]
+MaxHeightOpt = Annotated[int, typer.Option(help="Refuse taller clips (px).")]
+MaxBytesOpt = Annotated[int, typer.Option(help="Refuse larger files (bytes).")]
+_LIMITS = DecodeLimits()
+
+
+def motion_settings(
+    device: str,
+    backend: Backend,
+    stopping: Stopping,
+    short_side: int,
+    stride: int,
+    fps: float | None,
+    num_frames: int | None,
+    limits: tuple[int, int, float, int, int],
+):
+    """(device, params, limits) from the options, or a usage error (exit 2)."""
+    from shared.pipeline import default_backend, resolve_device
+
+    try:
+        dev = resolve_device(device)
+        chosen = default_backend(dev) if backend is Backend.auto else backend.value
+        params = MotionParams(
+            short_side=short_side,
+            stride=stride,
+            fps=fps,
+            num_frames=num_frames,
+            backend=chosen,
+            flow=FlowParams(stopping=stopping.value),
+        )
+        max_bytes, max_frames, max_duration, max_width, max_height = limits
+        decode_limits = DecodeLimits(
+            max_bytes=max_bytes,
+            max_frames=max_frames,
+            max_duration_s=max_duration,
+            max_width=max_width,
+            max_height=max_height,
+        )
+    except (MofoError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if chosen == "opencv" and stopping is Stopping.fixed:
+        raise fail("--stopping fixed needs --backend torch (OpenCV only stops on epsilon)")
+    return dev, params, decode_limits
 
 
 @app.command()
@@ -84,43 +145,25 @@ def boxes(
         Path | None, typer.Option(help="Write a PNG strip of frames above their motion maps.")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    backend: Annotated[
-        Backend, typer.Option(help="TV-L1 backend; auto = torch on CUDA, opencv on CPU.")
-    ] = Backend.auto,
-    short_side: Annotated[int, typer.Option(help="Working size: short side in pixels.")] = 224,
-    stride: Annotated[int, typer.Option(help="Keep every N-th frame.")] = 1,
-    fps: Annotated[
-        float | None, typer.Option(help="Keep frames nearest to this rate (overrides --stride).")
-    ] = None,
-    num_frames: Annotated[
-        int | None, typer.Option(help="At most this many frames, spread evenly.")
-    ] = None,
-    stopping: Annotated[
-        Stopping, typer.Option(help="TV-L1 stopping: OpenCV's epsilon rule, or all iterations.")
-    ] = Stopping.epsilon,
+    backend: BackendOpt = Backend.auto,
+    short_side: ShortSideOpt = 224,
+    stride: StrideOpt = 1,
+    fps: FpsOpt = None,
+    num_frames: NumFramesOpt = None,
+    stopping: StoppingOpt = Stopping.epsilon,
     batch_size: Annotated[
         int | None, typer.Option(help="Frame pairs per flow batch (default 8 CPU, 16 CUDA).")
     ] = None,
-    max_frames: Annotated[int, typer.Option(help="Refuse clips with more frames.")] = (
-        DecodeLimits.max_frames
-    ),
-    max_duration: Annotated[float, typer.Option(help="Refuse clips longer (s).")] = (
-        DecodeLimits.max_duration_s
-    ),
-    max_width: Annotated[int, typer.Option(help="Refuse wider clips (px).")] = (
-        DecodeLimits.max_width
-    ),
-    max_height: Annotated[int, typer.Option(help="Refuse taller clips (px).")] = (
-        DecodeLimits.max_height
-    ),
-    max_bytes: Annotated[int, typer.Option(help="Refuse larger files (bytes).")] = (
-        DecodeLimits.max_bytes
-    ),
+    max_frames: MaxFramesOpt = _LIMITS.max_frames,
+    max_duration: MaxDurationOpt = _LIMITS.max_duration_s,
+    max_width: MaxWidthOpt = _LIMITS.max_width,
+    max_height: MaxHeightOpt = _LIMITS.max_height,
+    max_bytes: MaxBytesOpt = _LIMITS.max_bytes,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Find the motion boxes of one or more clips."""
     # Imported here so that `mofo --help` stays fast.
-    from shared.pipeline import analyse_clip, default_backend, resolve_device
+    from shared.pipeline import analyse_clip
     from shared.render import (
         MOTION_MAP_SUFFIXES,
         PREVIEW_SUFFIXES,
@@ -130,28 +173,16 @@ def boxes(
         write_preview,
     )
 
-    try:
-        dev = resolve_device(device)
-        chosen = default_backend(dev) if backend is Backend.auto else backend.value
-        params = MotionParams(
-            short_side=short_side,
-            stride=stride,
-            fps=fps,
-            num_frames=num_frames,
-            backend=chosen,
-            flow=FlowParams(stopping=stopping.value),
-        )
-        limits = DecodeLimits(
-            max_bytes=max_bytes,
-            max_frames=max_frames,
-            max_duration_s=max_duration,
-            max_width=max_width,
-            max_height=max_height,
-        )
-    except (MofoError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    if chosen == "opencv" and stopping is Stopping.fixed:
-        raise _fail("--stopping fixed needs --backend torch (OpenCV only stops on epsilon)")
+    dev, params, limits = motion_settings(
+        device,
+        backend,
+        stopping,
+        short_side,
+        stride,
+        fps,
+        num_frames,
+        (max_bytes, max_frames, max_duration, max_width, max_height),
+    )
     # Refuse a bad output path before any clip is decoded, not after the work is done.
     outputs = (
         (preview, PREVIEW_SUFFIXES, "preview"),
@@ -162,7 +193,7 @@ def boxes(
             try:
                 check_output_path(out, suffixes, f"--{what.replace(' ', '-')}")
             except (ValueError, FileNotFoundError) as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
 
     several = len(clips) > 1
     failed = 0
@@ -180,7 +211,7 @@ def boxes(
         for clip in clips:
             progress.update(task, description=os.path.basename(clip))
             try:
-                result = analyse_clip(clip, params, limits, dev)
+                result = analyse_clip(clip, params, limits, dev, batch_size=batch_size)
                 work = result.clip.frames
                 if preview is not None:
                     write_preview(
@@ -200,10 +231,10 @@ def boxes(
                     )
             except MofoError as exc:
                 failed += 1
-                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+                err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             except (OSError, ValueError) as exc:
                 failed += 1
-                err.print(f"[bold red]error:[/] {clip}: {exc}", highlight=False)
+                err.print(f"[bold red]error:[/] {escape(f'{clip}: {exc}')}", highlight=False)
             else:
                 rec = result.record
                 if json_out:
@@ -218,6 +249,22 @@ def boxes(
     if failed:
         err.print(f"{failed} of {len(clips)} clips failed", highlight=False)
         raise typer.Exit(EXIT_CLIP_FAILED)
+
+
+def load_settings(**overrides):
+    """Settings from MOFO_* variables with the given options (None = not given) on top; bad
+    values are a usage error (exit 2) naming each field."""
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise fail(f"bad settings: {problems}") from None
 
 
 @app.command()
@@ -239,28 +286,21 @@ def serve(
 ) -> None:
     """Run the motion API (FastAPI + uvicorn). Other settings: MOFO_* variables (see README)."""
     import uvicorn
-    from pydantic import ValidationError
 
-    from shared.settings import Settings
-
-    overrides = {
-        k: v
-        for k, v in {
-            "host": host, "port": port, "data_root": data_root, "redis_url": redis, "device": device
-        }.items()
-        if v is not None
-    }  # fmt: skip
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise _fail(f"bad settings: {problems}") from None
+    settings = load_settings(
+        host=host, port=port, data_root=data_root, redis_url=redis, device=device
+    )
     from services.motion_api.app import create_app
 
     try:
         api = create_app(settings)
     except MofoError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     uvicorn.run(api, host=settings.host, port=settings.port, log_level=log_level)
+
+
+# The worker and cache commands live in their own module; importing it registers them.
+from shared import cli_cache  # noqa: E402
+
+app.command()(cli_cache.worker)
+app.add_typer(cli_cache.cache_app, name="cache")

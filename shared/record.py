@@ -39,6 +39,9 @@ class BoxRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BoxRecord:
+        """A record from its dict, checked: schema, every field, and each field's type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a box record is a JSON object, got {type(data).__name__}")
         if data.get("schema") != SCHEMA:
             raise ValueError(
                 f"unknown box record schema {data.get('schema')!r}, expected {SCHEMA!r}"
@@ -47,11 +50,35 @@ class BoxRecord:
         missing = set(cls.__dataclass_fields__) - set(fields)
         if missing:
             raise ValueError(f"box record lacks {sorted(missing)}")
+        wrong = [name for name, ok in _FIELD_CHECKS.items() if not ok(fields[name])]
+        if wrong:
+            raise ValueError(f"box record fields of the wrong type: {', '.join(wrong)}")
         return cls(**fields)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> BoxRecord:
         return cls.from_dict(json.loads(text))
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_box(x: Any) -> bool:
+    return isinstance(x, list) and len(x) == 4 and all(map(_is_int, x))
+
+
+_FIELD_CHECKS = {
+    "video": lambda x: isinstance(x, str),
+    "params": lambda x: isinstance(x, str),
+    "width": _is_int,
+    "height": _is_int,
+    "fps": lambda x: isinstance(x, int | float) and not isinstance(x, bool),
+    "frame_indices": lambda x: isinstance(x, list) and all(map(_is_int, x)),
+    "frames": lambda x: isinstance(x, list) and all(b is None or _is_box(b) for b in x),
+    "clip_box": _is_box,
+    "fallback": lambda x: isinstance(x, bool),
+}
 
 
 def scale_box(box: Box, sx: float, sy: float, width: int, height: int) -> Box:

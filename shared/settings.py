@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.params import DecodeLimits
@@ -28,7 +28,11 @@ class Settings(BaseSettings):
     data_root: Path | None = None
     # Box cache and job queue; unset = in-process cache and jobs (the embedded default).
     redis_url: str | None = None
-    queue_name: str = Field("mofo", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # The job queue's Redis when it is not the cache's (the cache wants persistence, the queue
+    # does not need it); unset = redis_url.
+    queue_redis_url: str | None = None
+    queue_name: str = Field("mofo", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # API jobs
+    build_queue: str = Field("mofo-build", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # builds
     device: str = "auto"
     backend: Literal["auto", "opencv", "torch"] = "auto"
 
@@ -56,6 +60,15 @@ class Settings(BaseSettings):
     max_job_clips: int = Field(10_000, ge=1)  # paths in one job
     warmup: bool = True  # run one flow call at start-up; /readyz waits for it
 
+    # Workers (`mofo worker`): clips of a job worked on at once (their flow pairs share batches);
+    # a heartbeat every worker_heartbeat_s while a job runs; a job not heard of for
+    # worker_abandon_s (its worker was killed) runs again; registries are checked for such jobs
+    # and for retries that are due every worker_maintenance_s.
+    worker_clip_threads: int = Field(4, ge=1, le=64)
+    worker_heartbeat_s: float = Field(10.0, gt=0, le=600)
+    worker_abandon_s: int = Field(60, ge=2, le=86_400)
+    worker_maintenance_s: int = Field(30, ge=1, le=3600)
+
     @field_validator("data_root")
     @classmethod
     def _data_root_is_a_folder(cls, value: Path | None) -> Path | None:
@@ -68,7 +81,7 @@ class Settings(BaseSettings):
             raise ValueError("data root must not be the filesystem root; name the dataset folder")
         return root
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "queue_redis_url")
     @classmethod
     def _redis_url_scheme(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -76,6 +89,22 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"redis URL must start with redis://, rediss:// or unix://: {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.queue_redis_url and not self.redis_url:
+            raise ValueError("queue_redis_url needs redis_url too: the box cache lives there")
+        if self.worker_heartbeat_s * 2 > self.worker_abandon_s:
+            raise ValueError(
+                f"worker_heartbeat_s ({self.worker_heartbeat_s:g}) must be at most half of "
+                f"worker_abandon_s ({self.worker_abandon_s}), or live jobs look abandoned"
+            )
+        return self
+
+    @property
+    def queue_url(self) -> str | None:
+        """The job queue's Redis URL."""
+        return self.queue_redis_url or self.redis_url
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(

@@ -1,5 +1,5 @@
-"""Jobs that box many clips: the loop shared by the service's in-process jobs and RQ workers, and
-the RQ job function the service enqueues when it runs with Redis.
+"""Jobs that box many clips: the loop shared by the service's in-process jobs and RQ workers, the
+RQ job the service enqueues when it runs with Redis, and the job of a cache build.
 
 A clip that fails (corrupt, too long, missing) is recorded with its reason and the job goes on;
 only a fault outside the clips (the cache unreachable) fails the whole job, so RQ can retry it.
@@ -8,15 +8,20 @@ only a fault outside the clips (the cache unreachable) fails the whole job, so R
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from shared.errors import ClipError, MofoError
+from shared.errors import ClipError
 from shared.params import DecodeLimits, MotionParams
 from shared.record import BoxRecord
 
 UPLOAD_KEY_PREFIX = "mofo:upload:"
 JOB_FUNCTION = "workers.jobs.box_clips_job"
+
+log = logging.getLogger("mofo.worker")
 
 Progress = Callable[[int, int, int], None]  # (done, failed, total)
 
@@ -46,26 +51,19 @@ def box_clips(
 def box_clips_job(
     items: list[dict[str, Any]], params: dict[str, Any], limits: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """RQ job: box clips named by path (under the worker's data root) or uploaded into Redis,
-    and write each record to the box cache; progress goes to the job's meta."""
+    """RQ job from the API: box clips named by path (under the worker's data root) or uploaded
+    into Redis, and write each record to the box cache; progress goes to the job's meta."""
     from rq import get_current_job
 
-    from shared.cache import RedisBoxCache
     from shared.paths import resolve_under_root
-    from shared.pipeline import analyse_clip, resolve_device
-    from shared.settings import Settings
+    from shared.pipeline import analyse_clip
+    from workers.worker import worker_context
 
     job = get_current_job()
     assert job is not None, "box_clips_job runs inside an RQ worker"
-    settings = Settings()
+    ctx = worker_context(job.connection)
     motion = MotionParams.from_dict(params)
     decode_limits = DecodeLimits(**limits)
-    device = resolve_device(settings.device)
-    cache = (
-        RedisBoxCache.from_url(settings.redis_url)
-        if settings.redis_url
-        else RedisBoxCache(job.connection, "the RQ worker's Redis")
-    )
 
     def analyse(item: dict[str, Any]) -> BoxRecord:
         if "upload" in item:
@@ -74,13 +72,17 @@ def box_clips_job(
                 raise ClipError(f"{item['name']}: the uploaded clip expired before a worker ran")
             source: Any = data
         else:
-            if settings.data_root is None:
-                raise MofoError("this worker has no data root (MOFO_DATA_ROOT) for path jobs")
-            source = resolve_under_root(settings.data_root, item["path"])[0]
+            source = resolve_under_root(ctx.data_root(None), item["path"])[0]
         result = analyse_clip(
-            source, motion, decode_limits, device, name=item["video"], label=item.get("name")
+            source,
+            motion,
+            decode_limits,
+            ctx.device,
+            name=item["video"],
+            label=item.get("name"),
+            flow_fn=ctx.batcher.flow,
         )
-        cache.put(result.record)
+        ctx.cache.put(result.record)
         return result.record
 
     def progress(done: int, failed: int, total: int) -> None:
@@ -92,6 +94,87 @@ def box_clips_job(
     if uploads:
         job.connection.delete(*uploads)
     return outcomes
+
+
+def build_chunk_job(
+    build_id: str,
+    items: list[dict[str, Any]],
+    params: dict[str, Any],
+    limits: dict[str, Any],
+    root: str | None,
+) -> dict[str, int]:
+    """RQ job of a cache build: box a chunk of a dataset's clips, several at once.
+
+    Clips that have a record by now are skipped. Each clip's outcome is stored the moment it is
+    known (its record, or why it failed), so a job that dies half-way loses nothing done, and its
+    rerun does only the rest. Faults outside the clips (the data root gone, Redis unreachable)
+    fail the job, which RQ retries after a backoff.
+    """
+    from rq import get_current_job
+
+    from shared.paths import resolve_under_root
+    from shared.pipeline import analyse_clip
+    from workers.build import MAX_ATTEMPTS, BuildState
+    from workers.worker import worker_context
+
+    job = get_current_job()
+    ctx = worker_context(job.connection if job is not None else None)
+    state = BuildState(ctx.cache.redis, build_id)
+    motion = MotionParams.from_dict(params)
+    decode_limits = DecodeLimits(**limits)
+    data_root = ctx.data_root(root)  # before any clip: a missing share fails no clip
+
+    already = state.cached([item["video"] for item in items])
+    state.mark_cached([item["video"] for item, c in zip(items, already, strict=True) if c])
+    todo = [item for item, c in zip(items, already, strict=True) if not c]
+    counts = {"total": len(items), "cached": len(items) - len(todo), "done": 0, "failed": 0}
+    lock = threading.Lock()
+
+    def one(item: dict[str, Any]) -> None:
+        video = item["video"]
+        starts = state.start_attempt(video)
+        if starts > MAX_ATTEMPTS:
+            outcome = "failed"
+            state.fail(
+                video,
+                f"{video}: started {starts - 1} times without an outcome (its worker died or "
+                "timed out each time); not tried again",
+            )
+        else:
+            try:
+                path = resolve_under_root(data_root, item["path"])[0]
+                segment = tuple(item["segment"]) if item.get("segment") else None
+                result = analyse_clip(
+                    path,
+                    motion,
+                    decode_limits,
+                    ctx.device,
+                    name=video,
+                    label=video,
+                    flow_fn=ctx.batcher.flow,
+                    segment=segment,
+                )
+            except ClipError as exc:
+                outcome = "failed"
+                state.fail(video, str(exc))
+                log.info("failed %s: %s", video, exc)
+            else:
+                outcome = "done"
+                state.store(result.record)
+                log.info("cached %s", video)
+        with lock:
+            counts[outcome] += 1
+            if job is not None:
+                job.meta["progress"] = dict(counts)
+                job.save_meta()
+
+    pool = ThreadPoolExecutor(ctx.settings.worker_clip_threads, thread_name_prefix="mofo-clip")
+    try:
+        for future in [pool.submit(one, item) for item in todo]:
+            future.result()  # an error outside the clips (Redis, a bug) fails the job here
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return counts
 
 
 def limits_dict(limits: DecodeLimits) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Built now, not at start-up, so that a bad device or Redis URL fails before serving.
     service = MotionService(settings)
     service.jobs = (
-        RQJobs(service, settings.redis_url, settings.queue_name, settings.job_ttl_s)
+        RQJobs(service, settings.queue_url, settings.queue_name, settings.job_ttl_s)
         if settings.redis_url
         else LocalJobs(service, settings.job_workers, settings.job_ttl_s)
     )

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from services.motion_api.batcher import Cancelled, FlowBatcher
 from services.motion_api.metrics import Metrics
 from services.motion_api.problems import Problem
+from shared.batcher import Cancelled, FlowBatcher
 from shared.cache import BoxCache, MemoryBoxCache, RedisBoxCache
 from shared.params import MotionParams
 from shared.paths import resolve_under_root

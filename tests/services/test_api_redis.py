@@ -5,9 +5,7 @@ clear 503, not a crash."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +16,9 @@ from shared.cache import box_key
 from shared.cli import sample_clip
 from tests.redis_server import RedisServer, start_redis
 from tests.services.server import start_server
+from tests.workers.conftest import mofo, mofo_env
 
 FAST = {"num_frames": 6}
-RQ = str(Path(sys.executable).with_name("rq"))
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +40,18 @@ def api(tmp_path_factory, redis_server: RedisServer, data_root: Path):
     srv.stop()
 
 
+def _env(redis_server: RedisServer, data_root: Path) -> dict[str, str]:
+    return mofo_env(
+        MOFO_DATA_ROOT=str(data_root), MOFO_REDIS_URL=redis_server.url, MOFO_DEVICE="cpu"
+    )
+
+
 def _run_worker(redis_server: RedisServer, data_root: Path) -> subprocess.CompletedProcess:
-    """A real RQ worker process in burst mode: runs what is queued, then exits."""
-    env = {**os.environ, "MOFO_DATA_ROOT": str(data_root), "MOFO_REDIS_URL": redis_server.url}
-    return subprocess.run(
-        [RQ, "worker", "--burst", "--url", redis_server.url,
-         "--worker-class", "rq.worker.SimpleWorker", "mofo-test"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2],
+    """A real `mofo worker` process in burst mode on the API's queue: runs what is queued and
+    what is waiting for a retry, then exits."""
+    return mofo(
+        "worker", "--burst", "--queues", "mofo-test", env=_env(redis_server, data_root),
+        timeout=300,
     )  # fmt: skip
 
 
@@ -101,6 +104,28 @@ def test_jobs_run_on_an_rq_worker(api, redis_server, data_root):
         assert up["result"][0]["record"]["frames"] == ok["record"]["frames"]
         assert not r.keys("mofo:upload:*")  # cleaned up after the job
         assert done["ended_at"] >= done["started_at"]
+
+
+def test_the_api_serves_what_a_cache_build_filled(api, redis_server, data_root):
+    """`mofo cache build` over the API's data root, run by `mofo worker`: the API finds the
+    records under the same ids (paths under the root) and settings hash."""
+    env = _env(redis_server, data_root)
+    small = {**FAST, "short_side": 64}
+    with api.client() as client:
+        assert client.get("/v1/boxes/clips/carphone.mp4", params=small).status_code == 404
+        built = mofo("cache", "build", str(data_root / "clips"), "--num-frames", "6",
+                     "--short-side", "64", "--name", "api-root", "--json", env=env)  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        plan = json.loads(built.stdout)
+        assert plan["root"] == str(data_root)  # ids are paths under the API's data root
+        worker = mofo("worker", "--burst", env=env, timeout=300)
+        assert worker.returncode == 0, worker.stderr[-3000:]
+        found = client.get("/v1/boxes/clips/carphone.mp4", params=small)
+        assert found.status_code == 200, found.text
+        assert found.json()["params"] == plan["params"]
+        direct = client.post("/v1/boxes", json={"path": "clips/carphone.mp4"}, params=small)
+        assert direct.headers["X-Mofo-Cache"] == "hit"
+        assert direct.json() == found.json()
 
 
 def test_redis_outage_is_a_503_and_recovers(api, redis_server):

@@ -1,6 +1,7 @@
-"""Request batching onto the flow backend.
+"""Batching the frame pairs of many clips onto the flow backend (the API's requests, a worker's
+clips).
 
-One thread owns flow: request threads hand it the frame pairs of their clip and wait. The thread
+One thread owns flow: clip threads hand it the frame pairs of their clip and wait. The thread
 takes the oldest waiting work, waits up to ``max_wait_s`` for more work of the same shape and
 settings, and runs up to ``max_batch`` pairs from all of them in one :func:`optical_flow` call, so
 on a GPU throughput grows with concurrency. A long clip is served in slices and shares each batch

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.motion_api.batcher import Cancelled, FlowBatcher
+from shared.batcher import Cancelled, FlowBatcher
 from shared.flow import optical_flow
 from shared.params import FlowParams, MotionParams
 
@@ -83,7 +83,7 @@ def test_long_clip_is_sliced_and_reassembled_in_order(batcher, batches):
 
 
 def test_plan_gives_each_waiting_request_a_share(batcher):
-    from services.motion_api.batcher import _Work
+    from shared.batcher import _Work
 
     long = _Work(gray=_gray(30, 0), key=(32, 40, PARAMS.flow, "torch"), enqueued=0.0)
     short = _Work(gray=_gray(3, 1), key=long.key, enqueued=0.0)
