@@ -18,3 +18,4 @@ bench: setup
 	PYTHONPATH=. .venv/bin/python bench/speed.py
 	PYTHONPATH=. .venv/bin/python bench/box_quality.py
 	PYTHONPATH=. .venv/bin/python bench/api_load.py
+	PYTHONPATH=. .venv/bin/python bench/cache.py

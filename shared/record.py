@@ -60,24 +60,25 @@ class BoxRecord:
         return cls.from_dict(json.loads(text))
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+def _ints(x: Any) -> bool:
+    # type() is: bools are ints to isinstance, not to a box record.
+    return type(x) is list and all(type(v) is int for v in x)
 
 
 def _is_box(x: Any) -> bool:
-    return isinstance(x, list) and len(x) == 4 and all(map(_is_int, x))
+    return _ints(x) and len(x) == 4
 
 
 _FIELD_CHECKS = {
-    "video": lambda x: isinstance(x, str),
-    "params": lambda x: isinstance(x, str),
-    "width": _is_int,
-    "height": _is_int,
-    "fps": lambda x: isinstance(x, int | float) and not isinstance(x, bool),
-    "frame_indices": lambda x: isinstance(x, list) and all(map(_is_int, x)),
-    "frames": lambda x: isinstance(x, list) and all(b is None or _is_box(b) for b in x),
+    "video": lambda x: type(x) is str,
+    "params": lambda x: type(x) is str,
+    "width": lambda x: type(x) is int,
+    "height": lambda x: type(x) is int,
+    "fps": lambda x: type(x) in (int, float),
+    "frame_indices": _ints,
+    "frames": lambda x: type(x) is list and all(b is None or _is_box(b) for b in x),
     "clip_box": _is_box,
-    "fallback": lambda x: isinstance(x, bool),
+    "fallback": lambda x: type(x) is bool,
 }
 
 

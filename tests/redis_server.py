@@ -53,4 +53,4 @@ def start_redis(tmp: Path) -> RedisServer:
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: apt-get install redis-server (see README)")
     Path(tmp).mkdir(parents=True, exist_ok=True)
-    return RedisServer(free_port(), Path(tmp)).start()
+    return RedisServer(free_port(), Path(tmp).resolve()).start()

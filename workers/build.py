@@ -242,7 +242,7 @@ def enqueue_build(
                         str(dataset.root),
                     ],
                     timeout=timeout,
-                    result_ttl=24 * 3600,
+                    result_ttl=3600,  # a job hash per chunk: keep them an hour, not a day
                     failure_ttl=30 * 24 * 3600,
                     description=f"{name}: {len(part)} clips from {part[0].video}",
                     job_id=job_id,
