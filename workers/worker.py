@@ -193,6 +193,7 @@ def run_worker(
     if url is None:
         raise MofoError("the worker needs a Redis URL (MOFO_REDIS_URL or --redis)")
     connection = redis.Redis.from_url(url, socket_connect_timeout=10, health_check_interval=30)
+    connection.ping()  # before the device and flow start: a wrong URL fails at once
     context = WorkerContext.create(settings, connection)
     context.warm_up()
     set_worker_context(context)
