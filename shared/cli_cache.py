@@ -329,12 +329,17 @@ def status(
                     }
                 )
             )
-        elif watch:
+        elif watch and out.is_terminal:
             with Live(_render(statuses, _queue_counts(queue)), console=out) as live:
                 while any(s.pending for s in statuses):
                     time.sleep(2)
                     statuses = snapshot()
                     live.update(_render(statuses, _queue_counts(queue)))
+        elif watch:  # not a terminal (a log, a pipe): wait quietly, then print the end
+            while any(s.pending for s in statuses):
+                time.sleep(2)
+                statuses = snapshot()
+            out.print(_render(statuses, _queue_counts(queue)))
         else:
             if not statuses:
                 err.print("no builds yet: start one with `mofo cache build SOURCE`")

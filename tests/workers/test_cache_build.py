@@ -119,9 +119,13 @@ def test_build_survives_a_killed_worker_a_redis_restart_and_moves_as_a_file(
         status = json.loads(shown.stdout)["builds"][0]
         assert (status["done"], status["failed"], status["pending"]) == (n_good, 2, 0)
         assert status["failures"] == failed
+        assert status["rate"] > 0 and status["eta_s"] == 0  # clips/s over the last minute
+        assert status["written"] == n_good and status["stalled"] == 0
         text = mofo("cache", "status", "--failed", env=env).stdout
         assert "done 20" in text and "failed 2" in text and "pending 0" in text
-        assert failed["bad/garbage.mp4"] in text
+        assert failed["bad/garbage.mp4"] in text and "clips/s" in text and "ETA" in text
+        watched = mofo("cache", "status", "--watch", env=env, timeout=30)  # nothing pending: ends
+        assert watched.returncode == 1 and "pending 0" in watched.stdout
 
         # A second build enqueues nothing.
         again = mofo("cache", "build", str(dataset.root), *PARAMS_ARGS, "--json", env=env)
