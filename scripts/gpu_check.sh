@@ -25,7 +25,7 @@ timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider --continue-on-collec
   --ignore=tests/services/test_api.py --ignore=tests/services/test_api_redis.py \
   --ignore=tests/services/test_api_load_limits.py --ignore=tests/services/test_schema.py \
   --ignore=tests/services/test_page.py --ignore=tests/shared/test_cache.py \
-  --ignore=tests/shared/test_settings.py \
+  --ignore=tests/shared/test_settings.py --ignore=tests/shared/test_decode_segment.py \
   tests/shared 2>&1 | tee "$OUT/gpu-tests.log"
 
 echo "== gpu benchmark"
