@@ -1,0 +1,115 @@
+"""Which frames a training clip takes, and the crops, flips and resizes that make the model's
+input, each moving the motion boxes with the pixels (the public code moves the pixels only).
+
+Frame sampling follows VideoMAE: ``dense_indices`` takes ``count`` frames ``rate`` apart from a
+random start (Something-Something V2, Kinetics); ``segment_indices`` cuts a range into ``count``
+equal parts and takes one frame from each (Epic-Kitchens segments; the middle of each part
+when testing). The spatial pipeline follows VideoMAE's multi-scale crop: a crop whose sides are
+drawn from ``scales`` × the short side, at one of five places (corners or centre), resized to
+``size`` × ``size``, then flipped left-right with probability one half when asked.
+
+Boxes are ``[x1, y1, x2, y2]`` float pixels with x2/y2 exclusive, one per frame (T, 4), and a
+``valid`` flag per frame; a box that leaves the crop entirely is no longer valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def dense_indices(total: int, count: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` frame indices ``rate`` apart from a random start; a clip shorter than the span
+    repeats its last frame (VideoMAE's choice), so every clip gives ``count`` indices."""
+    if total < 1 or count < 1 or rate < 1:
+        raise ValueError(f"need total, count and rate >= 1, got {total}, {count}, {rate}")
+    span = (count - 1) * rate + 1
+    start = int(rng.integers(0, total - span + 1)) if total >= span else 0
+    return np.minimum(start + rate * np.arange(count), total - 1)
+
+
+def segment_indices(
+    start: int, stop: int, count: int, rng: np.random.Generator | None
+) -> np.ndarray:
+    """One frame from each of ``count`` equal parts of ``[start, stop)``: a random one when
+    training (``rng``), the middle one when testing (``rng`` None)."""
+    if stop <= start or count < 1:
+        raise ValueError(f"need start < stop and count >= 1, got [{start}, {stop}), {count}")
+    edges = np.linspace(start, stop, count + 1)
+    lo = np.floor(edges[:-1]).astype(int)
+    hi = np.maximum(np.floor(edges[1:]).astype(int), lo + 1)  # a part under a frame holds one
+    middle = (lo + hi - 1) // 2
+    picked = middle if rng is None else lo + (rng.random(count) * (hi - lo)).astype(int)
+    return np.minimum(picked, stop - 1)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A crop ``[x, y, x + w, y + h)`` of the frame, resized to ``size`` × ``size``, flipped."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    size: int
+    flip: bool
+
+
+def multi_scale_crop(
+    width: int,
+    height: int,
+    size: int,
+    rng: np.random.Generator,
+    scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66),
+    max_distort: int = 1,
+    flip: bool = True,
+) -> Crop:
+    """VideoMAE's multi-scale crop: crop sides from ``scales`` × the short side (width and height
+    scales at most ``max_distort`` steps apart), at a corner or the centre, and a coin-flip."""
+    short = min(width, height)
+    sides = [int(short * s) for s in scales]
+    pairs = [(w, h) for i, w in enumerate(sides) for j, h in enumerate(sides)
+             if abs(i - j) <= max_distort]  # fmt: skip
+    w, h = pairs[int(rng.integers(len(pairs)))]
+    dx, dy = (width - w) // 4, (height - h) // 4
+    places = [(0, 0), (4 * dx, 0), (0, 4 * dy), (4 * dx, 4 * dy), (2 * dx, 2 * dy)]
+    x, y = places[int(rng.integers(len(places)))]
+    return Crop(x, y, w, h, size, flip and bool(rng.integers(2)))
+
+
+def centre_crop(width: int, height: int, size: int) -> Crop:
+    """The test-time crop: the centred short-side square, resized to ``size``."""
+    short = min(width, height)
+    return Crop((width - short) // 2, (height - short) // 2, short, short, size, False)
+
+
+def apply_crop(frames: torch.Tensor, crop: Crop) -> torch.Tensor:
+    """(T, H, W, C) uint8 frames → (C, T, size, size) float in [0, 1], cropped, resized
+    (bilinear, antialiased when shrinking) and flipped."""
+    x = frames[:, crop.y : crop.y + crop.h, crop.x : crop.x + crop.w]
+    x = x.permute(0, 3, 1, 2).float() / 255.0  # (T, C, h, w)
+    x = F.interpolate(x, size=(crop.size, crop.size), mode="bilinear", antialias=True,
+                      align_corners=False)  # fmt: skip
+    if crop.flip:
+        x = x.flip(-1)
+    return x.permute(1, 0, 2, 3).contiguous()
+
+
+def move_boxes(
+    boxes: torch.Tensor, valid: torch.Tensor, crop: Crop
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The boxes (T, 4) where ``apply_crop`` puts their pixels: clipped to the crop, scaled to
+    ``size``, mirrored when flipped. A box with nothing left inside the crop becomes invalid."""
+    boxes = boxes.to(torch.float32)
+    x1 = (boxes[:, 0] - crop.x).clamp(0, crop.w) * (crop.size / crop.w)
+    x2 = (boxes[:, 2] - crop.x).clamp(0, crop.w) * (crop.size / crop.w)
+    y1 = (boxes[:, 1] - crop.y).clamp(0, crop.h) * (crop.size / crop.h)
+    y2 = (boxes[:, 3] - crop.y).clamp(0, crop.h) * (crop.size / crop.h)
+    if crop.flip:
+        x1, x2 = crop.size - x2, crop.size - x1
+    moved = torch.stack([x1, y1, x2, y2], dim=-1)
+    still = valid.to(torch.bool) & (x2 > x1) & (y2 > y1)
+    return torch.where(still[:, None], moved, torch.zeros_like(moved)), still
