@@ -299,6 +299,31 @@ def serve(
     uvicorn.run(api, host=settings.host, port=settings.port, log_level=log_level)
 
 
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the dataset into.")],
+    clips: Annotated[int, typer.Option(help="Clips in all.")] = 200,
+    size: Annotated[int, typer.Option(help="Frame side in pixels.")] = 64,
+    frames: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same dataset.")] = 0,
+    validation: Annotated[float, typer.Option(help="Share of clips held out.")] = 0.2,
+) -> None:
+    """Write a synthetic motion dataset with known boxes, in SSV2's layout (8 motion classes)."""
+    from training.synth import write_dataset
+
+    if size < 32 or frames < 2:
+        raise fail(f"--size must be >= 32 and --frames >= 2, got {size}, {frames}")
+    try:
+        counts = write_dataset(out, clips, size, frames, seed, validation)
+    except (FileExistsError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    err.print(
+        f"wrote {counts['train']} training and {counts['validation']} validation clips to {out}",
+        highlight=False,
+        markup=False,
+    )
+
+
 # The worker and cache commands live in their own module; importing it registers them.
 from shared import cli_cache  # noqa: E402
 
