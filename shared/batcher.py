@@ -96,6 +96,12 @@ class FlowBatcher:
             except CancelledError:
                 raise Cancelled() from None
 
+    def warm_up(self, device: torch.device, backend: str, size: int = 224) -> None:
+        """One flow call on a ``size``² pair, so the backend (CUDA, compiled kernels, graphs for
+        that size) starts before the first clip."""
+        gray = torch.rand((2, 1, size, size), generator=torch.Generator().manual_seed(0)) * 255
+        self.flow(gray.to(device), MotionParams(backend=backend))
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stopped.set()
         self._inbox.put(None)

@@ -27,6 +27,7 @@ from typing import Any
 from shared.cache import KEY_PREFIX, box_key
 from shared.params import DecodeLimits, MotionParams
 from shared.record import BoxRecord
+from workers.jobs import limits_dict
 from workers.sources import ClipItem, Dataset
 
 BUILD_PREFIX = "mofo:build"
@@ -238,7 +239,7 @@ def enqueue_build(
                         state.id,
                         [i.to_job() for i in part],
                         params.to_dict(),
-                        _limits_dict(limits),
+                        limits_dict(limits),
                         str(dataset.root),
                     ],
                     timeout=timeout,
@@ -273,10 +274,6 @@ def _live_jobs(job_ids: Iterable[str], connection, job_class) -> set[str]:
             if status is not None and status.decode() in ALIVE:
                 alive.add(job_id)
     return alive
-
-
-def _limits_dict(limits: DecodeLimits) -> dict[str, Any]:
-    return dict(limits.__dict__)
 
 
 @dataclass

@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.scheduler import RQScheduler
@@ -32,7 +31,6 @@ from rq.worker import SimpleWorker, WorkerStatus
 from shared.batcher import FlowBatcher
 from shared.cache import RedisBoxCache, safe_url
 from shared.errors import MofoError
-from shared.params import MotionParams
 from shared.pipeline import DEFAULT_BATCH, default_backend, resolve_device
 from shared.settings import Settings
 
@@ -69,9 +67,7 @@ class WorkerContext:
 
     def warm_up(self) -> None:
         """One flow call on the device, so CUDA (and compiled kernels) start before any job."""
-        rng = np.random.default_rng(0)
-        gray = torch.from_numpy(rng.integers(0, 256, (2, 1, 64, 64)).astype(np.float32))
-        self.batcher.flow(gray.to(self.device), MotionParams(backend=default_backend(self.device)))
+        self.batcher.warm_up(self.device, default_backend(self.device))
 
     def data_root(self, build_root: str | None) -> Path:
         """Where job paths are resolved: this worker's data root, else the build's root."""

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
-import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
@@ -144,10 +143,7 @@ class MotionService:
     def warm_up(self) -> None:
         """One flow call through the batcher at the default working size (compiles on CUDA)."""
         try:
-            rng = np.random.default_rng(0)
-            gray = torch.from_numpy(rng.integers(0, 256, (2, 1, 224, 224)).astype(np.float32))
-            params = MotionParams(backend=self.backend)
-            self.batcher.flow(gray.to(self.device), params)
+            self.batcher.warm_up(self.device, self.backend)
             self.flow_warmed.set()
         except Exception as exc:  # readiness reports it; the process keeps serving health
             self.warmup_error = f"flow warm-up failed: {exc}"
