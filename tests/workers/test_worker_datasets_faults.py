@@ -122,6 +122,7 @@ def test_something_something_v2_clips_keep_the_dataset_ids(server, tmp_path, spa
     videos.mkdir(parents=True)
     for video in ("78687", "42326"):
         _webm(videos / f"{video}.webm")
+    (videos / "55555.webm").write_bytes(b"")  # an empty file
     labels = [
         {"id": "78687", "label": "pushing a cup from left to right",
          "template": "Pushing [something] from left to right", "placeholders": ["a cup"]},
@@ -129,6 +130,8 @@ def test_something_something_v2_clips_keep_the_dataset_ids(server, tmp_path, spa
          "placeholders": ["a pen"]},
         {"id": "1999", "label": "dropping a box", "template": "Dropping [something]",
          "placeholders": ["a box"]},
+        {"id": "55555", "label": "opening a jar", "template": "Opening [something]",
+         "placeholders": ["a jar"]},
     ]  # fmt: skip
     label_file = tmp_path / "ssv2" / "train.json"
     label_file.write_text(json.dumps(labels))
@@ -136,7 +139,7 @@ def test_something_something_v2_clips_keep_the_dataset_ids(server, tmp_path, spa
     plan = _build(env, str(label_file))
     assert (plan["kind"], plan["total"], plan["build_id"].split(":")[1]) == (
         "ssv2",
-        3,
+        4,
         "ssv2-train",
     )
     _drain(spawn_worker, env)
@@ -144,7 +147,8 @@ def test_something_something_v2_clips_keep_the_dataset_ids(server, tmp_path, spa
     records, failed = _state(redis.Redis.from_url(server.url), plan["build_id"])
     assert sorted(records) == ["42326", "78687"]
     assert records["78687"].video == "78687" and records["78687"].width == 96
-    assert list(failed) == ["1999"] and "no such file" in failed["1999"]
+    assert sorted(failed) == ["1999", "55555"] and "no such file" in failed["1999"]
+    assert failed["55555"] == "55555: is empty (0 bytes)"
 
 
 def test_a_missing_data_root_is_retried_after_its_backoff_and_fails_no_clip(
@@ -209,3 +213,17 @@ def test_clips_of_a_job_that_failed_for_good_wait_for_the_next_build(
     _drain(spawn_worker, env)
     records, failed = _state(redis.Redis.from_url(server.url), plan["build_id"])
     assert sorted(records) == ["c0.mp4", "c1.mp4"] and not failed
+
+
+def test_without_redis_the_commands_say_so_and_exit(tmp_path):
+    """No Redis configured: a usage error (2). Redis unreachable: exit 1, one line, no
+    traceback, for the build, the worker and the status."""
+    small_clips(tmp_path / "clips", 1)
+    unset = mofo("cache", "build", str(tmp_path / "clips"), env=mofo_env())
+    assert unset.returncode == 2 and "set MOFO_REDIS_URL" in unset.stderr
+    env = mofo_env(MOFO_REDIS_URL="redis://127.0.0.1:1/0", MOFO_DEVICE="cpu")
+    for args in (["cache", "build", str(tmp_path / "clips")], ["worker", "--burst"],
+                 ["cache", "status"]):  # fmt: skip
+        done = mofo(*args, env=env, timeout=60)
+        assert done.returncode == 1, (args, done.stderr)
+        assert "unreachable" in done.stderr and "Traceback" not in done.stderr, args
