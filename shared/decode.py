@@ -13,7 +13,7 @@ import math
 import operator
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -645,6 +645,54 @@ def _sample(
     return decoded, indices
 
 
+def _open_clip(
+    source: Source, limits: DecodeLimits, name: str | None, segment: Segment | None
+) -> tuple[_Input, VideoInfo, Segment | None]:
+    """Resolve, probe and check a clip (and its segment) before decoding: what both readers do.
+
+    The length limits apply to the segment when there is one, else to the file.
+    """
+    inp = _resolve(source, limits, name)
+    if segment is not None:
+        segment = (operator.index(segment[0]), operator.index(segment[1]))
+        if not 0 <= segment[0] < segment[1]:
+            raise ValueError(
+                f"{inp.name}: segment {_span(segment)} is not a frame range: "
+                "needs 0 <= start < stop"
+            )
+    info = _probe_input(inp, limits, length=segment is None)
+    if segment is not None:
+        _check_segment(inp.name, info, segment, limits)
+    return inp, info, segment
+
+
+def _decoder(
+    inp: _Input,
+    info: VideoInfo,
+    limits: DecodeLimits,
+    size: tuple[int, int],
+    segment: Segment | None,
+) -> Callable[[Callable[[int], bool]], _Decoded]:
+    """``decode(keep)`` over the whole clip or the segment; positions are within the segment."""
+    if segment is None:
+        return lambda keep: _decode(inp, info, limits, size, keep)
+    return lambda keep: _decode_segment(inp, info, limits, size, segment, keep)
+
+
+def _check_decoded(name: str, info: VideoInfo, decoded: _Decoded, segment: Segment | None) -> None:
+    """Refuse a stream that broke, gave no frame, or ended well before its header's count."""
+    if decoded.count == 0 or decoded.error is not None:
+        why = _reason(decoded.error) if decoded.error else "no frame could be decoded"
+        raise CorruptClip(f"{name}: is corrupt or truncated: {why}")
+    if segment is None and decoded.count < _TRUNCATED * info.frame_count:
+        # A partial clip would give a record that looks complete: refuse it. (A segment's
+        # decoding already refuses a stream that ends before the segment does.)
+        raise CorruptClip(
+            f"{name}: is truncated: the header promises {info.frame_count} frames, "
+            f"only {decoded.count} could be decoded"
+        )
+
+
 def read_clip(
     source: Source,
     params: MotionParams = _DEFAULT_PARAMS,
@@ -667,47 +715,25 @@ def read_clip(
     clip. ``frame_indices`` are indices in the source video either way; a segment that runs
     past the video's last frame is refused.
     """
-    inp = _resolve(source, limits, name)
-    if segment is not None:
-        segment = (operator.index(segment[0]), operator.index(segment[1]))
-        if not 0 <= segment[0] < segment[1]:
-            raise ValueError(
-                f"{inp.name}: segment {_span(segment)} is not a frame range: "
-                "needs 0 <= start < stop"
-            )
-    info = _probe_input(inp, limits, length=segment is None)
+    inp, info, segment = _open_clip(source, limits, name, segment)
     size = working_size(info.width, info.height, params.short_side)
+    decode = _decoder(inp, info, limits, size, segment)
 
     if segment is None:
-        decoded, indices = _sample(
-            lambda keep: _decode(inp, info, limits, size, keep),
-            # Plan from packet timestamps so only the chosen frames are resized and held.
-            lambda: _scan_times(inp, info, limits),
-            params,
-            info.fps,
-        )
+        # Plan from packet timestamps so only the chosen frames are resized and held.
+        decoded, indices = _sample(decode, lambda: _scan_times(inp, info, limits), params, info.fps)
         offset, part = 0, ""
     else:
-        _check_segment(inp.name, info, segment, limits)
         offset, stop = segment
         decoded, indices = _sample(
-            lambda keep: _decode_segment(inp, info, limits, size, segment, keep),
+            decode,
             lambda: _times([None] * (stop - offset), info.fps),  # at the header's rate
             params,
             info.fps,
         )
         part = f"segment {_span(segment)} "
 
-    if decoded.count == 0 or decoded.error is not None:
-        why = _reason(decoded.error) if decoded.error else "no frame could be decoded"
-        raise CorruptClip(f"{inp.name}: is corrupt or truncated: {why}")
-    if segment is None and decoded.count < _TRUNCATED * info.frame_count:
-        # A partial clip would give a record that looks complete: refuse it. (A segment's
-        # decoding already refuses a stream that ends before the segment does.)
-        raise CorruptClip(
-            f"{inp.name}: is truncated: the header promises {info.frame_count} frames, "
-            f"only {decoded.count} could be decoded"
-        )
+    _check_decoded(inp.name, info, decoded, segment)
     if len(indices) < 2:
         if decoded.count < 2:
             plural = "frame" if decoded.count == 1 else "frames"
@@ -722,5 +748,68 @@ def read_clip(
     return Clip(
         frames=np.ascontiguousarray(frames),
         frame_indices=[offset + i for i in indices],
+        info=info,
+    )
+
+
+def _picked(name: str, pick: Callable[[int], Sequence[int]], count: int) -> list[int]:
+    """``pick(count)`` as a list of positions, refused unless each lies in ``[0, count)``."""
+    positions = [operator.index(p) for p in pick(count)]
+    if not positions:
+        raise ValueError(f"{name}: pick({count}) chose no frames")
+    outside = [p for p in positions if not 0 <= p < count]
+    if outside:
+        shown = ", ".join(map(str, outside[:10])) + (", ..." if len(outside) > 10 else "")
+        raise ValueError(f"{name}: pick({count}) chose positions outside [0, {count}): {shown}")
+    return positions
+
+
+def read_frames(
+    source: Source,
+    pick: Callable[[int], Sequence[int]],
+    short_side: int | None = None,
+    limits: DecodeLimits = _DEFAULT_LIMITS,
+    name: str | None = None,
+    segment: Segment | None = None,
+) -> Clip:
+    """Decode the frames ``pick`` chooses, in its order, as training samples them.
+
+    ``pick(count)`` gets the number of frames in the clip (or in ``segment``) and returns
+    positions in ``[0, count)``, repeats and any order allowed (16 frames 2 apart, say). Only
+    those frames are resized (short side ``short_side``, see :func:`working_size`; the source
+    size when None) and held; ``frame_indices`` are their indices in the source video.
+
+    A whole clip's count comes from its packet timestamps, before decoding; when decoding
+    finds another count (a header or packets that lie), ``pick`` is asked again with the
+    decoded count, and the frames it then chooses are decoded once more if need be. Limits,
+    truncation and corruption are checked as :func:`read_clip` checks them; unlike it, one
+    frame is enough (a sample may repeat it).
+    """
+    inp, info, segment = _open_clip(source, limits, name, segment)
+    if short_side is None:
+        size = (info.width, info.height)
+    else:
+        size = working_size(info.width, info.height, short_side)
+    decode = _decoder(inp, info, limits, size, segment)
+
+    # A whole clip's count from its packets (nothing decoded yet); a segment's from its range.
+    count = len(_scan_times(inp, info, limits)) if segment is None else segment[1] - segment[0]
+    positions = _picked(inp.name, pick, count) if count else []
+    decoded = decode(set(positions).__contains__)
+    _check_decoded(inp.name, info, decoded, segment)
+    if decoded.count != count:  # the plan's count was wrong: choose again from what is there
+        positions = _picked(inp.name, pick, decoded.count)
+        if not set(positions) <= decoded.kept.keys():
+            decoded = decode(set(positions).__contains__)
+            _check_decoded(inp.name, info, decoded, segment)
+            if not set(positions) <= decoded.kept.keys():
+                raise CorruptClip(
+                    f"{inp.name}: is corrupt: two decodings gave different frames "
+                    f"({decoded.count} frames, positions {sorted(set(positions))[:10]} chosen)"
+                )
+    offset = 0 if segment is None else segment[0]
+    return Clip(
+        frames=np.ascontiguousarray(np.stack([decoded.kept[p] for p in positions])),
+        frame_indices=[offset + p for p in positions],
         info=info,
     )
