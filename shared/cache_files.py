@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from shared.cache import MGET_CHUNK, RedisBoxCache, box_key
@@ -90,6 +90,24 @@ def export_cache(cache: RedisBoxCache, path: Path, params: str | None = None) ->
     finally:
         tmp.unlink(missing_ok=True)
     return n
+
+
+def write_records(path: Path, records: Iterable[BoxRecord]) -> int:
+    """Records made elsewhere (not read from Redis) as an export file, ``.jsonl.gz`` only, in key
+    order; what training reads with ``FileBoxCache`` where no Redis runs."""
+    path = Path(path)
+    if file_format(path) != "jsonl.gz":
+        raise CacheFileError(f"{path}: records are written as .jsonl.gz")
+    ordered = sorted(records, key=lambda r: box_key(r.params, r.video))
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with open(tmp, "wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as out:
+            for record in ordered:
+                out.write(record.to_json().encode() + b"\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(ordered)
 
 
 def _checked(key: str, value: bytes) -> BoxRecord:

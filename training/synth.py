@@ -22,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.record import BoxRecord, union_box
+
 DIRECTIONS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")
 TEMPLATE = "Moving something {}"
+FPS = 12
 
 
 @dataclass
@@ -56,6 +59,8 @@ def make_clip(index: int, size: int = 64, frames: int = 16, seed: int = 0) -> Sy
     dx, dy = math.cos(angle), math.sin(angle)  # y grows downwards: 'down' is +y
     side = int(rng.integers(size // 5, size // 3 + 1))
     speed = float(rng.uniform(1.0, 2.0)) * size / 64
+    # Long clips move slower, so that the whole path fits in the frame.
+    speed = min(speed, (size - side - 1) / max(1, frames - 1))
     travel = speed * (frames - 1)
     # A start from which the whole path stays inside the frame.
     lo_x, hi_x = max(0.0, -dx * travel), size - side - max(0.0, dx * travel)
@@ -79,7 +84,7 @@ def make_clip(index: int, size: int = 64, frames: int = 16, seed: int = 0) -> Sy
     return SynthClip(video=f"{100000 + index}", label=label, frames=video, boxes=boxes)
 
 
-def write_webm(path: Path, frames: np.ndarray, fps: int = 12) -> None:
+def write_webm(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
     """VP8 WebM, as SSV2 ships its clips."""
     import av
 
@@ -126,3 +131,21 @@ def write_dataset(
     for split, entries in splits.items():
         (out / f"{split}.json").write_text(json.dumps(entries, indent=1))
     return {k: len(v) for k, v in splits.items()}
+
+
+TRUTH_PARAMS = "truth"  # the params name of records made from the truth, not from motion
+
+
+def truth_records(folder: Path, params: str = TRUTH_PARAMS) -> list[BoxRecord]:
+    """The dataset's true boxes (``boxes.jsonl``) as box records, so training and evaluation can
+    read them like cached motion boxes (``mofo cache`` files, ``CachedBoxes``)."""
+    records = []
+    for line in (Path(folder) / "boxes.jsonl").read_text().splitlines():
+        truth = json.loads(line)
+        boxes = truth["frames"]
+        records.append(BoxRecord(
+            video=truth["video"], params=params, width=truth["width"], height=truth["height"],
+            fps=float(FPS), frame_indices=list(range(len(boxes))), frames=boxes,
+            clip_box=union_box(boxes), fallback=False,
+        ))  # fmt: skip
+    return records

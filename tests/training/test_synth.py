@@ -79,3 +79,32 @@ def test_the_command_writes_once(tmp_path):
     assert "wrote 3 training and 1 validation clips" in done.stderr
     again = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already holds a dataset" in again.stderr
+
+
+def test_long_clips_slow_down_to_stay_in_the_frame():
+    for index in range(16):
+        clip = make_clip(index, size=64, frames=40, seed=3)
+        for x1, y1, x2, y2 in clip.boxes:
+            assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
+        assert clip.boxes[0] != clip.boxes[-1]  # it still moves
+
+
+def test_the_truth_reads_like_cached_records(dataset, tmp_path):
+    from shared.cache_files import CacheFileError, FileBoxCache, write_records
+    from training.synth import TRUTH_PARAMS, truth_records
+
+    records = truth_records(dataset)
+    truth = [json.loads(line) for line in (dataset / "boxes.jsonl").read_text().splitlines()]
+    assert [r.video for r in records] == [t["video"] for t in truth]
+    first = records[0]
+    assert first.frames == truth[0]["frames"] and first.clip_box == union_box(truth[0]["frames"])
+    assert first.frame_indices == list(range(len(truth[0]["frames"]))) and not first.fallback
+    path = tmp_path / "truth.jsonl.gz"
+    assert write_records(path, reversed(records)) == len(records)
+    again = tmp_path / "again.jsonl.gz"
+    write_records(again, records)
+    assert path.read_bytes() == again.read_bytes()  # key order, no time in the header
+    cache = FileBoxCache(path)
+    assert cache.get_many([records[1].video, "nope"], TRUTH_PARAMS) == [records[1], None]
+    with pytest.raises(CacheFileError, match=r"written as \.jsonl\.gz"):
+        write_records(tmp_path / "truth.parquet", records)
