@@ -24,6 +24,9 @@ from torch import nn
 
 from training.masking import TokenGrid
 
+# Added to the per-tubelet standard deviation of the targets (flat tubelets stay finite).
+TARGET_EPS = 1e-6
+
 
 @dataclass(frozen=True)
 class MAEConfig:
@@ -40,6 +43,8 @@ class MAEConfig:
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     channels: int = 3
+    # Targets normalised per tubelet (VideoMAE's default); False: the input's pixels as they are.
+    norm_targets: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +65,9 @@ CONFIGS = {
         # For tests and the CPU config: 4 frames of 32 x 32, 2 x 4 x 4 tokens.
         MAEConfig("vit_tiny_patch8_tubelet2_32px", grid=TokenGrid(4, 32, 32, 8, 2), width=64,
                   depth=2, heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2),
+        # The CPU experiments: 8 frames of 64 x 64, 4 x 8 x 8 tokens.
+        MAEConfig("vit_tiny_patch8_tubelet2_64px", grid=TokenGrid(8, 64, 64, 8, 2), width=96,
+                  depth=3, heads=3, decoder_width=48, decoder_depth=1, decoder_heads=3),
     )
 }  # fmt: skip
 
@@ -143,6 +151,10 @@ class VideoMAE(nn.Module):
         self.apply(_init)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW should not decay besides biases and norms (timm's convention)."""
+        return {"mask_token"}
+
     @property
     def pixels_per_token(self) -> int:
         g = self.cfg.grid
@@ -189,14 +201,21 @@ class VideoMAE(nn.Module):
         Per-tubelet normalisation ignores any per-channel scale and shift, so the normalised
         model input gives the same targets as raw pixels.
         """
-        g = self.cfg.grid
-        b, c = video.shape[:2]
-        t, h, w = g.shape
-        x = video.float().reshape(b, c, t, g.tubelet, h, g.patch, w, g.patch)
-        x = x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, t * h * w, -1, c)  # B, N, pixels, C
+        x = patchify(video.float(), self.cfg.grid)  # (B, N, pixels, C)
+        if not self.cfg.norm_targets:
+            return x.flatten(2)
         mean = x.mean(dim=-2, keepdim=True)
         std = x.var(dim=-2, unbiased=True, keepdim=True).sqrt()
-        return ((x - mean) / (std + 1e-6)).flatten(2)
+        return ((x - mean) / (std + TARGET_EPS)).flatten(2)
+
+
+def patchify(video: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+    """Clips as tokens: (B, C, T, H, W) → (B, N, tubelet · patch², C); tokens in the order of the
+    patch embedding (T', H', W'), pixels within one by tubelet frame, row, column."""
+    b, c = video.shape[:2]
+    t, h, w = grid.shape
+    x = video.reshape(b, c, t, grid.tubelet, h, grid.patch, w, grid.patch)
+    return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, t * h * w, -1, c)
 
 
 def _init(module: nn.Module) -> None:

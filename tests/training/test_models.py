@@ -4,6 +4,7 @@ seeing only visible tokens, VideoMAE's per-tubelet targets, and a tiny model tha
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from training.models import (
     VideoMAE,
     config,
     parameter_count,
+    patchify,
     sinusoid_positions,
 )
 
@@ -128,3 +130,13 @@ def test_configs_round_trip_and_refuse_unknown_names():
         config("vit_huge")
     with pytest.raises(ValueError, match="mask must be"):
         VideoMAE(TINY)(_video(1, TINY), torch.zeros(1, 5, dtype=torch.bool))
+
+
+def test_raw_pixel_targets_when_not_normalised():
+    video = _video(2, TINY)
+    raw = VideoMAE(replace(TINY, norm_targets=False)).targets(video)
+    tokens = patchify(video, TINY.grid)  # (B, N, pixels, C)
+    assert torch.equal(raw, tokens.flatten(2))
+    normalised = VideoMAE(TINY).targets(video).view(tokens.shape)
+    assert torch.allclose(normalised.mean(dim=2), torch.zeros(()), atol=1e-5)
+    assert torch.allclose(normalised.var(dim=2), torch.ones(()), atol=1e-3)
