@@ -329,3 +329,8 @@ from shared import cli_cache  # noqa: E402
 
 app.command()(cli_cache.worker)
 app.add_typer(cli_cache.cache_app, name="cache")
+
+# Training commands, likewise.
+from shared import cli_train  # noqa: E402
+
+app.command()(cli_train.pretrain)

@@ -126,6 +126,19 @@ def box_cells(
     return inside.flatten(2)
 
 
+def clip_boxes(boxes: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One box per clip from per-frame boxes (B, T, 4): the union of its valid frames' boxes, as
+    the public code masks with the clip's box; (B, 4) boxes and (B,) valid."""
+    valid = valid.to(torch.bool)
+    boxes = boxes.to(torch.float32)
+    inf = torch.tensor(float("inf"), device=boxes.device)
+    lo = torch.where(valid[..., None], boxes[..., :2], inf).amin(dim=1)
+    hi = torch.where(valid[..., None], boxes[..., 2:], -inf).amax(dim=1)
+    any_valid = valid.any(dim=1)
+    union = torch.where(any_valid[:, None], torch.cat([lo, hi], dim=-1), 0.0)
+    return union, any_valid
+
+
 def mofo_mask(
     inside: torch.Tensor,
     grid: TokenGrid,

@@ -1,0 +1,651 @@
+"""MOFO pretraining under DeepSpeed (the paper's §2.2): ``mofo pretrain --config FILE``.
+
+One process per GPU (or CPU process with ``DS_ACCELERATOR=cpu``), started by ``--nproc N``,
+``torchrun`` or the ``deepspeed`` launcher. Each step: a batch of clips with their motion boxes
+(from the box cache), MOFO or tube masks drawn for that step, the masked autoencoder's loss,
+AdamW through DeepSpeed (ZeRO stage as configured, bf16 on GPU).
+
+What a run leaves in its ``run.out`` folder:
+
+- ``checkpoints/step00001234/``: DeepSpeed checkpoints, written by every rank; each carries the
+  model config, the whole run config and the step, so a model can be rebuilt from it alone.
+  ``latest`` names the newest; a run started again resumes from it at the same step, with the
+  same data order and masks (sampling and masking are seeded by step, not by process history).
+- ``model.pt``: the final weights in fp32 with the model config (what finetuning starts from).
+- ``log.jsonl``: one line per logged step (loss, lr, clips/s, boxes missing, clips replaced),
+  plus events (start, resume, checkpoint, bad clip, end).
+- ``reconstructions/step00001234.png``: original, masked input and reconstruction of a few clips
+  with their motion boxes drawn, as the paper's Fig. 4-5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from shared.errors import MofoError
+from shared.params import MotionParams
+from training.config import ConfigError, apply_overrides, read_toml, section
+from training.masking import TokenGrid, box_cells, clip_boxes, mofo_mask, tube_mask
+from training.models import MAEConfig, VideoMAE, config
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    name: str = "vit_base_patch16_tubelet2"
+    drop_path: float = 0.0
+
+
+@dataclass(frozen=True)
+class DataSection:
+    source: str = ""  # SSV2 train.json, an Epic-Kitchens CSV, or a folder of clips
+    videos: str | None = None  # the videos folder, when not the source's default
+    root: str | None = None  # the data root clip paths are under (default: the source's)
+    # Where boxes come from: a Redis URL or an export file ("mofo cache export"), "compute"
+    # (on the fly, slow), or "none" (tube masking needs none).
+    boxes: str = "none"
+    motion: dict[str, Any] = field(default_factory=dict)  # the cache build's motion settings
+    params: str | None = None  # or the params hash of the cached records, given directly
+    rate: int = 2  # dense sampling: frames this far apart
+    sampling: Literal["dense", "segment"] | None = None  # default: segment for Epic, else dense
+    decode_short_side: int | None = None  # resize while decoding (None: native size)
+    workers: int = 4  # DataLoader processes per rank
+    max_replacements: int = 8
+
+
+@dataclass(frozen=True)
+class MaskingSection:
+    kind: Literal["mofo", "tube"] = "mofo"
+    ratio: float = 0.9
+    inside_ratio: float = 0.75
+    boxes: Literal["frame", "clip"] = "frame"  # per-frame boxes, or one box for the clip
+    min_overlap: float = 0.5
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    batch_size: int = 32  # clips per process per micro-step
+    grad_accum: int = 1
+    base_lr: float = 1.5e-4  # scaled by the global batch / 256
+    min_lr: float = 1e-5
+    warmup_epochs: float = 40.0
+    epochs: int = 800
+    max_steps: int | None = None  # stop early (and schedule for this many steps)
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float | None = None
+
+
+@dataclass(frozen=True)
+class RunSection:
+    out: str = "runs/pretrain"
+    seed: int = 0
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on GPU, else fp32
+    zero_stage: int = 1
+    save_every: int = 1000  # steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    images_every: int = 0  # steps between reconstruction images (0: at the end only)
+    images: int = 4  # clips per reconstruction image
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    masking: MaskingSection = field(default_factory=MaskingSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+    deepspeed: dict[str, Any] = field(default_factory=dict)  # merged into DeepSpeed's config
+
+    def model_config(self) -> MAEConfig:
+        return config(self.model.name, drop_path=self.model.drop_path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SECTIONS = {
+    "model": ModelSection,
+    "data": DataSection,
+    "masking": MaskingSection,
+    "optim": OptimSection,
+    "run": RunSection,
+}
+
+
+def load_config(path: Path | None, overrides: list[str] = ()) -> PretrainConfig:
+    """The config in ``path`` (or the defaults) with ``section.key=value`` overrides on top."""
+    where = str(path) if path else "config"
+    data = apply_overrides(read_toml(path) if path else {}, list(overrides))
+    unknown = sorted(set(data) - {*_SECTIONS, "deepspeed"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown section [{unknown[0]}]")
+    parts = {k: section(cls, data.get(k, {}), f"{where}: [{k}]") for k, cls in _SECTIONS.items()}
+    cfg = PretrainConfig(**parts, deepspeed=data.get("deepspeed", {}))
+    _check(cfg, where)
+    return cfg
+
+
+def _check(cfg: PretrainConfig, where: str) -> None:
+    if not cfg.data.source:
+        raise ConfigError(f"{where}: [data] source is required (a label file, CSV or folder)")
+    try:
+        cfg.model_config()
+    except ValueError as e:
+        raise ConfigError(f"{where}: [model] {e}") from None
+    if cfg.masking.kind == "mofo" and cfg.data.boxes == "none":
+        raise ConfigError(
+            f"{where}: MOFO masking needs motion boxes: set [data] boxes to a Redis URL, an "
+            'export file or "compute" (or [masking] kind = "tube")'
+        )
+    checks = [
+        (0.0 <= cfg.masking.ratio < 1.0, "[masking] ratio must be in [0, 1)"),
+        (0.0 <= cfg.masking.inside_ratio <= 1.0, "[masking] inside_ratio must be in [0, 1]"),
+        (cfg.optim.batch_size >= 1 and cfg.optim.grad_accum >= 1, "[optim] batch sizes >= 1"),
+        (cfg.optim.epochs >= 1, "[optim] epochs must be >= 1"),
+        (cfg.run.zero_stage in (0, 1, 2, 3), "[run] zero_stage must be 0, 1, 2 or 3"),
+        (cfg.run.save_every >= 1 and cfg.run.log_every >= 1, "[run] save/log every >= 1"),
+        (cfg.run.keep_checkpoints >= 1, "[run] keep_checkpoints must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
+
+
+def motion_params(data: DataSection) -> MotionParams:
+    try:
+        return MotionParams.from_dict(data.motion)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[data] motion: {e}") from None
+
+
+# --- the schedule and the data order ------------------------------------------------------------
+
+
+def learning_rate(step: int, peak: float, minimum: float, warmup: int, total: int) -> float:
+    """Linear warmup to ``peak`` over ``warmup`` steps, then cosine down to ``minimum``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return minimum + (peak - minimum) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's share of epoch ``e``'s order: a permutation seeded by (seed, e), cut to
+    ``per_rank`` indices per rank; ``skip`` drops the first indices (a resumed epoch)."""
+
+    def __init__(self, size: int, world: int, rank: int, per_rank: int, seed: int):
+        self.size, self.world, self.rank, self.per_rank, self.seed = (
+            size,
+            world,
+            rank,
+            per_rank,
+            seed,
+        )
+        self.epoch, self.skip = 0, 0
+
+    def start(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(_seed(self.seed, epoch))
+        everything = torch.randperm(self.size, generator=generator)
+        return everything[: self.per_rank * self.world][self.rank :: self.world].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order(self.epoch)[self.skip :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+def _seed(*parts: int) -> int:
+    """One 63-bit seed from several integers (so neighbouring steps get unrelated streams)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def make_masks(
+    batch: dict[str, Any], grid: TokenGrid, masking: MaskingSection, seed: int
+) -> torch.Tensor:
+    """This micro-batch's masks (B, N) on the CPU, seeded by ``seed``: new every step and
+    sample, and the same again when a run resumes at that step."""
+    generator = torch.Generator().manual_seed(seed)
+    size = batch["video"].shape[0]
+    if masking.kind == "tube":
+        return tube_mask(size, grid, masking.ratio, generator)
+    boxes, valid = batch["boxes"], batch["valid"]
+    if masking.boxes == "clip":
+        boxes, valid = clip_boxes(boxes, valid)
+    inside = box_cells(boxes, valid, grid, masking.min_overlap)
+    return mofo_mask(inside, grid, masking.ratio, masking.inside_ratio, generator)
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """On Linux, end this process when its launcher dies, even by SIGKILL: torch's launcher
+    starts each rank in its own session, so a killed launcher would leave ranks training on."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def init_processes() -> tuple[int, int, int]:
+    """Start (or join) the process group: (rank, world size, local rank). A process started
+    on its own becomes a group of one; on a machine without CUDA, DeepSpeed runs on the CPU."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        _die_with_parent()
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    import deepspeed
+
+    deepspeed.init_distributed(verbose=False)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return torch.distributed.get_rank(), torch.distributed.get_world_size(), local
+
+
+def ds_config(cfg: PretrainConfig, use_bf16: bool, use_fp16: bool) -> dict[str, Any]:
+    o = cfg.optim
+    out: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": o.batch_size,
+        "gradient_accumulation_steps": o.grad_accum,
+        "zero_optimization": {"stage": cfg.run.zero_stage},
+        "zero_allow_untested_optimizer": True,  # torch's AdamW, so CPU and GPU run the same one
+        "bf16": {"enabled": use_bf16},
+        "fp16": {"enabled": use_fp16},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+    if o.clip_grad is not None:
+        out["gradient_clipping"] = o.clip_grad
+    return _merge(out, cfg.deepspeed)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in extra.items():
+        merged[k] = (
+            _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        )
+    return merged
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and the mask token, as MAE/VideoMAE."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if p.ndim <= 1 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+class RunLog:
+    """``log.jsonl`` lines, written by rank 0 only."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.enabled = enabled
+        self.file = open(path, "a") if enabled else None  # noqa: SIM115 - open for the run
+
+    def write(self, **fields: Any) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+@dataclass
+class Tally:
+    """What a rank saw since the last log line, summed over ranks at log time."""
+
+    loss: float = 0.0
+    losses: int = 0
+    clips: int = 0
+    missing: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _gather(tally: Tally) -> Tally:
+    """The sum of every rank's tally (errors concatenated)."""
+    numbers = torch.tensor(
+        [tally.loss, tally.losses, tally.clips, tally.missing], dtype=torch.float64
+    )
+    if torch.distributed.get_backend() == "nccl":
+        numbers = numbers.cuda()
+    torch.distributed.all_reduce(numbers)
+    lists: list[list[str]] = [[] for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather_object(lists, tally.errors)
+    loss, losses, clips, missing = numbers.tolist()
+    return Tally(loss, int(losses), int(clips), int(missing), [e for part in lists for e in part])
+
+
+def _checkpoint_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("step*") if p.is_dir())
+
+
+def build_data(cfg: PretrainConfig):
+    """The dataset of the config's source, with its box source (imported here: the data
+    pipeline pulls in decoding, which the config checks do not need)."""
+    from training.datasets import VideoClips, box_source
+    from workers.sources import open_source
+
+    d = cfg.data
+    videos = Path(d.videos) if d.videos else None
+    root = Path(d.root) if d.root else None
+    source = open_source(Path(d.source), videos, root)
+    params = motion_params(d)
+    if d.params and d.boxes not in ("none", "compute"):
+        from training.datasets import CachedBoxes
+
+        boxes = CachedBoxes(d.boxes, d.params)
+    else:
+        boxes = box_source(d.boxes, params, source.root)
+    grid = cfg.model_config().grid
+    if grid.height != grid.width:
+        raise ConfigError(
+            f"[model] {cfg.model.name}: square inputs only, got {grid.height}x{grid.width}"
+        )
+    sampling = d.sampling or ("segment" if source.kind == "epic" else "dense")
+    dataset = VideoClips(
+        source.items,
+        source.root,
+        boxes,
+        frames=grid.frames,
+        rate=d.rate,
+        size=grid.height,
+        sampling=sampling,
+        train=True,
+        decode_short_side=d.decode_short_side,
+        seed=cfg.run.seed,
+        max_replacements=d.max_replacements,
+    )
+    return source, dataset
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
+    """Run (or resume) the pretraining the config describes; the last logged figures."""
+    import deepspeed
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from training.datasets import collate
+    from training.visualise import save_reconstructions
+
+    rank, world, _ = init_processes()
+    out = Path(cfg.run.out)
+    checkpoints = out / "checkpoints"
+    if rank == 0:
+        (out / "reconstructions").mkdir(parents=True, exist_ok=True)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+    torch.distributed.barrier()
+    console = Console(stderr=True, soft_wrap=True)
+    log = RunLog(out / "log.jsonl", rank == 0)
+
+    _, dataset = build_data(cfg)
+    o = cfg.optim
+    per_rank = len(dataset) // world // (o.batch_size * o.grad_accum) * o.batch_size * o.grad_accum
+    steps_per_epoch = per_rank // (o.batch_size * o.grad_accum)
+    if steps_per_epoch == 0:
+        raise MofoError(
+            f"{cfg.data.source}: {len(dataset)} clips is less than one step "
+            f"({world} processes x batch {o.batch_size} x accumulation {o.grad_accum})"
+        )
+    total = o.epochs * steps_per_epoch
+    if o.max_steps is not None:
+        total = min(total, o.max_steps)
+    global_batch = o.batch_size * o.grad_accum * world
+    peak = o.base_lr * global_batch / 256
+    warmup = round(o.warmup_epochs * steps_per_epoch)
+
+    model_cfg = cfg.model_config()
+    torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
+    model = VideoMAE(model_cfg)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, o.weight_decay), lr=peak, betas=o.betas, weight_decay=o.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: learning_rate(s, peak, o.min_lr, warmup, total) / peak
+    )
+    on_gpu = torch.cuda.is_available()
+    precision = cfg.run.precision if cfg.run.precision != "auto" else ("bf16" if on_gpu else "fp32")
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=schedule,
+        config=ds_config(cfg, precision == "bf16", precision == "fp16"),
+    )
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+    step = 0
+    if resume and (checkpoints / "latest").exists():
+        path, client = engine.load_checkpoint(str(checkpoints))
+        if path is None:
+            raise MofoError(f"{checkpoints}: could not load the latest checkpoint")
+        if client.get("model_config") != model_cfg.to_dict():
+            raise MofoError(
+                f"{checkpoints}: holds a checkpoint of another model "
+                f"({client.get('model_config', {}).get('name')}); use another run.out"
+            )
+        step = int(client["step"])
+        log.write(event="resume", step=step, checkpoint=str(path))
+    else:
+        log.write(
+            event="start", world=world, steps=total, steps_per_epoch=steps_per_epoch,
+            global_batch=global_batch, peak_lr=peak, precision=precision, clips=len(dataset),
+            config=cfg.to_dict(), model_config=model_cfg.to_dict(),
+        )  # fmt: skip
+
+    sampler = EpochSampler(len(dataset), world, rank, per_rank, cfg.run.seed)
+    loader_args = dict(
+        batch_size=o.batch_size, sampler=sampler, num_workers=cfg.data.workers,
+        collate_fn=collate, pin_memory=on_gpu, drop_last=True,
+    )  # fmt: skip
+    if cfg.data.workers > 0:
+        loader_args["prefetch_factor"] = 2
+
+    def save(at: int, epoch: int) -> None:
+        tag = f"step{at:08d}"
+        client = {"step": at, "epoch": epoch, "model_config": model_cfg.to_dict(),
+                  "config": cfg.to_dict()}  # fmt: skip
+        engine.save_checkpoint(str(checkpoints), tag=tag, client_state=client)
+        torch.distributed.barrier()
+        if rank == 0:
+            for old in _checkpoint_dirs(checkpoints)[: -cfg.run.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            log.write(event="checkpoint", step=at, path=str(checkpoints / tag))
+
+    tally, figures = Tally(), {}
+    missing_total = errors_total = 0
+    last_log = time.perf_counter()
+    progress = Progress(
+        TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
+        disable=rank != 0,
+    )  # fmt: skip
+    task = progress.add_task("steps", total=total, completed=step, info="")
+    engine.train()
+    with progress:
+        while step < total:
+            epoch, done_in_epoch = divmod(step, steps_per_epoch)
+            dataset.set_epoch(epoch)
+            sampler.start(epoch, done_in_epoch * o.grad_accum * o.batch_size)
+            micro = 0
+            for batch in DataLoader(dataset, **loader_args):
+                video = batch["video"].to(engine.device, dtype=dtype, non_blocking=True)
+                mask = make_masks(batch, model_cfg.grid, cfg.masking,
+                                  _seed(cfg.run.seed, step, micro, rank))  # fmt: skip
+                loss, pred = engine(video, mask.to(engine.device, non_blocking=True))
+                engine.backward(loss)
+                lr_used = schedule.get_last_lr()[0]  # this step's rate (step() moves to the next)
+                engine.step()
+                tally.loss += float(loss.detach())
+                tally.losses += 1
+                tally.clips += video.shape[0]
+                tally.missing += int(batch["missing"])
+                tally.errors += batch["errors"]
+                micro += 1
+                if micro % o.grad_accum:
+                    continue
+                step += 1
+                last = step == total
+                if step % cfg.run.log_every == 0 or last or step % steps_per_epoch == 0:
+                    seen = _gather(tally)
+                    now = time.perf_counter()
+                    missing_total += seen.missing
+                    errors_total += len(seen.errors)
+                    figures = {
+                        "step": step, "epoch": epoch, "loss": seen.loss / max(1, seen.losses),
+                        "lr": lr_used,
+                        "clips_per_s": seen.clips / max(1e-9, now - last_log),
+                        "missing_boxes": missing_total, "replaced_clips": errors_total,
+                    }  # fmt: skip
+                    for error in seen.errors:
+                        log.write(event="bad_clip", step=step, clip=error)
+                    log.write(**figures)
+                    progress.update(task, info=f"loss {figures['loss']:.4f}")
+                    tally, last_log = Tally(), now
+                images_due = cfg.run.images_every and step % cfg.run.images_every == 0
+                if rank == 0 and (images_due or last):
+                    save_reconstructions(
+                        out / "reconstructions" / f"step{step:08d}.png", batch["video"],
+                        mask, pred.detach().float().cpu(), model_cfg.grid, batch["boxes"],
+                        batch["valid"], count=cfg.run.images,
+                    )  # fmt: skip
+                if step % cfg.run.save_every == 0 or last:
+                    save(step, epoch)
+                progress.update(task, completed=step)
+                if last or step % steps_per_epoch == 0:
+                    break
+
+    final = _final_weights(engine, checkpoints, cfg)
+    if rank == 0:
+        torch.save({"model_config": model_cfg.to_dict(), "state_dict": final, "step": step,
+                    "config": cfg.to_dict()}, out / "model.pt")  # fmt: skip
+        log.write(event="end", step=step, missing_boxes=missing_total, replaced_clips=errors_total)
+        _report(console, cfg, figures, missing_total, errors_total, total, o, world, out)
+    log.close()
+    torch.distributed.barrier()
+    return figures
+
+
+def _final_weights(engine, checkpoints: Path, cfg: PretrainConfig) -> dict[str, torch.Tensor]:
+    """The model's fp32 weights on rank 0 (gathered from ZeRO-3 shards when partitioned)."""
+    if cfg.run.zero_stage < 3:
+        return {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoints))
+
+
+def _report(console, cfg, figures, missing, errors, total, o, world, out) -> None:
+    clips = total * o.batch_size * o.grad_accum * world
+    console.print(
+        f"pretrained {figures.get('step', total)} steps; "
+        f"loss {figures.get('loss', float('nan')):.4f}; weights in {out / 'model.pt'}",
+        highlight=False,
+    )  # fmt: skip
+    if missing:
+        console.print(
+            f"[yellow]warning:[/] {missing} of {clips} samples had no cached motion box "
+            f"({cfg.data.boxes}, params {cfg.data.params or motion_params(cfg.data).hash()}) and "
+            "were tube-masked; fill the cache with `mofo cache build`",
+            highlight=False,
+        )
+    if errors:
+        console.print(
+            f"[yellow]warning:[/] {errors} clips could not be decoded and were replaced; "
+            f"see the bad_clip lines of {out / 'log.jsonl'}",
+            highlight=False,
+        )
+
+
+def launch(config_path: Path, overrides: list[str], nproc: int, resume: bool) -> int:
+    """``nproc`` processes on this machine through torch's launcher, each running this module."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "training.pretrain",
+               "--config", str(config_path)]  # fmt: skip
+    for item in overrides:
+        command += ["--set", item]
+    if not resume:
+        command.append("--no-resume")
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    with subprocess.Popen(command, env=env) as process:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            return process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.pretrain --config FILE [--set k=v]... [--no-resume]`` (per process)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training.pretrain")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--no-resume", dest="resume", action="store_false")
+    args = parser.parse_args(argv)
+    try:
+        pretrain(load_config(args.config, args.overrides), resume=args.resume)
+    except MofoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        with contextlib.suppress(Exception):
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
