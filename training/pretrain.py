@@ -48,6 +48,7 @@ from training.models import MAEConfig, VideoMAE, config
 class ModelSection:
     name: str = "vit_base_patch16_tubelet2"
     drop_path: float = 0.0
+    norm_targets: bool = True  # VideoMAE's per-tubelet normalised pixels; False: raw pixels
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ class PretrainConfig:
     deepspeed: dict[str, Any] = field(default_factory=dict)  # merged into DeepSpeed's config
 
     def model_config(self) -> MAEConfig:
-        return config(self.model.name, drop_path=self.model.drop_path)
+        m = self.model
+        return config(m.name, drop_path=m.drop_path, norm_targets=m.norm_targets)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -379,6 +381,8 @@ def build_data(cfg: PretrainConfig):
         boxes = CachedBoxes(d.boxes, d.params)
     else:
         boxes = box_source(d.boxes, params, source.root)
+    if hasattr(boxes, "cache"):  # a cache that is down fails here, not in a loader process
+        boxes.cache.ping()
     grid = cfg.model_config().grid
     if grid.height != grid.width:
         raise ConfigError(
@@ -517,8 +521,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
             micro = 0
             for batch in DataLoader(dataset, **loader_args):
                 video = batch["video"].to(engine.device, dtype=dtype, non_blocking=True)
-                mask = make_masks(batch, model_cfg.grid, cfg.masking,
-                                  _seed(cfg.run.seed, step, micro, rank))  # fmt: skip
+                # Seeded by where it is in the run, so a resumed run draws the same masks.
+                seed = _seed(cfg.run.seed, step, micro % o.grad_accum, rank)
+                mask = make_masks(batch, model_cfg.grid, cfg.masking, seed)
                 loss, pred = engine(video, mask.to(engine.device, non_blocking=True))
                 engine.backward(loss)
                 lr_used = schedule.get_last_lr()[0]  # this step's rate (step() moves to the next)

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.slow
 
 MOFO = str(Path(sys.executable).with_name("mofo"))
 MOTION = MotionParams(short_side=64, stride=2)  # the "cache build" settings of these tests
-STEPS, SAVE_EVERY = 24, 8
+STEPS, SAVE_EVERY = 24, 5
+KILL_AFTER = 15  # a checkpoint in the middle of an epoch (2 steps each)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
     # Checkpoints from every rank, each carrying the model config and the step; two kept.
     checkpoints = run / "checkpoints"
     assert (checkpoints / "latest").read_text().strip() == f"step{STEPS:08d}"
-    assert sorted(p.name for p in checkpoints.glob("step*")) == ["step00000016", "step00000024"]
+    assert sorted(p.name for p in checkpoints.glob("step*")) == ["step00000020", "step00000024"]
     last_dir = checkpoints / "step00000024"
     assert {p.name for p in last_dir.glob("zero_pp_rank_*_optim_states.pt")} == {
         "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"
@@ -148,7 +149,8 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
     assert images == ["step00000012.png", "step00000024.png"]
     assert "pretrained 24 steps" in done.stderr
 
-    # The same run, killed once its second checkpoint is written, then started again.
+    # The same run, killed once its checkpoint at step 15 is written (half-way through an
+    # epoch), then started again.
     config = write_config(tmp_path / "killed", data, url)
     killed_run = tmp_path / "killed" / "run"
     process = subprocess.Popen(
@@ -160,7 +162,7 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
         while time.monotonic() < deadline and process.poll() is None:
             log = killed_run / "log.jsonl"
             if log.exists() and any(
-                line.get("event") == "checkpoint" and line["step"] == 2 * SAVE_EVERY
+                line.get("event") == "checkpoint" and line["step"] == KILL_AFTER
                 for line in log_lines(killed_run)
             ):
                 break
@@ -178,9 +180,9 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
     resumed = pretrain(config, "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = log_lines(killed_run)[len(before) :]
-    assert after[0]["event"] == "resume" and after[0]["step"] == 2 * SAVE_EVERY
+    assert after[0]["event"] == "resume" and after[0]["step"] == KILL_AFTER
     again = step_losses(after)
-    assert sorted(again) == list(range(2 * SAVE_EVERY + 1, STEPS + 1))
+    assert sorted(again) == list(range(KILL_AFTER + 1, STEPS + 1))
     for s, loss in again.items():  # the same batches, masks and weights as the whole run
         assert loss == pytest.approx(losses[s], rel=1e-4, abs=1e-6), (s, loss, losses[s])
     assert after[-1]["event"] == "end" and (killed_run / "model.pt").exists()
@@ -215,3 +217,11 @@ def test_bad_config_fails_before_any_process_starts(tmp_path):
     result = pretrain(config, "--nproc", "2", timeout=60)
     assert result.returncode == 2
     assert "unknown key 'epoch'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreachable_box_cache_is_one_clear_error(cached_synth, tmp_path):
+    data, _, _ = cached_synth
+    config = write_config(tmp_path, data, "redis://127.0.0.1:1/0")
+    result = pretrain(config, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "redis://127.0.0.1:1/0" in result.stderr and "Traceback" not in result.stderr

@@ -51,6 +51,7 @@ def test_overrides_and_types(tmp_path):
                              "deepspeed.zero_optimization.stage=2"])  # fmt: skip
     assert cfg.optim.epochs == 3 and cfg.optim.betas == (0.8, 0.9) and cfg.run.out == "elsewhere"
     assert ds_config(cfg, False, False)["zero_optimization"] == {"stage": 2}
+    assert load_config(path, ["model.norm_targets=false"]).model_config().norm_targets is False
     assert parse_value("1e-4") == 1e-4 and parse_value("abc") == "abc" and parse_value("true")
     assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
 
