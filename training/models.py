@@ -125,8 +125,9 @@ def _blocks(width: int, depth: int, heads: int, mlp_ratio: float, drop_path: flo
     return nn.ModuleList(Block(width, heads, mlp_ratio, r) for r in rates)
 
 
-class VideoMAE(nn.Module):
-    """Encoder + decoder + loss; ``forward(video, mask)`` → (loss, predictions of hidden tokens)."""
+class VideoEncoder(nn.Module):
+    """The ViT over tubelet tokens, shared by pretraining (visible tokens only) and finetuning
+    (every token): ``forward_features(video, mask=None)`` → (B, N_kept, width)."""
 
     def __init__(self, cfg: MAEConfig):
         super().__init__()
@@ -137,7 +138,37 @@ class VideoMAE(nn.Module):
         self.register_buffer("pos", sinusoid_positions(g.tokens, cfg.width), persistent=False)
         self.blocks = _blocks(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.drop_path)
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
+        self.apply(_init)
 
+    def tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) → (B, N, width) with positions."""
+        x = self.patch_embed(video).flatten(2).transpose(1, 2)
+        return x + self.pos.to(x.dtype)
+
+    def forward_features(
+        self, video: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Encodings of every token, or of the visible ones when ``mask`` (B, N; True = hidden)
+        is given; every sample must hide the same number (the masking makes sure of it)."""
+        x = self.tokens(video)  # (B, N, D)
+        if mask is not None:
+            b, _, d = x.shape
+            x = x[~mask].reshape(b, -1, d)  # (B, N_visible, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    forward = forward_features
+
+
+class VideoMAE(nn.Module):
+    """Encoder + decoder + loss; ``forward(video, mask)`` → (loss, predictions of hidden tokens)."""
+
+    def __init__(self, cfg: MAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        g = cfg.grid
+        self.encoder = VideoEncoder(cfg)
         self.to_decoder = nn.Linear(cfg.width, cfg.decoder_width, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_width))
         self.register_buffer(
@@ -160,20 +191,9 @@ class VideoMAE(nn.Module):
         g = self.cfg.grid
         return g.tubelet * g.patch * g.patch * self.cfg.channels
 
-    def tokens(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) → (B, N, width) with positions."""
-        x = self.patch_embed(video).flatten(2).transpose(1, 2)
-        return x + self.pos.to(x.dtype)
-
     def encode(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The visible tokens' encodings: (B, N_visible, width); every sample must hide the same
-        number of tokens (the masking makes sure of it)."""
-        x = self.tokens(video)
-        b, _, d = x.shape
-        x = x[~mask].reshape(b, -1, d)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        """The visible tokens' encodings: (B, N_visible, width)."""
+        return self.encoder.forward_features(video, mask)
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``video`` (B, C, T, H, W) normalised input, ``mask`` (B, N) bool (True = hidden) →

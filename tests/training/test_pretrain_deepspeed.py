@@ -144,7 +144,8 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
     saved = torch.load(run / "model.pt", weights_only=False)
     model = VideoMAE(MAEConfig.from_dict(saved["model_config"]))
     model.load_state_dict(saved["state_dict"])
-    assert torch.equal(model.patch_embed.weight, saved["state_dict"]["patch_embed.weight"])
+    weight = saved["state_dict"]["encoder.patch_embed.weight"]
+    assert torch.equal(model.encoder.patch_embed.weight, weight)
     images = sorted(p.name for p in (run / "reconstructions").glob("*.png"))
     assert images == ["step00000012.png", "step00000024.png"]
     assert "pretrained 24 steps" in done.stderr

@@ -134,5 +134,9 @@ def test_no_weight_decay_on_biases_norms_and_the_mask_token():
     model = VideoMAE(config("vit_tiny_patch8_tubelet2_32px"))
     decay, plain = param_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
-    assert {names[id(p)] for p in plain["params"]} >= {"mask_token", "norm.weight", "head.bias"}
+    assert {names[id(p)] for p in plain["params"]} >= {
+        "mask_token",
+        "encoder.norm.weight",
+        "head.bias",
+    }
     assert all(p.ndim > 1 for p in decay["params"]) and decay["weight_decay"] == 0.05
