@@ -1,0 +1,100 @@
+"""The finetuning model (the paper's §2.3): the pretrained encoder over every token of the clip,
+then a head: the motion cross-attention head (MCA) fed with which tokens overlap the motion box,
+or VideoMAE's mean pooling.
+
+``VideoClassifier(cfg)(video, boxes, valid)`` → ``{task: logits}``: one classifier per task
+(``{"action": 174}`` for Something-Something V2; ``{"verb": 97, "noun": 300}`` and more for
+Epic-Kitchens-100). The boxes are those the datasets give (pixels of the model's input, per
+frame or per clip); tokens overlap a box by the same rule as MOFO masking (``box_cells``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from training.heads import MeanPoolHead, MotionCrossAttentionHead
+from training.masking import box_cells
+from training.models import MAEConfig, VideoEncoder
+
+SSV2_CLASSES = {"action": 174}
+EPIC_CLASSES = {"verb": 97, "noun": 300}
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Everything that shapes the finetuning model; saved in its checkpoints."""
+
+    encoder: MAEConfig
+    classes: dict[str, int] = field(default_factory=lambda: dict(SSV2_CLASSES))
+    head: Literal["mca", "mean"] = "mca"
+    mca_heads: int = 3
+    mca_depth: int = 1
+    dropout: float = 0.0
+    min_overlap: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ClassifierConfig:
+        data = dict(data)
+        data["encoder"] = MAEConfig.from_dict(data["encoder"])
+        return cls(**data)
+
+
+class VideoClassifier(nn.Module):
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        if not cfg.classes or min(cfg.classes.values()) < 2:
+            raise ValueError(f"classes must name tasks with 2 or more classes, got {cfg.classes}")
+        self.cfg = cfg
+        self.encoder = VideoEncoder(cfg.encoder)
+        width = cfg.encoder.width
+        if cfg.head == "mca":
+            self.head = MotionCrossAttentionHead(
+                width, cfg.classes, cfg.mca_heads, cfg.mca_depth, dropout=cfg.dropout
+            )
+        elif cfg.head == "mean":
+            self.head = MeanPoolHead(width, cfg.classes, dropout=cfg.dropout)
+        else:
+            raise ValueError(f"head must be 'mca' or 'mean', got {cfg.head!r}")
+
+    def inside(self, boxes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Which tokens overlap the motion box: (B, N) bool."""
+        return box_cells(boxes, valid, self.cfg.encoder.grid, self.cfg.min_overlap).flatten(1)
+
+    def forward(
+        self, video: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        tokens = self.encoder.forward_features(video)  # (B, N, D)
+        return self.head(tokens, self.inside(boxes, valid))
+
+    def load_pretrained(self, path: Path) -> list[str]:
+        """The encoder's weights from a pretraining ``model.pt``; what it did not have (names).
+
+        The pretrained encoder must have the same architecture (checked against the file's model
+        config, drop path aside), so a mismatch is an error rather than a half-loaded model.
+        """
+        saved = torch.load(Path(path), map_location="cpu", weights_only=False)
+        theirs = MAEConfig.from_dict(saved["model_config"])
+        ours = self.cfg.encoder
+        if (theirs.grid, theirs.width, theirs.depth, theirs.heads) != (
+            ours.grid, ours.width, ours.depth, ours.heads
+        ):  # fmt: skip
+            raise ValueError(
+                f"{path}: pretrained {theirs.name} ({theirs.width} wide, {theirs.depth} deep, "
+                f"{theirs.grid}) does not fit this encoder ({ours.name})"
+            )
+        prefix = "encoder."
+        weights = {
+            k[len(prefix) :]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)
+        }
+        result = self.encoder.load_state_dict(weights, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"{path}: unexpected encoder weights {result.unexpected_keys[:5]}")
+        return list(result.missing_keys)
