@@ -361,6 +361,7 @@ class VideoClips(Dataset):
             "index": decoded.index,
             "box": box,
             "errors": decoded.errors,
+            "labels": dict(self.items[decoded.index].labels),  # task → class, when known
         }
 
 
@@ -371,8 +372,12 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         key: default_collate([s[key] for s in samples])
         for key in ("video", "boxes", "valid", "frame_indices")
     }
+    # Classes per task, for the tasks every sample of the batch has (none for unlabelled splits).
+    tasks = set.intersection(*(set(s["labels"]) for s in samples)) if samples else set()
+    labels = {t: torch.tensor([s["labels"][t] for s in samples]) for t in sorted(tasks)}
     return {
         **stacked,
+        "labels": labels,
         "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64),
         "box": [s["box"] for s in samples],
         "missing": sum(s["box"] == "missing" for s in samples),

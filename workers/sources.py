@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,6 +28,7 @@ from shared.errors import MofoError
 VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg"})
 SSV2_VIDEO_DIRS = ("20bn-something-something-v2", "videos")
 EPIC_COLUMNS = ("narration_id", "participant_id", "video_id", "start_frame", "stop_frame")
+EPIC_LABELS = ("verb_class", "noun_class")  # in the train and validation CSVs, not the test one
 
 
 class SourceError(MofoError):
@@ -36,11 +37,13 @@ class SourceError(MofoError):
 
 @dataclass(frozen=True)
 class ClipItem:
-    """One clip of a dataset: its id, its file under the root, and its frames when a segment."""
+    """One clip of a dataset: its id, its file under the root, its frames when a segment, and
+    its classes when the source has them (SSV2: ``action``; Epic-Kitchens: ``verb``, ``noun``)."""
 
     video: str
     path: str  # POSIX path relative to the dataset root
     segment: tuple[int, int] | None = None  # 0-based source frames [start, stop)
+    labels: dict[str, int] = field(default_factory=dict, hash=False)
 
     def to_job(self) -> dict[str, Any]:
         item: dict[str, Any] = {"video": self.video, "path": self.path}
@@ -92,7 +95,7 @@ def open_source(source: Path, videos: Path | None = None, data_root: Path | None
         prefix = PurePosixPath(*base.relative_to(root).parts)
         moved = [str(prefix / item.path) for item in items]
         items = [
-            ClipItem(path if kind == "folder" else item.video, path, item.segment)
+            ClipItem(path if kind == "folder" else item.video, path, item.segment, item.labels)
             for item, path in zip(items, moved, strict=True)
         ]
     return Dataset(kind=kind, name=name, source=source.resolve(), root=root, items=items)
@@ -140,6 +143,7 @@ def _ssv2_items(label_file: Path) -> list[ClipItem]:
         raise SourceError(
             f"{label_file}: expected a JSON list of clips, got {type(entries).__name__}"
         )
+    classes = _ssv2_classes(label_file)
     items, seen = [], set()
     for k, entry in enumerate(entries):
         video = entry.get("id") if isinstance(entry, dict) else None
@@ -150,10 +154,39 @@ def _ssv2_items(label_file: Path) -> list[ClipItem]:
         if video in seen:
             raise SourceError(f"{label_file}: entry {k}: id {video!r} appears twice")
         seen.add(video)
-        items.append(ClipItem(video, f"{video}.webm"))
+        labels = {}
+        if classes is not None and "template" in entry:
+            template = str(entry["template"]).replace("[", "").replace("]", "")
+            if template not in classes:
+                raise SourceError(
+                    f"{label_file}: entry {k} (id {video}): template {entry['template']!r} is "
+                    f"not a class of {label_file.parent / 'labels.json'}"
+                )
+            labels = {"action": classes[template]}
+        items.append(ClipItem(video, f"{video}.webm", labels=labels))
     if not items:
         raise SourceError(f"{label_file}: lists no clips")
     return items
+
+
+def _ssv2_classes(label_file: Path) -> dict[str, int] | None:
+    """``labels.json`` beside an SSV2 label file (class name → index as a string), when there."""
+    path = label_file.parent / "labels.json"
+    if not path.is_file() or path == label_file:
+        return None
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path}: cannot be read as JSON: {exc}") from None
+    if not isinstance(names, dict):
+        raise SourceError(f"{path}: expected an object of class name -> index")
+    try:
+        classes = {str(name): int(index) for name, index in names.items()}
+    except (TypeError, ValueError):
+        raise SourceError(f"{path}: every class index must be a whole number") from None
+    if sorted(classes.values()) != list(range(len(classes))):
+        raise SourceError(f"{path}: class indices must be 0..{len(classes) - 1}, each once")
+    return classes
 
 
 def _epic_items(csv_file: Path, videos: Path) -> list[ClipItem]:
@@ -168,6 +201,7 @@ def _epic_items(csv_file: Path, videos: Path) -> list[ClipItem]:
         missing = [c for c in EPIC_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise SourceError(f"{csv_file}: line 1: the header lacks {', '.join(missing)}")
+        labelled = all(c in (reader.fieldnames or []) for c in EPIC_LABELS)
         for row in reader:
             line = reader.line_num
             try:
@@ -194,10 +228,24 @@ def _epic_items(csv_file: Path, videos: Path) -> list[ClipItem]:
             seen.add(narration)
             if video not in files:
                 files[video] = _epic_video(videos, participant, video)
-            items.append(ClipItem(narration, files[video], (start - 1, stop)))
+            labels = _epic_labels(csv_file, line, row) if labelled else {}
+            items.append(ClipItem(narration, files[video], (start - 1, stop), labels))
     if not items:
         raise SourceError(f"{csv_file}: lists no segments")
     return items
+
+
+def _epic_labels(csv_file: Path, line: int, row: dict[str, str]) -> dict[str, int]:
+    """A row's verb and noun classes (the dataset's 97 verbs and 300 nouns)."""
+    labels = {}
+    for column, task, count in (("verb_class", "verb", 97), ("noun_class", "noun", 300)):
+        value = (row[column] or "").strip()
+        if not value.isdigit() or int(value) >= count:
+            raise SourceError(
+                f"{csv_file}: line {line}: {column} {row[column]!r} is not a class 0..{count - 1}"
+            )
+        labels[task] = int(value)
+    return labels
 
 
 def _epic_video(videos: Path, participant: str, video: str) -> str:

@@ -105,10 +105,10 @@ class CountingCache:
         return self.inner.get_many(video_ids, params_hash)
 
 
-def equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a
-    )
+def equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
 
 
 # --- one sample ---------------------------------------------------------------------------------
@@ -404,3 +404,14 @@ def test_settings_are_checked(items, root, tmp_path):
         pass  # an empty export still opens: no boxes, every clip missing
     empty = CachedBoxes(str(tmp_path / "empty.jsonl.gz"), HASH)
     assert empty.records(items[:2]) == [None, None]
+
+
+def test_samples_carry_their_classes(items, root, synth):
+    rows = map(json.loads, (synth / "boxes.jsonl").read_text().splitlines())
+    truth = {row["video"]: row["label"] for row in rows}
+    dataset = VideoClips(items, root, NoBoxes(), frames=4, size=32, train=False)
+    batch = collate(dataset.__getitems__([0, 1, 2]))
+    assert batch["labels"]["action"].tolist() == [truth[items[i].video] for i in (0, 1, 2)]
+    unlabelled = [ClipItem(i.video, i.path) for i in items]
+    batch = collate(VideoClips(unlabelled, root, NoBoxes(), frames=4, size=32).__getitems__([0]))
+    assert batch["labels"] == {}

@@ -215,10 +215,11 @@ def test_epic_csv_segments_named_by_narration_id(tmp_path):
     assert (dataset.kind, dataset.name) == ("epic", "epic-EPIC_100_train")
     assert dataset.root == tmp_path.resolve()  # the CSV's folder by default
     # No video files: the dataset's own layout.
+    door = {"verb": 3, "noun": 8}  # verb_class and noun_class of the rows
     assert dataset.items == [
-        ClipItem("P01_01_0", "P01/videos/P01_01.MP4", (7, 202)),
-        ClipItem("P01_01_1", "P01/videos/P01_01.MP4", (261, 370)),
-        ClipItem("P02_03_17", "P02/videos/P02_03.MP4", (0, 1)),
+        ClipItem("P01_01_0", "P01/videos/P01_01.MP4", (7, 202), door),
+        ClipItem("P01_01_1", "P01/videos/P01_01.MP4", (261, 370), door),
+        ClipItem("P02_03_17", "P02/videos/P02_03.MP4", (0, 1), door),
     ]
 
 
@@ -359,7 +360,9 @@ def test_ssv2_under_a_data_root_keeps_dataset_ids(tmp_path):
 def test_epic_under_a_data_root_keeps_narration_ids_and_segments(tmp_path):
     source = write_epic(tmp_path / "data" / "epic" / "EPIC_100_train.csv", EPIC_ROWS[:1])
     dataset = open_source(source, data_root=tmp_path / "data")
-    assert dataset.items == [ClipItem("P01_01_0", "epic/P01/videos/P01_01.MP4", (7, 202))]
+    assert dataset.items == [
+        ClipItem("P01_01_0", "epic/P01/videos/P01_01.MP4", (7, 202), {"verb": 3, "noun": 8})
+    ]
 
 
 def test_source_outside_the_data_root(tmp_path):
@@ -381,3 +384,44 @@ def test_clip_item_to_job():
     job = ClipItem("P01_01_0", "P01/videos/P01_01.MP4", (7, 202)).to_job()
     assert job == {"video": "P01_01_0", "path": "P01/videos/P01_01.MP4", "segment": [7, 202]}
     assert json.loads(json.dumps(job)) == job  # what RQ stores
+
+
+def test_epic_test_csv_without_classes_has_no_labels(tmp_path):
+    header = [c for c in EPIC_HEADER if c not in ("verb", "verb_class", "noun", "noun_class",
+                                                    "all_nouns", "all_noun_classes")]  # fmt: skip
+    rows = [{k: v for k, v in r.items() if k in header} for r in EPIC_ROWS]
+    source = write_epic(tmp_path / "EPIC_100_test_timestamps.csv", rows, header)
+    assert all(item.labels == {} for item in open_source(source).items)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"verb_class": "97"}, "verb_class '97' is not a class 0..96"),
+     ({"noun_class": "x"}, "noun_class 'x' is not a class 0..299"),
+     ({"verb_class": ""}, "verb_class '' is not a class")],
+)  # fmt: skip
+def test_epic_bad_classes_name_the_line(tmp_path, fields, message):
+    rows = [EPIC_ROWS[0], {**EPIC_ROWS[1], **fields}]
+    source = write_epic(tmp_path / "EPIC_100_train.csv", rows)
+    expect_error(f"{source}: line 3: {message}", source=source)
+
+
+def test_ssv2_labels_come_from_labels_json(tmp_path):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "labels.json").write_text(json.dumps(
+        {"Pushing something from left to right": "0", "Holding something": "1"}))  # fmt: skip
+    entries = [{"id": "5", "template": "Holding [something]", "label": "holding a cup",
+                "placeholders": ["a cup"]},
+               {"id": "9", "template": "Pushing [something] from left to right", "label": "x",
+                "placeholders": ["x"]}]  # fmt: skip
+    (tmp_path / "train.json").write_text(json.dumps(entries))
+    items = open_source(tmp_path / "train.json").items
+    assert [(i.video, i.labels) for i in items] == [("5", {"action": 1}), ("9", {"action": 0})]
+    (tmp_path / "test.json").write_text(json.dumps([{"id": "7"}]))  # the test split: no labels
+    assert open_source(tmp_path / "test.json").items[0].labels == {}
+    entries[1]["template"] = "Juggling [something]"
+    (tmp_path / "train.json").write_text(json.dumps(entries))
+    expect_error("entry 1 (id 9): template 'Juggling [something]' is not a class of",
+                 source=tmp_path / "train.json")  # fmt: skip
+    (tmp_path / "labels.json").write_text(json.dumps({"a": "0", "b": "0"}))
+    expect_error("class indices must be 0..1, each once", source=tmp_path / "train.json")
