@@ -98,3 +98,34 @@ class VideoClassifier(nn.Module):
         if result.unexpected_keys:
             raise ValueError(f"{path}: unexpected encoder weights {result.unexpected_keys[:5]}")
         return list(result.missing_keys)
+
+
+def layer_id(name: str, depth: int) -> int:
+    """Where a parameter sits for layer-wise lr decay: the embedding 0, block i at i + 1, the
+    encoder's final norm and the head at ``depth + 1`` (BEiT / VideoMAE's rule)."""
+    if name.startswith("encoder.patch_embed"):
+        return 0
+    if name.startswith("encoder.blocks."):
+        return int(name.split(".")[2]) + 1
+    return depth + 1
+
+
+def param_groups(
+    model: VideoClassifier, weight_decay: float, layer_decay: float = 0.75
+) -> list[dict]:
+    """AdamW groups for finetuning: each layer's lr scaled by ``layer_decay`` per layer below the
+    head (``lr_scale``), no weight decay on biases and norms."""
+    depth = model.cfg.encoder.depth
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = layer_id(name, depth)
+        decays = p.ndim > 1
+        group = groups.setdefault((layer, decays), {
+            "params": [], "names": [], "weight_decay": weight_decay if decays else 0.0,
+            "lr_scale": layer_decay ** (depth + 1 - layer),
+        })  # fmt: skip
+        group["params"].append(p)
+        group["names"].append(name)
+    return [groups[key] for key in sorted(groups)]

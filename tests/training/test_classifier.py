@@ -66,3 +66,22 @@ def test_bad_configs():
         VideoClassifier(ClassifierConfig(TINY, {"action": 1}))
     with pytest.raises(ValueError, match="head must be"):
         VideoClassifier(ClassifierConfig(TINY, head="cls"))
+
+
+def test_layer_wise_lr_decay_groups():
+    from training.classifier import param_groups
+
+    model = VideoClassifier(ClassifierConfig(TINY))  # 2 blocks
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.75)
+    scale = {n: g["lr_scale"] for g in groups for n in g["names"]}
+    decay = {n: g["weight_decay"] for g in groups for n in g["names"]}
+    assert scale["encoder.patch_embed.weight"] == pytest.approx(0.75**3)
+    assert scale["encoder.blocks.0.attn.qkv.weight"] == pytest.approx(0.75**2)
+    assert scale["encoder.blocks.1.mlp.fc1.weight"] == pytest.approx(0.75)
+    assert scale["head.classifiers.action.weight"] == 1.0 and scale["encoder.norm.weight"] == 1.0
+    assert (
+        decay["encoder.blocks.1.mlp.fc1.weight"] == 0.05
+        and decay["encoder.blocks.1.norm1.bias"] == 0
+    )
+    named = {n for g in groups for n in g["names"]}
+    assert named == {n for n, _ in model.named_parameters()}  # every parameter, once
