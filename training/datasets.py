@@ -32,6 +32,7 @@ from shared.errors import ClipError, MofoError
 from shared.params import DecodeLimits, MotionParams
 from shared.paths import resolve_under_root
 from shared.record import BoxRecord
+from training.augment import RandAugmentSettings, rand_augment
 from training.boxes import boxes_for_frames
 from training.transforms import (
     apply_crop,
@@ -254,6 +255,7 @@ class VideoClips(Dataset):
         flip: bool = True,
         limits: DecodeLimits = _DEFAULT_LIMITS,
         max_replacements: int = 8,
+        augment: RandAugmentSettings | None = None,
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
@@ -274,6 +276,7 @@ class VideoClips(Dataset):
         self.scales, self.flip = tuple(scales), flip
         self.limits = limits
         self.max_replacements = max_replacements
+        self.augment = augment  # RandAugment when training (finetuning), boxes moved along
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     @property
@@ -344,7 +347,7 @@ class VideoClips(Dataset):
             )
         else:
             crop = centre_crop(width, height, self.size)
-        video = normalise(apply_crop(frames, crop))  # (C, T, size, size)
+        video = apply_crop(frames, crop)  # (C, T, size, size) in [0, 1]
         if record is None:
             boxes = torch.zeros(len(clip.frame_indices), 4)
             valid = torch.zeros(len(clip.frame_indices), dtype=torch.bool)
@@ -353,6 +356,9 @@ class VideoClips(Dataset):
             boxes, valid = boxes_for_frames(record, clip.frame_indices, width, height)
             boxes, valid = move_boxes(boxes, valid, crop)
             box = self.boxes.kind
+        if self.train and self.augment is not None:
+            video, boxes, valid, _ = rand_augment(video, boxes, valid, decoded.rng, self.augment)
+        video = normalise(video)
         return {
             "video": video,
             "boxes": boxes,  # (T, 4) float32 pixels of the model input, x2/y2 exclusive

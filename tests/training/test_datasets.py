@@ -177,6 +177,26 @@ def test_training_boxes_follow_the_mover_through_crop_and_flip(items, root, cach
     assert 0 < flips < 12  # both flipped and unflipped samples were checked
 
 
+def test_randaugment_keeps_the_boxes_on_the_mover(items, root, cached):
+    """RandAugment's shears, translations and rotations move the boxes too: the pixels that
+    change from frame to frame stay inside them. (Only the geometric operations here: equalize
+    and the like amplify the clips' noise into frame-to-frame change everywhere.)"""
+    from training.augment import GEOMETRIC, RandAugmentSettings
+
+    settings = RandAugmentSettings(ops=2, magnitude=5, magnitude_std=0.0,
+                                   operations=tuple(sorted(GEOMETRIC)))  # fmt: skip
+    dataset = VideoClips(items[:6], root, cached, frames=8, size=48, seed=4, augment=settings)
+    plain = VideoClips(items[:6], root, cached, frames=8, size=48, seed=4)
+    samples = dataset.__getitems__(list(range(6)))
+    assert not torch.equal(samples[0]["video"], plain[0]["video"])  # it did augment
+    moved = 0
+    for sample, before in zip(samples, plain.__getitems__(list(range(6))), strict=True):
+        moved += not torch.equal(sample["boxes"], before["boxes"])
+        shares = _mover_share(sample)
+        assert len(shares) >= 2 and np.median(shares) > 0.8, (sample["index"], shares)
+    assert moved >= 2  # geometric operations were among those drawn
+
+
 def test_boxes_elsewhere_would_fail_the_mover_check(items, root, cached):
     """The mover check above can fail: boxes moved aside by their width miss the mover."""
     sample = VideoClips(items, root, cached, frames=8, size=SIZE, train=False)[0]
