@@ -1,7 +1,8 @@
-"""``mofo pretrain``: the training commands (registered by ``shared.cli``)."""
+"""``mofo pretrain`` and ``mofo finetune``: the training commands (registered by ``shared.cli``)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -13,41 +14,53 @@ from shared.errors import MofoError
 
 EXIT_FAILED = 1
 
+Config = Annotated[Path, typer.Option("--config", help="The run's TOML config.")]
+Nproc = Annotated[
+    int, typer.Option(help="Processes on this machine (GPUs; CPU processes without CUDA).")
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: section.key=value (repeatable)."),
+]
+Resume = Annotated[
+    bool, typer.Option(help="Resume from the run folder's latest checkpoint when it has one.")
+]
 
-def pretrain(
-    config: Annotated[Path, typer.Option("--config", help="The run's TOML config.")],
-    nproc: Annotated[
-        int, typer.Option(help="Processes on this machine (GPUs; CPU processes without CUDA).")
-    ] = 1,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a config key: section.key=value (repeatable)."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Resume from the run folder's latest checkpoint when it has one.")
-    ] = True,
-) -> None:
-    """MOFO pretraining under DeepSpeed (masked autoencoder focused on the motion boxes).
 
-    Under torchrun or the deepspeed launcher, each process runs this command with --nproc 1.
-    """
+def _run(module: str, config: Path, nproc: int, overrides: list[str] | None, resume: bool) -> None:
+    """Check the config here, then run ``module``'s job in this process, or in ``nproc``
+    processes through torch's launcher (each running ``python -m module``)."""
     from training.config import ConfigError
-    from training.pretrain import launch, load_config
-    from training.pretrain import pretrain as run
+    from training.runs import launch
 
+    job = importlib.import_module(module)
     overrides = overrides or []
     if nproc < 1:
         raise fail(f"--nproc must be >= 1, got {nproc}")
     try:
-        cfg = load_config(config, overrides)  # checked here, before any process starts
+        cfg = job.load_config(config, overrides)  # checked before any process starts
     except ConfigError as exc:
         raise fail(str(exc)) from None
     if nproc > 1 and "RANK" not in os.environ:
-        code = launch(config, overrides, nproc, resume)
+        code = launch(module, config, overrides, nproc, resume)
         if code:
             raise typer.Exit(code)
         return
     try:
-        run(cfg, resume=resume)
+        job.run(cfg, resume=resume)
     except MofoError as exc:
         raise fail(str(exc), EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED) from None
+
+
+def pretrain(config: Config, nproc: Nproc = 1, overrides: Overrides = None, resume: Resume = True):
+    """MOFO pretraining under DeepSpeed (masked autoencoder focused on the motion boxes).
+
+    Under torchrun or the deepspeed launcher, each process runs this command with --nproc 1.
+    """
+    _run("training.pretrain", config, nproc, overrides, resume)
+
+
+def finetune(config: Config, nproc: Nproc = 1, overrides: Overrides = None, resume: Resume = True):
+    """MOFO finetuning under DeepSpeed (motion cross-attention head or mean pooling), model
+    selection on a held-out part of the training split."""
+    _run("training.finetune", config, nproc, overrides, resume)

@@ -21,27 +21,34 @@ What a run leaves in its ``run.out`` folder:
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import os
 import shutil
-import socket
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from shared.errors import MofoError
 from shared.params import MotionParams
 from training.config import ConfigError, apply_overrides, read_toml, section
 from training.masking import TokenGrid, box_cells, clip_boxes, mofo_mask, tube_mask
 from training.models import MAEConfig, VideoMAE, config
+from training.runs import (
+    EpochSampler,
+    RunLog,
+    Tally,
+    checkpoint_dirs,
+    ds_config,
+    final_weights,
+    gather_tally,
+    init_processes,
+    learning_rate,
+    resolve_precision,
+    seed_of,
+)
 
 
 @dataclass(frozen=True)
@@ -179,48 +186,6 @@ def motion_params(data: DataSection) -> MotionParams:
 # --- the schedule and the data order ------------------------------------------------------------
 
 
-def learning_rate(step: int, peak: float, minimum: float, warmup: int, total: int) -> float:
-    """Linear warmup to ``peak`` over ``warmup`` steps, then cosine down to ``minimum``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return minimum + (peak - minimum) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-class EpochSampler(Sampler[int]):
-    """This rank's share of epoch ``e``'s order: a permutation seeded by (seed, e), cut to
-    ``per_rank`` indices per rank; ``skip`` drops the first indices (a resumed epoch)."""
-
-    def __init__(self, size: int, world: int, rank: int, per_rank: int, seed: int):
-        self.size, self.world, self.rank, self.per_rank, self.seed = (
-            size,
-            world,
-            rank,
-            per_rank,
-            seed,
-        )
-        self.epoch, self.skip = 0, 0
-
-    def start(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def order(self, epoch: int) -> list[int]:
-        generator = torch.Generator().manual_seed(_seed(self.seed, epoch))
-        everything = torch.randperm(self.size, generator=generator)
-        return everything[: self.per_rank * self.world][self.rank :: self.world].tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order(self.epoch)[self.skip :])
-
-    def __len__(self) -> int:
-        return self.per_rank - self.skip
-
-
-def _seed(*parts: int) -> int:
-    """One 63-bit seed from several integers (so neighbouring steps get unrelated streams)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
-
-
 def make_masks(
     batch: dict[str, Any], grid: TokenGrid, masking: MaskingSection, seed: int
 ) -> torch.Tensor:
@@ -240,69 +205,10 @@ def make_masks(
 # --- processes ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """On Linux, end this process when its launcher dies, even by SIGKILL: torch's launcher
-    starts each rank in its own session, so a killed launcher would leave ranks training on."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def init_processes() -> tuple[int, int, int]:
-    """Start (or join) the process group: (rank, world size, local rank). A process started
-    on its own becomes a group of one; on a machine without CUDA, DeepSpeed runs on the CPU."""
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        _die_with_parent()
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
-    import deepspeed
-
-    deepspeed.init_distributed(verbose=False)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    return torch.distributed.get_rank(), torch.distributed.get_world_size(), local
-
-
-def ds_config(cfg: PretrainConfig, use_bf16: bool, use_fp16: bool) -> dict[str, Any]:
+def pretrain_ds_config(cfg: PretrainConfig, precision: str) -> dict[str, Any]:
     o = cfg.optim
-    out: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": o.batch_size,
-        "gradient_accumulation_steps": o.grad_accum,
-        "zero_optimization": {"stage": cfg.run.zero_stage},
-        "zero_allow_untested_optimizer": True,  # torch's AdamW, so CPU and GPU run the same one
-        "bf16": {"enabled": use_bf16},
-        "fp16": {"enabled": use_fp16},
-        "steps_per_print": 1 << 30,
-        "wall_clock_breakdown": False,
-    }
-    if o.clip_grad is not None:
-        out["gradient_clipping"] = o.clip_grad
-    return _merge(out, cfg.deepspeed)
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for k, v in extra.items():
-        merged[k] = (
-            _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
-        )
-    return merged
+    return ds_config(o.batch_size, o.grad_accum, cfg.run.zero_stage, precision, o.clip_grad,
+                     cfg.deepspeed)  # fmt: skip
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -316,52 +222,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 # --- the run ------------------------------------------------------------------------------------
-
-
-class RunLog:
-    """``log.jsonl`` lines, written by rank 0 only."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.enabled = enabled
-        self.file = open(path, "a") if enabled else None  # noqa: SIM115 - open for the run
-
-    def write(self, **fields: Any) -> None:
-        if self.file is not None:
-            self.file.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-@dataclass
-class Tally:
-    """What a rank saw since the last log line, summed over ranks at log time."""
-
-    loss: float = 0.0
-    losses: int = 0
-    clips: int = 0
-    missing: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def _gather(tally: Tally) -> Tally:
-    """The sum of every rank's tally (errors concatenated)."""
-    numbers = torch.tensor(
-        [tally.loss, tally.losses, tally.clips, tally.missing], dtype=torch.float64
-    )
-    if torch.distributed.get_backend() == "nccl":
-        numbers = numbers.cuda()
-    torch.distributed.all_reduce(numbers)
-    lists: list[list[str]] = [[] for _ in range(torch.distributed.get_world_size())]
-    torch.distributed.all_gather_object(lists, tally.errors)
-    loss, losses, clips, missing = numbers.tolist()
-    return Tally(loss, int(losses), int(clips), int(missing), [e for part in lists for e in part])
-
-
-def _checkpoint_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("step*") if p.is_dir())
 
 
 def build_data(cfg: PretrainConfig):
@@ -456,14 +316,13 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
         optimizer, lambda s: learning_rate(s, peak, o.min_lr, warmup, total) / peak
     )
     on_gpu = torch.cuda.is_available()
-    precision = cfg.run.precision if cfg.run.precision != "auto" else ("bf16" if on_gpu else "fp32")
+    precision, dtype = resolve_precision(cfg.run.precision)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
         lr_scheduler=schedule,
-        config=ds_config(cfg, precision == "bf16", precision == "fp16"),
+        config=pretrain_ds_config(cfg, precision),
     )
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
     step = 0
     if resume and (checkpoints / "latest").exists():
@@ -499,7 +358,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
         engine.save_checkpoint(str(checkpoints), tag=tag, client_state=client)
         torch.distributed.barrier()
         if rank == 0:
-            for old in _checkpoint_dirs(checkpoints)[: -cfg.run.keep_checkpoints]:
+            for old in checkpoint_dirs(checkpoints)[: -cfg.run.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             log.write(event="checkpoint", step=at, path=str(checkpoints / tag))
 
@@ -522,7 +381,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
             for batch in DataLoader(dataset, **loader_args):
                 video = batch["video"].to(engine.device, dtype=dtype, non_blocking=True)
                 # Seeded by where it is in the run, so a resumed run draws the same masks.
-                seed = _seed(cfg.run.seed, step, micro % o.grad_accum, rank)
+                seed = seed_of(cfg.run.seed, step, micro % o.grad_accum, rank)
                 mask = make_masks(batch, model_cfg.grid, cfg.masking, seed)
                 loss, pred = engine(video, mask.to(engine.device, non_blocking=True))
                 engine.backward(loss)
@@ -539,7 +398,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
                 step += 1
                 last = step == total
                 if step % cfg.run.log_every == 0 or last or step % steps_per_epoch == 0:
-                    seen = _gather(tally)
+                    seen = gather_tally(tally)
                     now = time.perf_counter()
                     missing_total += seen.missing
                     errors_total += len(seen.errors)
@@ -567,7 +426,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
                 if last or step % steps_per_epoch == 0:
                     break
 
-    final = _final_weights(engine, checkpoints, cfg)
+    final = final_weights(engine, checkpoints, cfg.run.zero_stage)
     if rank == 0:
         torch.save({"model_config": model_cfg.to_dict(), "state_dict": final, "step": step,
                     "config": cfg.to_dict()}, out / "model.pt")  # fmt: skip
@@ -576,15 +435,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     log.close()
     torch.distributed.barrier()
     return figures
-
-
-def _final_weights(engine, checkpoints: Path, cfg: PretrainConfig) -> dict[str, torch.Tensor]:
-    """The model's fp32 weights on rank 0 (gathered from ZeRO-3 shards when partitioned)."""
-    if cfg.run.zero_stage < 3:
-        return {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoints))
 
 
 def _report(console, cfg, figures, missing, errors, total, o, world, out) -> None:
@@ -609,26 +459,7 @@ def _report(console, cfg, figures, missing, errors, total, o, world, out) -> Non
         )
 
 
-def launch(config_path: Path, overrides: list[str], nproc: int, resume: bool) -> int:
-    """``nproc`` processes on this machine through torch's launcher, each running this module."""
-    import subprocess
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "training.pretrain",
-               "--config", str(config_path)]  # fmt: skip
-    for item in overrides:
-        command += ["--set", item]
-    if not resume:
-        command.append("--no-resume")
-    env = dict(os.environ)
-    if not torch.cuda.is_available():
-        env.setdefault("DS_ACCELERATOR", "cpu")
-    with subprocess.Popen(command, env=env) as process:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            process.terminate()
-            return process.wait()
+run = pretrain  # what `mofo pretrain` calls
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,11 @@ from training.models import VideoMAE, config
 from training.pretrain import (
     EpochSampler,
     MaskingSection,
-    ds_config,
     learning_rate,
     load_config,
     make_masks,
     param_groups,
+    pretrain_ds_config,
 )
 
 CONFIGS = Path(__file__).parents[2] / "training" / "configs"
@@ -50,7 +50,7 @@ def test_overrides_and_types(tmp_path):
     cfg = load_config(path, ["optim.epochs=3", "optim.betas=[0.8, 0.9]", "run.out=elsewhere",
                              "deepspeed.zero_optimization.stage=2"])  # fmt: skip
     assert cfg.optim.epochs == 3 and cfg.optim.betas == (0.8, 0.9) and cfg.run.out == "elsewhere"
-    assert ds_config(cfg, False, False)["zero_optimization"] == {"stage": 2}
+    assert pretrain_ds_config(cfg, "fp32")["zero_optimization"] == {"stage": 2}
     assert load_config(path, ["model.norm_targets=false"]).model_config().norm_targets is False
     assert parse_value("1e-4") == 1e-4 and parse_value("abc") == "abc" and parse_value("true")
     assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
