@@ -334,3 +334,4 @@ app.add_typer(cli_cache.cache_app, name="cache")
 from shared import cli_train  # noqa: E402
 
 app.command()(cli_train.pretrain)
+app.command()(cli_train.finetune)

@@ -94,6 +94,8 @@ class VideoClassifier(nn.Module):
         weights = {
             k[len(prefix) :]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)
         }
+        if not weights:
+            raise ValueError(f"{path}: holds no encoder weights (encoder.*)")
         result = self.encoder.load_state_dict(weights, strict=False)
         if result.unexpected_keys:
             raise ValueError(f"{path}: unexpected encoder weights {result.unexpected_keys[:5]}")

@@ -143,7 +143,7 @@ def _ssv2_items(label_file: Path) -> list[ClipItem]:
         raise SourceError(
             f"{label_file}: expected a JSON list of clips, got {type(entries).__name__}"
         )
-    classes = _ssv2_classes(label_file)
+    classes = ssv2_classes(label_file)
     items, seen = [], set()
     for k, entry in enumerate(entries):
         video = entry.get("id") if isinstance(entry, dict) else None
@@ -169,7 +169,7 @@ def _ssv2_items(label_file: Path) -> list[ClipItem]:
     return items
 
 
-def _ssv2_classes(label_file: Path) -> dict[str, int] | None:
+def ssv2_classes(label_file: Path) -> dict[str, int] | None:
     """``labels.json`` beside an SSV2 label file (class name → index as a string), when there."""
     path = label_file.parent / "labels.json"
     if not path.is_file() or path == label_file:

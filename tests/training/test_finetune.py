@@ -1,0 +1,131 @@
+"""``mofo finetune`` as users run it: real DeepSpeed on the CPU, the tiny encoder loaded from a
+pretraining ``model.pt``, the motion cross-attention head, synthetic clips with their classes and
+boxes (an export file), RandAugment and Mixup/CutMix; model selection on the held-out part of the
+training split after every epoch; a second run resumes and goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.cache_files import write_records
+from training.classifier import ClassifierConfig, VideoClassifier
+from training.finetune import load_config, soft_cross_entropy, split_holdout, task_classes
+from training.models import VideoMAE, config
+from training.synth import truth_records, write_dataset
+
+pytestmark = pytest.mark.slow
+
+MOFO = str(Path(sys.executable).with_name("mofo"))
+TINY = config("vit_tiny_patch8_tubelet2_32px")
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    write_dataset(root / "synth", clips=30, size=64, frames=12, seed=2)  # 24 training clips
+    write_records(root / "truth.jsonl.gz", truth_records(root / "synth"))
+    torch.manual_seed(0)
+    torch.save({"model_config": TINY.to_dict(), "state_dict": VideoMAE(TINY).state_dict()},
+               root / "pretrained.pt")  # fmt: skip
+    return root
+
+
+def write_config(folder: Path, root: Path, **lines: str) -> Path:
+    text = f"""
+[model]
+name = "vit_tiny_patch8_tubelet2_32px"
+pretrained = "{root / "pretrained.pt"}"
+[data]
+source = "{root / "synth" / "train.json"}"
+boxes = "{root / "truth.jsonl.gz"}"
+params = "truth"
+holdout = 0.25
+workers = 1
+[optim]
+batch_size = 6
+base_lr = 0.05
+warmup_epochs = 1
+epochs = 2
+[run]
+out = "{folder / "run"}"
+precision = "fp32"
+log_every = 1
+save_every = 3
+"""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "finetune.toml"
+    path.write_text(text + "".join(f"{v}\n" for v in lines.values()))
+    return path
+
+
+def run(config_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOFO_", "RANK", "WORLD_"))}
+    env["DS_ACCELERATOR"] = "cpu"
+    return subprocess.run([MOFO, "finetune", "--config", str(config_path), *args], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+
+
+def log_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_finetune_selects_on_the_held_out_part_and_resumes(labelled, tmp_path):
+    config_path = write_config(tmp_path, labelled)
+    result = run(config_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    lines = log_lines(run_dir)
+    start = lines[0]
+    assert start["event"] == "start" and start["classes"] == {"action": 8}
+    assert (start["clips"], start["held_out"]) == (18, 6)  # a quarter of 24 held out
+    assert start["steps_per_epoch"] == 3 and start["steps"] == 6
+    held = [line for line in lines if line.get("event") == "held_out"]
+    assert [h["step"] for h in held] == [3, 6]  # after every epoch
+    assert all(0 <= h["action_top1"] <= h["action_top5"] <= 100 for h in held)
+    steps = [line for line in lines if "loss" in line]
+    assert all(s["missing_boxes"] == 0 and s["loss"] > 0 for s in steps)
+    best = torch.load(run_dir / "best.pt", weights_only=False)
+    assert best["held_out"]["action_top1"] == max(h["action_top1"] for h in held)
+    model = VideoClassifier(ClassifierConfig.from_dict(best["classifier_config"]))
+    model.load_state_dict(best["state_dict"])
+    assert model.cfg.head == "mca" and model.cfg.classes == {"action": 8}
+    assert (run_dir / "model.pt").exists() and "best held-out action top-1" in result.stderr
+
+    again = run(config_path, "--set", "optim.epochs=3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = log_lines(run_dir)[len(lines) :]
+    assert after[0]["event"] == "resume" and after[0]["step"] == 6
+    assert [h["step"] for h in after if h.get("event") == "held_out"] == [9]
+
+
+def test_an_unlabelled_split_and_bad_settings_are_refused(labelled, tmp_path):
+    (labelled / "synth" / "test.json").write_text(json.dumps([{"id": "100000"}]))
+    config_path = write_config(tmp_path, labelled)
+    config_path.write_text(config_path.read_text().replace("train.json", "test.json"))
+    result = run(config_path)
+    assert result.returncode == 2 and "have no class" in result.stderr
+    assert "Traceback" not in result.stderr
+    bad = run(write_config(tmp_path / "b", labelled), "--set", "data.holdout=1.5")
+    assert bad.returncode == 2 and "holdout must be in (0, 1)" in bad.stderr
+
+
+def test_parts():
+    train, held = split_holdout(20, 0.2, seed=3)
+    assert len(held) == 4 and not set(train) & set(held) and len(train) + len(held) == 20
+    assert split_holdout(20, 0.2, seed=3) == (train, held) != split_holdout(20, 0.2, seed=4)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    one_hot = torch.eye(2)
+    assert soft_cross_entropy(logits, one_hot) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])))
+    )
+    assert task_classes("epic", Path("x.csv")) == {"verb": 97, "noun": 300}
+    cfg = load_config(None, ["data.source=x.json", "model.head=mean"])
+    assert cfg.optim.layer_decay == 0.75 and cfg.model.drop_path == 0.1 and cfg.model.head == "mean"
+    assert cfg.augment.smoothing == 0.1 and cfg.augment.mixup == 0.8 and cfg.augment.cutmix == 1.0

@@ -1,0 +1,458 @@
+"""MOFO finetuning under DeepSpeed (the paper's §2.3): ``mofo finetune --config FILE``.
+
+The pretrained encoder (``model.pt`` of ``mofo pretrain``, or none: from scratch) with the motion
+cross-attention head or mean pooling, trained on the labelled clips of a source (SSV2: 174
+actions; Epic-Kitchens-100: 97 verbs and 300 nouns) with VideoMAE's recipe: layer-wise lr decay
+0.75, drop path 0.1, RandAugment, Mixup / CutMix and label smoothing 0.1, every augmentation
+moving the motion boxes with the pixels.
+
+Model selection uses a held-out part of the training split (``data.holdout``, drawn by the seed),
+never the evaluation split: after every epoch the model is scored there (top-1 of the first
+task) and the best is kept as ``best.pt``. Checkpoints, resuming, ``log.jsonl`` and the
+progress bar work as in pretraining; ``model.pt`` is the last model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from shared.errors import MofoError
+from training.augment import RandAugmentSettings
+from training.classifier import (
+    EPIC_CLASSES,
+    ClassifierConfig,
+    VideoClassifier,
+    param_groups,
+)
+from training.config import ConfigError, apply_overrides, read_toml, section
+from training.mixing import MixSettings, mix_batch, smooth_targets
+from training.models import config
+from training.pretrain import DataSection, motion_params
+from training.runs import (
+    EpochSampler,
+    RunLog,
+    Tally,
+    checkpoint_dirs,
+    ds_config,
+    gather_tally,
+    init_processes,
+    learning_rate,
+    resolve_precision,
+    seed_of,
+)
+
+
+@dataclass(frozen=True)
+class FinetuneModelSection:
+    name: str = "vit_base_patch16_tubelet2"
+    head: Literal["mca", "mean"] = "mca"
+    mca_heads: int = 3
+    mca_depth: int = 1
+    drop_path: float = 0.1
+    dropout: float = 0.0
+    min_overlap: float = 0.5
+    pretrained: str = ""  # a pretraining run's model.pt; empty: from scratch
+
+
+@dataclass(frozen=True)
+class FinetuneDataSection(DataSection):
+    holdout: float = 0.1  # share of the training split kept aside for model selection
+
+
+@dataclass(frozen=True)
+class AugmentSection:
+    randaugment: bool = True
+    ops: int = 4
+    magnitude: float = 7.0
+    magnitude_std: float = 0.5
+    mixup: float = 0.8  # Beta(α, α); 0: off
+    cutmix: float = 1.0
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5
+    smoothing: float = 0.1
+
+
+@dataclass(frozen=True)
+class FinetuneOptimSection:
+    batch_size: int = 16
+    grad_accum: int = 1
+    base_lr: float = 1e-3  # scaled by the global batch / 256
+    min_lr: float = 1e-6
+    warmup_epochs: float = 5.0
+    epochs: int = 40
+    max_steps: int | None = None
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float | None = None
+
+
+@dataclass(frozen=True)
+class FinetuneRunSection:
+    out: str = "runs/finetune"
+    seed: int = 0
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    zero_stage: int = 1
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model: FinetuneModelSection = field(default_factory=FinetuneModelSection)
+    data: FinetuneDataSection = field(default_factory=FinetuneDataSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    optim: FinetuneOptimSection = field(default_factory=FinetuneOptimSection)
+    run: FinetuneRunSection = field(default_factory=FinetuneRunSection)
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SECTIONS = {
+    "model": FinetuneModelSection,
+    "data": FinetuneDataSection,
+    "augment": AugmentSection,
+    "optim": FinetuneOptimSection,
+    "run": FinetuneRunSection,
+}
+
+
+def load_config(path: Path | None, overrides: list[str] = ()) -> FinetuneConfig:
+    where = str(path) if path else "config"
+    data = apply_overrides(read_toml(path) if path else {}, list(overrides))
+    unknown = sorted(set(data) - {*_SECTIONS, "deepspeed"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown section [{unknown[0]}]")
+    parts = {k: section(cls, data.get(k, {}), f"{where}: [{k}]") for k, cls in _SECTIONS.items()}
+    cfg = FinetuneConfig(**parts, deepspeed=data.get("deepspeed", {}))
+    checks = [
+        (bool(cfg.data.source), "[data] source is required (a label file or CSV)"),
+        (0.0 < cfg.data.holdout < 1.0, "[data] holdout must be in (0, 1)"),
+        (cfg.run.zero_stage in (0, 1, 2), "[run] zero_stage must be 0, 1 or 2 for finetuning"),
+        (cfg.optim.epochs >= 1 and cfg.optim.batch_size >= 1, "[optim] epochs, batch >= 1"),
+        (0.0 < cfg.optim.layer_decay <= 1.0, "[optim] layer_decay must be in (0, 1]"),
+        (0.0 <= cfg.augment.smoothing < 1.0, "[augment] smoothing must be in [0, 1)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
+    try:
+        config(cfg.model.name)
+    except ValueError as e:
+        raise ConfigError(f"{where}: [model] {e}") from None
+    return cfg
+
+
+def task_classes(kind: str, source: Path) -> dict[str, int]:
+    """The classes of each task of a labelled source."""
+    from workers.sources import ssv2_classes
+
+    if kind == "epic":
+        return dict(EPIC_CLASSES)
+    if kind == "ssv2":
+        names = ssv2_classes(source)
+        if names:
+            return {"action": len(names)}
+    raise ConfigError(f"{source}: no classes (SSV2 needs labels.json beside it; Epic its CSV)")
+
+
+def split_holdout(count: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """Training and held-out indices: a permutation by ``seed``, its first ``share`` held out."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = max(1, round(share * count))
+    return sorted(order[held:]), sorted(order[:held])
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def build_data(cfg: FinetuneConfig):
+    """Training and held-out datasets of the config's source, and the tasks' classes."""
+    from training.datasets import CachedBoxes, VideoClips, box_source
+    from workers.sources import open_source
+
+    d = cfg.data
+    source = open_source(Path(d.source), Path(d.videos) if d.videos else None,
+                         Path(d.root) if d.root else None)  # fmt: skip
+    classes = task_classes(source.kind, source.source)
+    unlabelled = [i.video for i in source.items if set(i.labels) != set(classes)]
+    if unlabelled:
+        raise ConfigError(
+            f"{d.source}: {len(unlabelled)} clips have no class, e.g. {unlabelled[0]}"
+        )
+    if d.params and d.boxes not in ("none", "compute"):
+        boxes = CachedBoxes(d.boxes, d.params)
+    else:
+        boxes = box_source(d.boxes, motion_params(d), source.root)
+    if hasattr(boxes, "cache"):
+        boxes.cache.ping()
+    grid = config(cfg.model.name).grid
+    train_idx, held_idx = split_holdout(len(source.items), d.holdout, cfg.run.seed)
+    a = cfg.augment
+    augment = None
+    if a.randaugment:
+        augment = RandAugmentSettings(a.ops, a.magnitude, a.magnitude_std)
+    common = dict(
+        frames=grid.frames, rate=d.rate, size=grid.height,
+        sampling=d.sampling or ("segment" if source.kind == "epic" else "dense"),
+        decode_short_side=d.decode_short_side, seed=cfg.run.seed,
+        max_replacements=d.max_replacements,
+    )  # fmt: skip
+    train = VideoClips([source.items[i] for i in train_idx], source.root, boxes, train=True,
+                       augment=augment, **common)  # fmt: skip
+    held = VideoClips([source.items[i] for i in held_idx], source.root, boxes, train=False,
+                      **common)  # fmt: skip
+    return train, held, classes
+
+
+@torch.no_grad()
+def score(engine, dataset, rank: int, world: int, batch: int, dtype, workers: int) -> dict:
+    """Every rank scores its share of ``dataset``; rank 0 gets the summary of all of it."""
+    from training.datasets import collate
+    from training.metrics import summary
+
+    engine.eval()
+    mine = list(range(rank, len(dataset), world))
+    logits: dict[str, list[torch.Tensor]] = {}
+    labels: dict[str, list[torch.Tensor]] = {}
+    loader = DataLoader(dataset, batch_size=batch, sampler=mine, num_workers=workers,
+                        collate_fn=collate)  # fmt: skip
+    for b in loader:
+        out = engine(b["video"].to(engine.device, dtype=dtype), b["boxes"].to(engine.device),
+                     b["valid"].to(engine.device))  # fmt: skip
+        for task, value in out.items():
+            logits.setdefault(task, []).append(value.float().cpu())
+            labels.setdefault(task, []).append(b["labels"][task])
+    engine.train()
+    parts: list[Any] = [None] * world
+    mine_out = {t: (torch.cat(logits[t]), torch.cat(labels[t])) for t in logits}
+    torch.distributed.all_gather_object(parts, mine_out)
+    if rank != 0:
+        return {}
+    tasks = parts[0].keys()
+    all_logits = {t: torch.cat([p[t][0] for p in parts if t in p]) for t in tasks}
+    all_labels = {t: torch.cat([p[t][1] for p in parts if t in p]) for t in tasks}
+    return summary(all_logits, all_labels)
+
+
+def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
+    """Run (or resume) the finetuning the config describes; the best held-out figures."""
+    import deepspeed
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from training.datasets import collate
+
+    rank, world, _ = init_processes()
+    out = Path(cfg.run.out)
+    checkpoints = out / "checkpoints"
+    if rank == 0:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+    torch.distributed.barrier()
+    console = Console(stderr=True, soft_wrap=True)
+    log = RunLog(out / "log.jsonl", rank == 0)
+
+    train, held, classes = build_data(cfg)
+    o, m = cfg.optim, cfg.model
+    per_rank = len(train) // world // (o.batch_size * o.grad_accum) * o.batch_size * o.grad_accum
+    steps_per_epoch = per_rank // (o.batch_size * o.grad_accum)
+    if steps_per_epoch == 0:
+        raise MofoError(f"{cfg.data.source}: {len(train)} training clips is less than one step")
+    total = o.epochs * steps_per_epoch
+    if o.max_steps is not None:
+        total = min(total, o.max_steps)
+    global_batch = o.batch_size * o.grad_accum * world
+    peak = o.base_lr * global_batch / 256
+    warmup = round(o.warmup_epochs * steps_per_epoch)
+
+    model_cfg = ClassifierConfig(
+        encoder=config(m.name, drop_path=m.drop_path), classes=classes, head=m.head,
+        mca_heads=m.mca_heads, mca_depth=m.mca_depth, dropout=m.dropout,
+        min_overlap=m.min_overlap,
+    )  # fmt: skip
+    torch.manual_seed(cfg.run.seed)
+    model = VideoClassifier(model_cfg)
+    if m.pretrained:
+        if not Path(m.pretrained).is_file():
+            raise ConfigError(f"[model] pretrained {m.pretrained}: no such file")
+        model.load_pretrained(Path(m.pretrained))
+    groups = param_groups(model, o.weight_decay, o.layer_decay)
+    for g in groups:
+        g["lr"] = peak * g["lr_scale"]
+        del g["names"]
+    optimizer = torch.optim.AdamW(groups, lr=peak, betas=o.betas)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: learning_rate(s, peak, o.min_lr, warmup, total) / peak
+    )
+    precision, dtype = resolve_precision(cfg.run.precision)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=schedule,
+        config=ds_config(o.batch_size, o.grad_accum, cfg.run.zero_stage, precision, o.clip_grad,
+                         cfg.deepspeed),
+    )  # fmt: skip
+
+    step, best = 0, {"metric": -1.0}
+    if resume and (checkpoints / "latest").exists():
+        path, client = engine.load_checkpoint(str(checkpoints))
+        if path is None or client.get("classifier_config") != model_cfg.to_dict():
+            raise MofoError(
+                f"{checkpoints}: holds a checkpoint of another model; use another run.out"
+            )
+        step, best = int(client["step"]), client["best"]
+        log.write(event="resume", step=step, checkpoint=str(path))
+    else:
+        log.write(
+            event="start", world=world, steps=total, steps_per_epoch=steps_per_epoch,
+            global_batch=global_batch, peak_lr=peak, precision=precision, clips=len(train),
+            held_out=len(held), classes=classes, config=cfg.to_dict(),
+        )  # fmt: skip
+
+    a = cfg.augment
+    mixing = MixSettings(a.mixup, a.cutmix, a.mix_prob, a.switch_prob, a.smoothing)
+    first_task = next(iter(classes))
+    sampler = EpochSampler(len(train), world, rank, per_rank, cfg.run.seed)
+    loader_args = dict(batch_size=o.batch_size, sampler=sampler, num_workers=cfg.data.workers,
+                       collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                       drop_last=True)  # fmt: skip
+
+    def save(at: int, epoch: int) -> None:
+        tag = f"step{at:08d}"
+        client = {"step": at, "epoch": epoch, "classifier_config": model_cfg.to_dict(),
+                  "config": cfg.to_dict(), "best": best}  # fmt: skip
+        engine.save_checkpoint(str(checkpoints), tag=tag, client_state=client)
+        torch.distributed.barrier()
+        if rank == 0:
+            for old in checkpoint_dirs(checkpoints)[: -cfg.run.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            log.write(event="checkpoint", step=at, path=str(checkpoints / tag))
+
+    def weights_file(name: str, at: int, figures: dict) -> None:
+        weights = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
+        torch.save({"classifier_config": model_cfg.to_dict(), "state_dict": weights, "step": at,
+                    "held_out": figures, "config": cfg.to_dict()}, out / name)  # fmt: skip
+
+    tally, last_log = Tally(), time.perf_counter()
+    progress = Progress(TextColumn("finetune"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), console=console,
+                        disable=rank != 0)  # fmt: skip
+    bar = progress.add_task("steps", total=total, completed=step, info="")
+    engine.train()
+    with progress:
+        while step < total:
+            epoch, done_in_epoch = divmod(step, steps_per_epoch)
+            train.set_epoch(epoch)
+            sampler.start(epoch, done_in_epoch * o.grad_accum * o.batch_size)
+            micro = 0
+            for batch in DataLoader(train, **loader_args):
+                rng = np.random.default_rng(seed_of(cfg.run.seed, step, micro % o.grad_accum, rank))
+                labels = batch["labels"]
+                if a.mixup > 0 or a.cutmix > 0:
+                    video, boxes, valid, targets, _ = mix_batch(
+                        batch["video"], batch["boxes"], batch["valid"], labels, classes, rng, mixing
+                    )
+                else:
+                    video, boxes, valid = batch["video"], batch["boxes"], batch["valid"]
+                    targets = {
+                        t: smooth_targets(y, classes[t], a.smoothing) for t, y in labels.items()
+                    }
+                logits = engine(video.to(engine.device, dtype=dtype), boxes.to(engine.device),
+                                valid.to(engine.device))  # fmt: skip
+                loss = sum(
+                    soft_cross_entropy(logits[t], targets[t].to(engine.device)) for t in classes
+                )
+                engine.backward(loss)
+                lr_used = schedule.get_last_lr()[-1]  # the head's group: the full rate
+                engine.step()
+                tally.loss += float(loss.detach())
+                tally.losses += 1
+                tally.clips += video.shape[0]
+                tally.missing += int(batch["missing"])
+                tally.errors += batch["errors"]
+                micro += 1
+                if micro % o.grad_accum:
+                    continue
+                step += 1
+                last = step == total
+                epoch_end = step % steps_per_epoch == 0
+                if step % cfg.run.log_every == 0 or last or epoch_end:
+                    seen = gather_tally(tally)
+                    now = time.perf_counter()
+                    for error in seen.errors:
+                        log.write(event="bad_clip", step=step, clip=error)
+                    log.write(step=step, epoch=epoch, loss=seen.loss / max(1, seen.losses),
+                              lr=lr_used, clips_per_s=seen.clips / max(1e-9, now - last_log),
+                              missing_boxes=seen.missing)  # fmt: skip
+                    progress.update(bar, info=f"loss {seen.loss / max(1, seen.losses):.4f}")
+                    tally, last_log = Tally(), now
+                if epoch_end or last:
+                    figures = score(
+                        engine, held, rank, world, o.batch_size, dtype, cfg.data.workers
+                    )
+                    if rank == 0:
+                        metric = figures[f"{first_task}_top1"]
+                        log.write(event="held_out", step=step, epoch=epoch, **figures)
+                        if metric > best["metric"]:
+                            best = {"metric": metric, "step": step, **figures}
+                            weights_file("best.pt", step, figures)
+                            log.write(event="best", step=step, metric=metric)
+                    best_list = [best]
+                    torch.distributed.broadcast_object_list(best_list, src=0)
+                    best = best_list[0]
+                if step % cfg.run.save_every == 0 or last:
+                    save(step, epoch)
+                progress.update(bar, completed=step)
+                if last or epoch_end:
+                    break
+
+    if rank == 0:
+        weights_file("model.pt", step, {})
+        log.write(event="end", step=step, best=best)
+        console.print(f"finetuned {step} steps; best held-out {first_task} top-1 "
+                      f"{best['metric']:.1f} % at step {best.get('step')}; weights in "
+                      f"{out / 'best.pt'}", highlight=False)  # fmt: skip
+    log.close()
+    torch.distributed.barrier()
+    return best
+
+
+run = finetune  # what `mofo finetune` calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.finetune --config FILE [--set k=v]... [--no-resume]`` (per process)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training.finetune")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--no-resume", dest="resume", action="store_false")
+    args = parser.parse_args(argv)
+    try:
+        finetune(load_config(args.config, args.overrides), resume=args.resume)
+    except MofoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    finally:
+        with contextlib.suppress(Exception):
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
