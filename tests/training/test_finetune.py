@@ -129,3 +129,12 @@ def test_parts():
     cfg = load_config(None, ["data.source=x.json", "model.head=mean"])
     assert cfg.optim.layer_decay == 0.75 and cfg.model.drop_path == 0.1 and cfg.model.head == "mean"
     assert cfg.augment.smoothing == 0.1 and cfg.augment.mixup == 0.8 and cfg.augment.cutmix == 1.0
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).parents[2] / "training" / "configs").glob(
+        "finetune_*.toml"))
+)  # fmt: skip
+def test_shipped_finetune_configs_load(name):
+    cfg = load_config(Path(__file__).parents[2] / "training" / "configs" / name)
+    assert cfg.model.head == "mca" and cfg.data.source and cfg.model.pretrained

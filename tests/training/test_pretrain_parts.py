@@ -25,7 +25,7 @@ from training.pretrain import (
 CONFIGS = Path(__file__).parents[2] / "training" / "configs"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("pretrain_*.toml")))
 def test_shipped_configs_load(name):
     cfg = load_config(CONFIGS / name)
     assert cfg.data.source and cfg.model_config().name == cfg.model.name
