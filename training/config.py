@@ -126,3 +126,16 @@ def section(cls: type[T], data: dict[str, Any], where: str) -> T:
         raise ConfigError(f"{where}: {e}") from None
     except ValueError as e:  # a section's own checks
         raise ConfigError(f"{where}: {e}") from None
+
+
+def load_run_config(cls: type[T], sections: dict[str, type], path: Path | None,
+                    overrides: list[str]) -> T:  # fmt: skip
+    """A run config ``cls`` from the TOML file at ``path`` (or the defaults) with ``--set``
+    overrides on top: one dataclass per table in ``sections``, plus a free ``[deepspeed]``."""
+    where = str(path) if path else "config"
+    data = apply_overrides(read_toml(path) if path else {}, list(overrides))
+    unknown = sorted(set(data) - {*sections, "deepspeed"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown section [{unknown[0]}]")
+    parts = {k: section(c, data.get(k, {}), f"{where}: [{k}]") for k, c in sections.items()}
+    return cls(**parts, deepspeed=data.get("deepspeed", {}))

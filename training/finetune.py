@@ -35,7 +35,7 @@ from training.classifier import (
     VideoClassifier,
     param_groups,
 )
-from training.config import ConfigError, apply_overrides, read_toml, section
+from training.config import ConfigError, load_run_config
 from training.mixing import MixSettings, mix_batch, smooth_targets
 from training.models import config
 from training.pretrain import DataSection, motion_params
@@ -133,12 +133,7 @@ _SECTIONS = {
 
 def load_config(path: Path | None, overrides: list[str] = ()) -> FinetuneConfig:
     where = str(path) if path else "config"
-    data = apply_overrides(read_toml(path) if path else {}, list(overrides))
-    unknown = sorted(set(data) - {*_SECTIONS, "deepspeed"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown section [{unknown[0]}]")
-    parts = {k: section(cls, data.get(k, {}), f"{where}: [{k}]") for k, cls in _SECTIONS.items()}
-    cfg = FinetuneConfig(**parts, deepspeed=data.get("deepspeed", {}))
+    cfg = load_run_config(FinetuneConfig, _SECTIONS, path, list(overrides))
     checks = [
         (bool(cfg.data.source), "[data] source is required (a label file or CSV)"),
         (0.0 < cfg.data.holdout < 1.0, "[data] holdout must be in (0, 1)"),

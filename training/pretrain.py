@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from shared.errors import MofoError
 from shared.params import MotionParams
-from training.config import ConfigError, apply_overrides, read_toml, section
+from training.config import ConfigError, load_run_config
 from training.masking import TokenGrid, box_cells, clip_boxes, mofo_mask, tube_mask
 from training.models import MAEConfig, VideoMAE, config
 from training.runs import (
@@ -140,12 +140,7 @@ _SECTIONS = {
 def load_config(path: Path | None, overrides: list[str] = ()) -> PretrainConfig:
     """The config in ``path`` (or the defaults) with ``section.key=value`` overrides on top."""
     where = str(path) if path else "config"
-    data = apply_overrides(read_toml(path) if path else {}, list(overrides))
-    unknown = sorted(set(data) - {*_SECTIONS, "deepspeed"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown section [{unknown[0]}]")
-    parts = {k: section(cls, data.get(k, {}), f"{where}: [{k}]") for k, cls in _SECTIONS.items()}
-    cfg = PretrainConfig(**parts, deepspeed=data.get("deepspeed", {}))
+    cfg = load_run_config(PretrainConfig, _SECTIONS, path, list(overrides))
     _check(cfg, where)
     return cfg
 
