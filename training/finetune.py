@@ -25,7 +25,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from shared.errors import MofoError
 from training.augment import RandAugmentSettings
@@ -44,6 +43,7 @@ from training.runs import (
     RunLog,
     Tally,
     checkpoint_dirs,
+    data_loader,
     ds_config,
     gather_tally,
     init_processes,
@@ -68,6 +68,9 @@ class FinetuneModelSection:
 @dataclass(frozen=True)
 class FinetuneDataSection(DataSection):
     holdout: float = 0.1  # share of the training split kept aside for model selection
+    # Left-right flips: off by default for SSV2 (and the synthetic set), whose classes name
+    # directions ("... from left to right"), on for Epic-Kitchens and folders.
+    flip: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -208,25 +211,23 @@ def build_data(cfg: FinetuneConfig):
         decode_short_side=d.decode_short_side, seed=cfg.run.seed,
         max_replacements=d.max_replacements,
     )  # fmt: skip
+    flip = d.flip if d.flip is not None else source.kind != "ssv2"
     train = VideoClips([source.items[i] for i in train_idx], source.root, boxes, train=True,
-                       augment=augment, **common)  # fmt: skip
+                       augment=augment, flip=flip, **common)  # fmt: skip
     held = VideoClips([source.items[i] for i in held_idx], source.root, boxes, train=False,
                       **common)  # fmt: skip
     return train, held, classes
 
 
 @torch.no_grad()
-def score(engine, dataset, rank: int, world: int, batch: int, dtype, workers: int) -> dict:
-    """Every rank scores its share of ``dataset``; rank 0 gets the summary of all of it."""
-    from training.datasets import collate
+def score(engine, loader, rank: int, world: int, dtype) -> dict:
+    """Every rank scores its share of the held-out clips (``loader``); rank 0 gets the summary
+    of all of them."""
     from training.metrics import summary
 
     engine.eval()
-    mine = list(range(rank, len(dataset), world))
     logits: dict[str, list[torch.Tensor]] = {}
     labels: dict[str, list[torch.Tensor]] = {}
-    loader = DataLoader(dataset, batch_size=batch, sampler=mine, num_workers=workers,
-                        collate_fn=collate)  # fmt: skip
     for b in loader:
         out = engine(b["video"].to(engine.device, dtype=dtype), b["boxes"].to(engine.device),
                      b["valid"].to(engine.device))  # fmt: skip
@@ -321,9 +322,12 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     mixing = MixSettings(a.mixup, a.cutmix, a.mix_prob, a.switch_prob, a.smoothing)
     first_task = next(iter(classes))
     sampler = EpochSampler(len(train), world, rank, per_rank, cfg.run.seed)
-    loader_args = dict(batch_size=o.batch_size, sampler=sampler, num_workers=cfg.data.workers,
-                       collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                       drop_last=True)  # fmt: skip
+    loader = data_loader(train, cfg.data.workers, batch_size=o.batch_size, sampler=sampler,
+                         collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                         drop_last=True)  # fmt: skip
+    mine = list(range(rank, len(held), world))  # this rank's share of the held-out clips
+    held_loader = data_loader(held, cfg.data.workers, batch_size=o.batch_size, sampler=mine,
+                              collate_fn=collate)  # fmt: skip
 
     def save(at: int, epoch: int) -> None:
         tag = f"step{at:08d}"
@@ -353,7 +357,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
             train.set_epoch(epoch)
             sampler.start(epoch, done_in_epoch * o.grad_accum * o.batch_size)
             micro = 0
-            for batch in DataLoader(train, **loader_args):
+            for batch in loader:
                 rng = np.random.default_rng(seed_of(cfg.run.seed, step, micro % o.grad_accum, rank))
                 labels = batch["labels"]
                 if a.mixup > 0 or a.cutmix > 0:
@@ -395,9 +399,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
                     progress.update(bar, info=f"loss {seen.loss / max(1, seen.losses):.4f}")
                     tally, last_log = Tally(), now
                 if epoch_end or last:
-                    figures = score(
-                        engine, held, rank, world, o.batch_size, dtype, cfg.data.workers
-                    )
+                    figures = score(engine, held_loader, rank, world, dtype)
                     if rank == 0:
                         metric = figures[f"{first_task}_top1"]
                         log.write(event="held_out", step=step, epoch=epoch, **figures)

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import DataLoader
 
 from shared.errors import MofoError
 from shared.params import MotionParams
@@ -41,6 +40,7 @@ from training.runs import (
     RunLog,
     Tally,
     checkpoint_dirs,
+    data_loader,
     ds_config,
     final_weights,
     gather_tally,
@@ -339,12 +339,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
         )  # fmt: skip
 
     sampler = EpochSampler(len(dataset), world, rank, per_rank, cfg.run.seed)
-    loader_args = dict(
-        batch_size=o.batch_size, sampler=sampler, num_workers=cfg.data.workers,
-        collate_fn=collate, pin_memory=on_gpu, drop_last=True,
-    )  # fmt: skip
-    if cfg.data.workers > 0:
-        loader_args["prefetch_factor"] = 2
+    loader = data_loader(dataset, cfg.data.workers, batch_size=o.batch_size, sampler=sampler,
+                         collate_fn=collate, pin_memory=on_gpu, drop_last=True)  # fmt: skip
 
     def save(at: int, epoch: int) -> None:
         tag = f"step{at:08d}"
@@ -373,7 +369,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
             dataset.set_epoch(epoch)
             sampler.start(epoch, done_in_epoch * o.grad_accum * o.batch_size)
             micro = 0
-            for batch in DataLoader(dataset, **loader_args):
+            for batch in loader:
                 video = batch["video"].to(engine.device, dtype=dtype, non_blocking=True)
                 # Seeded by where it is in the run, so a resumed run draws the same masks.
                 seed = seed_of(cfg.run.seed, step, micro % o.grad_accum, rank)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 def learning_rate(step: int, peak: float, minimum: float, warmup: int, total: int) -> float:
@@ -222,3 +222,18 @@ def launch(module: str, config_path: Path, overrides: list[str], nproc: int, res
         except KeyboardInterrupt:
             process.terminate()
             return process.wait()
+
+
+def data_loader(dataset, workers: int, **options) -> DataLoader:
+    """A DataLoader whose worker processes start once, from a fork server.
+
+    Forking a training process (DeepSpeed's and the progress bar's threads, CUDA) for every
+    epoch's loader can deadlock: CPython 3.11 may hang a child in fork's clean-up when another
+    thread holds the interpreter's thread-list lock (seen here: a finetuning run stopped after
+    17 epochs). Workers forked by a fork server from a single-threaded process, kept for the
+    whole run, never meet that. The dataset travels to them by pickling.
+    """
+    if workers > 0:
+        options.update(num_workers=workers, persistent_workers=True, prefetch_factor=2,
+                       multiprocessing_context="forkserver")  # fmt: skip
+    return DataLoader(dataset, **options)
