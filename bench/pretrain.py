@@ -253,6 +253,8 @@ def run_variant(base: VideoMAE, variant: Variant, video, mask, warmup, steps) ->
 
 
 def resolve_device(name: str) -> torch.device:
+    # Not shared.pipeline's: importing it pulls in kornia (flow), which the GPU image lacks
+    # when only the training wheels are carried (scripts/gpu_check.sh with SKIP_TVL1).
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

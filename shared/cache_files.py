@@ -101,13 +101,11 @@ def write_records(path: Path, records: Iterable[BoxRecord]) -> int:
     ordered = sorted(records, key=lambda r: box_key(r.params, r.video))
     tmp = path.with_name(f".{path.name}.part")
     try:
-        with open(tmp, "wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as out:
-            for record in ordered:
-                out.write(record.to_json().encode() + b"\n")
+        n = _write_lines(tmp, (record.to_json().encode() for record in ordered))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return len(ordered)
+    return n
 
 
 def _checked(key: str, value: bytes) -> BoxRecord:
@@ -117,15 +115,24 @@ def _checked(key: str, value: bytes) -> BoxRecord:
         raise CacheFileError(f"cache key {key} holds no valid box record: {exc}") from None
 
 
-def _write_jsonl(cache: RedisBoxCache, keys: Sequence[str], tmp: Path) -> int:
+def _write_lines(tmp: Path, lines: Iterable[bytes]) -> int:
+    """JSON lines into a gzip file; the number written. No name and mtime 0 in the gzip header:
+    the same records give the same bytes."""
     n = 0
-    # No name and mtime 0 in the gzip header: the same cache gives the same bytes.
     with open(tmp, "wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as out:
-        for key, value in _stored_values(cache, keys):
-            _checked(key, value)
-            out.write(value.rstrip(b"\n") + b"\n")
+        for line in lines:
+            out.write(line.rstrip(b"\n") + b"\n")
             n += 1
     return n
+
+
+def _write_jsonl(cache: RedisBoxCache, keys: Sequence[str], tmp: Path) -> int:
+    def checked() -> Iterator[bytes]:
+        for key, value in _stored_values(cache, keys):
+            _checked(key, value)  # a bad value stops the export with its key
+            yield value
+
+    return _write_lines(tmp, checked())
 
 
 def _write_parquet(cache: RedisBoxCache, keys: Sequence[str], tmp: Path) -> int:

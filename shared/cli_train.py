@@ -39,6 +39,7 @@ def _run(module: str, config: Path, nproc: int, overrides: list[str] | None, res
         raise fail(f"--nproc must be >= 1, got {nproc}")
     try:
         cfg = job.load_config(config, overrides)  # checked before any process starts
+        job.check_inputs(cfg)
     except ConfigError as exc:
         raise fail(str(exc)) from None
     if nproc > 1 and "RANK" not in os.environ:

@@ -162,14 +162,16 @@ class NoBoxes:
         return [None] * len(items)
 
 
-def box_source(spec: str | None, params: MotionParams, root: Path) -> BoxSource:
+def box_source(
+    spec: str | None, params: MotionParams, root: Path, params_hash: str | None = None
+) -> BoxSource:
     """``None``/``"none"`` → :class:`NoBoxes`; ``"compute"`` → :class:`ComputedBoxes`; a Redis
-    URL or export file → :class:`CachedBoxes` under ``params``' hash."""
+    URL or export file → :class:`CachedBoxes` under ``params_hash``, by default ``params``'."""
     if spec is None or spec == "none":
         return NoBoxes()
     if spec == "compute":
         return ComputedBoxes(params, root)
-    return CachedBoxes(spec, params.hash())
+    return CachedBoxes(spec, params_hash or params.hash())
 
 
 # --- samples ------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from training.classifier import (
 from training.config import ConfigError, load_run_config
 from training.mixing import MixSettings, mix_batch, smooth_targets
 from training.models import config
-from training.pretrain import DataSection, motion_params
+from training.pretrain import DataSection, open_data
 from training.runs import (
     EpochSampler,
     RunLog,
@@ -155,6 +155,14 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> FinetuneConfig:
     return cfg
 
 
+def check_inputs(cfg: FinetuneConfig) -> None:
+    """What must exist before any process starts: the source and the pretrained weights."""
+    if not Path(cfg.data.source).exists():
+        raise ConfigError(f"[data] source {cfg.data.source}: no such file or folder")
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
+        raise ConfigError(f"[model] pretrained {cfg.model.pretrained}: no such file")
+
+
 def task_classes(kind: str, source: Path) -> dict[str, int]:
     """The classes of each task of a labelled source."""
     from workers.sources import ssv2_classes
@@ -181,24 +189,16 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 def build_data(cfg: FinetuneConfig):
     """Training and held-out datasets of the config's source, and the tasks' classes."""
-    from training.datasets import CachedBoxes, VideoClips, box_source
-    from workers.sources import open_source
+    from training.datasets import VideoClips
 
     d = cfg.data
-    source = open_source(Path(d.source), Path(d.videos) if d.videos else None,
-                         Path(d.root) if d.root else None)  # fmt: skip
+    source, boxes = open_data(d)
     classes = task_classes(source.kind, source.source)
     unlabelled = [i.video for i in source.items if set(i.labels) != set(classes)]
     if unlabelled:
         raise ConfigError(
             f"{d.source}: {len(unlabelled)} clips have no class, e.g. {unlabelled[0]}"
         )
-    if d.params and d.boxes not in ("none", "compute"):
-        boxes = CachedBoxes(d.boxes, d.params)
-    else:
-        boxes = box_source(d.boxes, motion_params(d), source.root)
-    if hasattr(boxes, "cache"):
-        boxes.cache.ping()
     grid = config(cfg.model.name).grid
     train_idx, held_idx = split_holdout(len(source.items), d.holdout, cfg.run.seed)
     a = cfg.augment
@@ -254,6 +254,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
 
     from training.datasets import collate
 
+    check_inputs(cfg)
     rank, world, _ = init_processes()
     out = Path(cfg.run.out)
     checkpoints = out / "checkpoints"
@@ -284,8 +285,6 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     torch.manual_seed(cfg.run.seed)
     model = VideoClassifier(model_cfg)
     if m.pretrained:
-        if not Path(m.pretrained).is_file():
-            raise ConfigError(f"[model] pretrained {m.pretrained}: no such file")
         model.load_pretrained(Path(m.pretrained))
     groups = param_groups(model, o.weight_decay, o.layer_decay)
     for g in groups:
@@ -359,25 +358,25 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
             micro = 0
             for batch in loader:
                 rng = np.random.default_rng(seed_of(cfg.run.seed, step, micro % o.grad_accum, rank))
-                labels = batch["labels"]
+                # Mixed where the batch will be used: on the GPU, not in this process's CPU.
+                device = engine.device
+                video, boxes, valid = (batch[k].to(device, non_blocking=True)
+                                       for k in ("video", "boxes", "valid"))  # fmt: skip
+                labels = {t: y.to(device, non_blocking=True) for t, y in batch["labels"].items()}
                 if a.mixup > 0 or a.cutmix > 0:
                     video, boxes, valid, targets, _ = mix_batch(
-                        batch["video"], batch["boxes"], batch["valid"], labels, classes, rng, mixing
+                        video, boxes, valid, labels, classes, rng, mixing
                     )
                 else:
-                    video, boxes, valid = batch["video"], batch["boxes"], batch["valid"]
                     targets = {
                         t: smooth_targets(y, classes[t], a.smoothing) for t, y in labels.items()
                     }
-                logits = engine(video.to(engine.device, dtype=dtype), boxes.to(engine.device),
-                                valid.to(engine.device))  # fmt: skip
-                loss = sum(
-                    soft_cross_entropy(logits[t], targets[t].to(engine.device)) for t in classes
-                )
+                logits = engine(video.to(dtype), boxes, valid)
+                loss = sum(soft_cross_entropy(logits[t], targets[t]) for t in classes)
                 engine.backward(loss)
                 lr_used = schedule.get_last_lr()[-1]  # the head's group: the full rate
                 engine.step()
-                tally.loss += float(loss.detach())
+                tally.loss += loss.detach()  # on the device: read at log time, not every step
                 tally.losses += 1
                 tally.clips += video.shape[0]
                 tally.missing += int(batch["missing"])

@@ -171,6 +171,12 @@ def _check(cfg: PretrainConfig, where: str) -> None:
             raise ConfigError(f"{where}: {message}")
 
 
+def check_inputs(cfg: PretrainConfig) -> None:
+    """What must exist before any process starts: the source."""
+    if not Path(cfg.data.source).exists():
+        raise ConfigError(f"[data] source {cfg.data.source}: no such file or folder")
+
+
 def motion_params(data: DataSection) -> MotionParams:
     try:
         return MotionParams.from_dict(data.motion)
@@ -219,25 +225,27 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 # --- the run ------------------------------------------------------------------------------------
 
 
-def build_data(cfg: PretrainConfig):
-    """The dataset of the config's source, with its box source (imported here: the data
-    pipeline pulls in decoding, which the config checks do not need)."""
-    from training.datasets import VideoClips, box_source
+def open_data(d: DataSection):
+    """The clips a ``[data]`` table names and their box source, the cache checked reachable
+    (a cache that is down fails here, not in a loader process). Imported here: the data
+    pipeline pulls in decoding, which the config checks do not need."""
+    from training.datasets import box_source
     from workers.sources import open_source
 
-    d = cfg.data
-    videos = Path(d.videos) if d.videos else None
-    root = Path(d.root) if d.root else None
-    source = open_source(Path(d.source), videos, root)
-    params = motion_params(d)
-    if d.params and d.boxes not in ("none", "compute"):
-        from training.datasets import CachedBoxes
-
-        boxes = CachedBoxes(d.boxes, d.params)
-    else:
-        boxes = box_source(d.boxes, params, source.root)
-    if hasattr(boxes, "cache"):  # a cache that is down fails here, not in a loader process
+    source = open_source(Path(d.source), Path(d.videos) if d.videos else None,
+                         Path(d.root) if d.root else None)  # fmt: skip
+    boxes = box_source(d.boxes, motion_params(d), source.root, d.params)
+    if hasattr(boxes, "cache"):
         boxes.cache.ping()
+    return source, boxes
+
+
+def build_data(cfg: PretrainConfig):
+    """The dataset of the config's source, with its box source."""
+    from training.datasets import VideoClips
+
+    d = cfg.data
+    source, boxes = open_data(d)
     grid = cfg.model_config().grid
     if grid.height != grid.width:
         raise ConfigError(
@@ -275,6 +283,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     from training.datasets import collate
     from training.visualise import save_reconstructions
 
+    check_inputs(cfg)
     rank, world, _ = init_processes()
     out = Path(cfg.run.out)
     checkpoints = out / "checkpoints"
@@ -378,7 +387,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
                 engine.backward(loss)
                 lr_used = schedule.get_last_lr()[0]  # this step's rate (step() moves to the next)
                 engine.step()
-                tally.loss += float(loss.detach())
+                tally.loss += loss.detach()  # on the device: read at log time, not every step
                 tally.losses += 1
                 tally.clips += video.shape[0]
                 tally.missing += int(batch["missing"])

@@ -137,7 +137,7 @@ class RunLog:
 class Tally:
     """What a rank saw since the last log line, summed over ranks at log time."""
 
-    loss: float = 0.0
+    loss: float | torch.Tensor = 0.0  # a device tensor while training: no sync per step
     losses: int = 0
     clips: int = 0
     missing: int = 0
@@ -147,7 +147,7 @@ class Tally:
 def gather_tally(tally: Tally) -> Tally:
     """The sum of every rank's tally (errors concatenated)."""
     numbers = torch.tensor(
-        [tally.loss, tally.losses, tally.clips, tally.missing], dtype=torch.float64
+        [float(tally.loss), tally.losses, tally.clips, tally.missing], dtype=torch.float64
     )
     if torch.distributed.get_backend() == "nccl":
         numbers = numbers.cuda()

@@ -114,6 +114,8 @@ def test_an_unlabelled_split_and_bad_settings_are_refused(labelled, tmp_path):
     assert "Traceback" not in result.stderr
     bad = run(write_config(tmp_path / "b", labelled), "--set", "data.holdout=1.5")
     assert bad.returncode == 2 and "holdout must be in (0, 1)" in bad.stderr
+    missing = run(write_config(tmp_path / "c", labelled), "--set", "model.pretrained=gone.pt")
+    assert missing.returncode == 2 and "pretrained gone.pt: no such file" in missing.stderr
 
 
 def test_parts():

@@ -226,3 +226,11 @@ def test_an_unreachable_box_cache_is_one_clear_error(cached_synth, tmp_path):
     result = pretrain(config, timeout=120)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "redis://127.0.0.1:1/0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_missing_source_fails_before_any_process_starts(tmp_path):
+    config = tmp_path / "missing.toml"
+    config.write_text(f'[data]\nsource = "{tmp_path / "nope.json"}"\n[masking]\nkind = "tube"\n')
+    result = pretrain(config, "--nproc", "2", timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "nope.json: no such file or folder" in result.stderr and "Traceback" not in result.stderr
