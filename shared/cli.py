@@ -335,3 +335,4 @@ from shared import cli_train  # noqa: E402
 
 app.command()(cli_train.pretrain)
 app.command()(cli_train.finetune)
+app.command()(cli_train.evaluate)

@@ -1,4 +1,5 @@
-"""``mofo pretrain`` and ``mofo finetune``: the training commands (registered by ``shared.cli``)."""
+"""``mofo pretrain``, ``mofo finetune`` and ``mofo evaluate``: the training commands (registered
+by ``shared.cli``)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,9 @@ def finetune(config: Config, nproc: Nproc = 1, overrides: Overrides = None, resu
     """MOFO finetuning under DeepSpeed (motion cross-attention head or mean pooling), model
     selection on a held-out part of the training split."""
     _run("training.finetune", config, nproc, overrides, resume)
+
+
+def evaluate(config: Config, nproc: Nproc = 1, overrides: Overrides = None):
+    """Score a finetuned classifier on the evaluation split ([evaluate] of the finetuning
+    config): multi-view top-1/top-5, per-class accuracy, confusion matrices, saliency maps."""
+    _run("training.evaluate", config, nproc, overrides, True)

@@ -36,11 +36,13 @@ from training.augment import RandAugmentSettings, rand_augment
 from training.boxes import boxes_for_frames
 from training.transforms import (
     apply_crop,
-    centre_crop,
     dense_indices,
+    dense_view_indices,
     move_boxes,
     multi_scale_crop,
     segment_indices,
+    segment_view_indices,
+    view_crops,
 )
 from workers.sources import ClipItem
 
@@ -199,16 +201,6 @@ def denormalise(video: torch.Tensor) -> torch.Tensor:
     return (video * std + mean).clamp(0.0, 1.0)
 
 
-def centre_dense_indices(total: int, count: int, rate: int) -> np.ndarray:
-    """Test-time dense sampling: ``count`` frames ``rate`` apart, centred in the clip (the last
-    frame repeats when the clip is shorter than the span, as in :func:`dense_indices`)."""
-    if total < 1 or count < 1 or rate < 1:
-        raise ValueError(f"need total, count and rate >= 1, got {total}, {count}, {rate}")
-    span = (count - 1) * rate + 1
-    start = max(0, (total - span) // 2)
-    return np.minimum(start + rate * np.arange(count), total - 1)
-
-
 @dataclass
 class _Decoded:
     """A clip read for a sample: which index it is, its frames, the rng its crop draws from,
@@ -236,6 +228,12 @@ class VideoClips(Dataset):
     the middle of each part (segment) and the centre crop. Frames are decoded with the short
     side at ``decode_short_side`` (the source size when None) before cropping.
 
+    Multi-view testing: ``views=(clips, crops)`` (evaluation only) gives every sample
+    ``clips × crops`` views stacked in a leading dimension, temporal view by temporal view, the
+    crops within each: the spans (dense) or the places within the parts (segment) spread over
+    the clip, and the short-side squares spread along the long side (``view_crops``). Every
+    view's frames are decoded in one pass. Something-Something V2 is tested with (2, 3).
+
     Call :meth:`set_epoch` before each epoch; the epoch lives in shared memory, so workers of a
     loader with ``persistent_workers`` see it too.
     """
@@ -258,6 +256,7 @@ class VideoClips(Dataset):
         limits: DecodeLimits = _DEFAULT_LIMITS,
         max_replacements: int = 8,
         augment: RandAugmentSettings | None = None,
+        views: tuple[int, int] | None = None,
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
@@ -266,6 +265,8 @@ class VideoClips(Dataset):
                 "need frames, rate and size >= 1 and max_replacements >= 0, got "
                 f"{frames}, {rate}, {size}, {max_replacements}"
             )
+        if views is not None and (train or len(views) != 2 or min(views) < 1):
+            raise ValueError(f"views are (clips, crops) >= 1 of an evaluation set, got {views}")
         if not items:
             raise DataError(f"{root}: the dataset lists no clips")
         self.items = list(items)
@@ -279,6 +280,7 @@ class VideoClips(Dataset):
         self.limits = limits
         self.max_replacements = max_replacements
         self.augment = augment  # RandAugment when training (finetuning), boxes moved along
+        self.views = tuple(views) if views is not None else None  # test (clips, crops)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     @property
@@ -321,12 +323,18 @@ class VideoClips(Dataset):
             index = (index + 1) % len(self)
 
     def _pick(self, rng: np.random.Generator) -> Callable[[int], np.ndarray]:
-        """Which of ``count`` frames a sample takes, as :func:`read_frames` asks."""
-        if self.sampling == "segment":
-            return lambda count: segment_indices(0, count, self.frames, rng if self.train else None)
+        """Which of ``count`` frames a sample takes, as :func:`read_frames` asks; with test
+        views, every temporal view's frames one after the other."""
         if self.train:
+            if self.sampling == "segment":
+                return lambda count: segment_indices(0, count, self.frames, rng)
             return lambda count: dense_indices(count, self.frames, self.rate, rng)
-        return lambda count: centre_dense_indices(count, self.frames, self.rate)
+        clips = self.views[0] if self.views else 1
+        if self.sampling == "segment":
+            one = lambda count, v: segment_view_indices(0, count, self.frames, v, clips)  # noqa: E731
+        else:
+            one = lambda count, v: dense_view_indices(count, self.frames, self.rate, v, clips)  # noqa: E731
+        return lambda count: np.concatenate([one(count, v) for v in range(clips)])
 
     def _read(self, item: ClipItem, rng: np.random.Generator) -> Clip:
         path = resolve_under_root(self.root, item.path)[0]
@@ -341,31 +349,41 @@ class VideoClips(Dataset):
 
     def _sample(self, decoded: _Decoded, record: BoxRecord | None) -> dict[str, Any]:
         clip = decoded.clip
-        frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8
+        frames = torch.from_numpy(clip.frames)  # (T, H, W, 3) uint8; (clips · T, ...) with views
+        indices = torch.tensor(clip.frame_indices, dtype=torch.int64)
         height, width = frames.shape[1:3]
-        if self.train:
-            crop = multi_scale_crop(
-                width, height, self.size, decoded.rng, self.scales, flip=self.flip
-            )
-        else:
-            crop = centre_crop(width, height, self.size)
-        video = apply_crop(frames, crop)  # (C, T, size, size) in [0, 1]
         if record is None:
-            boxes = torch.zeros(len(clip.frame_indices), 4)
-            valid = torch.zeros(len(clip.frame_indices), dtype=torch.bool)
             box = "missing" if self.boxes.counted else "none"
+            all_boxes = torch.zeros(len(indices), 4)
+            all_valid = torch.zeros(len(indices), dtype=torch.bool)
         else:
-            boxes, valid = boxes_for_frames(record, clip.frame_indices, width, height)
-            boxes, valid = move_boxes(boxes, valid, crop)
             box = self.boxes.kind
-        if self.train and self.augment is not None:
-            video, boxes, valid, _ = rand_augment(video, boxes, valid, decoded.rng, self.augment)
-        video = normalise(video)
+            all_boxes, all_valid = boxes_for_frames(record, clip.frame_indices, width, height)
+        if self.train:
+            crops = [multi_scale_crop(width, height, self.size, decoded.rng, self.scales,
+                                      flip=self.flip)]  # fmt: skip
+        else:
+            crops = view_crops(width, height, self.size, self.views[1] if self.views else 1)
+        views = []  # (video, boxes, valid, frame indices): temporal view by temporal view
+        for t in range(len(indices) // self.frames):
+            part = slice(t * self.frames, (t + 1) * self.frames)
+            for crop in crops:
+                video = apply_crop(frames[part], crop)  # (C, T, size, size) in [0, 1]
+                boxes, valid = move_boxes(all_boxes[part], all_valid[part], crop)
+                if self.train and self.augment is not None:
+                    video, boxes, valid, _ = rand_augment(
+                        video, boxes, valid, decoded.rng, self.augment
+                    )
+                views.append((normalise(video), boxes, valid, indices[part]))
+        if self.views is None:
+            video, boxes, valid, frame_indices = views[0]
+        else:
+            video, boxes, valid, frame_indices = (torch.stack(v) for v in zip(*views, strict=True))
         return {
-            "video": video,
+            "video": video,  # (C, T, size, size); with views (V, C, T, size, size)
             "boxes": boxes,  # (T, 4) float32 pixels of the model input, x2/y2 exclusive
             "valid": valid,  # (T,) bool
-            "frame_indices": torch.tensor(clip.frame_indices, dtype=torch.int64),  # (T,)
+            "frame_indices": frame_indices,  # (T,); with views (V, ...) each
             "index": decoded.index,
             "box": box,
             "errors": decoded.errors,

@@ -113,12 +113,28 @@ class FinetuneRunSection:
 
 
 @dataclass(frozen=True)
+class EvaluateSection:
+    """``mofo evaluate`` (training/evaluate.py): the evaluation split and its views."""
+
+    source: str = ""  # the evaluation split (label file or CSV); never used for selection
+    weights: str = ""  # empty: run.out/best.pt
+    out: str = ""  # empty: run.out/eval
+    clips: int = 2  # temporal views (SSV2: 2)
+    crops: int = 3  # spatial views (SSV2: 3)
+    batch_size: int = 4  # clips per batch, each with clips x crops views
+    saliency: int = 4  # clips whose Grad-CAM maps are drawn (the first of the split) ...
+    saliency_clips: tuple[str, ...] = ()  # ... or these clip ids
+    saliency_layer: int = 5  # encoder block, from 1 (the paper: the fifth of ViT-B's 12)
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     model: FinetuneModelSection = field(default_factory=FinetuneModelSection)
     data: FinetuneDataSection = field(default_factory=FinetuneDataSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
     optim: FinetuneOptimSection = field(default_factory=FinetuneOptimSection)
     run: FinetuneRunSection = field(default_factory=FinetuneRunSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     deepspeed: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +147,7 @@ _SECTIONS = {
     "augment": AugmentSection,
     "optim": FinetuneOptimSection,
     "run": FinetuneRunSection,
+    "evaluate": EvaluateSection,
 }
 
 
@@ -187,11 +204,9 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def build_data(cfg: FinetuneConfig):
-    """Training and held-out datasets of the config's source, and the tasks' classes."""
-    from training.datasets import VideoClips
-
-    d = cfg.data
+def open_labelled(d: DataSection):
+    """A labelled source, its box source and its tasks' classes; every clip must have a class
+    of every task."""
     source, boxes = open_data(d)
     classes = task_classes(source.kind, source.source)
     unlabelled = [i.video for i in source.items if set(i.labels) != set(classes)]
@@ -199,6 +214,15 @@ def build_data(cfg: FinetuneConfig):
         raise ConfigError(
             f"{d.source}: {len(unlabelled)} clips have no class, e.g. {unlabelled[0]}"
         )
+    return source, boxes, classes
+
+
+def build_data(cfg: FinetuneConfig):
+    """Training and held-out datasets of the config's source, and the tasks' classes."""
+    from training.datasets import VideoClips
+
+    d = cfg.data
+    source, boxes, classes = open_labelled(d)
     grid = config(cfg.model.name).grid
     train_idx, held_idx = split_holdout(len(source.items), d.holdout, cfg.run.seed)
     a = cfg.augment

@@ -46,6 +46,36 @@ def segment_indices(
     return np.minimum(picked, stop - 1)
 
 
+def dense_view_indices(
+    total: int, count: int, rate: int, view: int = 0, views: int = 1
+) -> np.ndarray:
+    """Test view ``view`` of ``views``: ``count`` frames ``rate`` apart, the spans' starts spread
+    evenly from the clip's first frame to its last possible start (VideoMAE's test clips); one
+    view is the centred span. A clip shorter than the span repeats its last frame."""
+    if total < 1 or count < 1 or rate < 1 or not 0 <= view < views:
+        raise ValueError(f"need total, count, rate >= 1 and 0 <= view < views, got {total}, "
+                         f"{count}, {rate}, {view}, {views}")  # fmt: skip
+    room = max(0, total - ((count - 1) * rate + 1))
+    start = room // 2 if views == 1 else (view * room + (views - 1) // 2) // (views - 1)
+    return np.minimum(start + rate * np.arange(count), total - 1)
+
+
+def segment_view_indices(
+    start: int, stop: int, count: int, view: int = 0, views: int = 1
+) -> np.ndarray:
+    """Test view ``view`` of ``views`` of segment sampling: from each of ``count`` equal parts of
+    ``[start, stop)`` the frame at ``(view + ½) / views`` of the part (one view: the middle, as
+    ``segment_indices`` without an rng)."""
+    if stop <= start or count < 1 or not 0 <= view < views:
+        raise ValueError(f"need start < stop, count >= 1 and 0 <= view < views, got "
+                         f"[{start}, {stop}), {count}, {view}, {views}")  # fmt: skip
+    edges = np.linspace(start, stop, count + 1)
+    lo = np.floor(edges[:-1]).astype(int)
+    hi = np.maximum(np.floor(edges[1:]).astype(int), lo + 1)
+    picked = lo + ((2 * view + 1) * (hi - lo) - 1) // (2 * views)
+    return np.minimum(picked, stop - 1)
+
+
 @dataclass(frozen=True)
 class Crop:
     """A crop ``[x, y, x + w, y + h)`` of the frame, resized to ``size`` × ``size``, flipped."""
@@ -84,6 +114,24 @@ def centre_crop(width: int, height: int, size: int) -> Crop:
     """The test-time crop: the centred short-side square, resized to ``size``."""
     short = min(width, height)
     return Crop((width - short) // 2, (height - short) // 2, short, short, size, False)
+
+
+def view_crops(width: int, height: int, size: int, crops: int = 1) -> list[Crop]:
+    """The test-time spatial views: ``crops`` short-side squares spread evenly along the long
+    side (3: left, centre, right of a landscape frame, as VideoMAE tests), each resized to
+    ``size``; one crop is the centred square (``centre_crop``)."""
+    if crops < 1:
+        raise ValueError(f"crops must be >= 1, got {crops}")
+    short = min(width, height)
+    room_x, room_y = width - short, height - short
+    if crops == 1:
+        return [centre_crop(width, height, size)]
+    out = []
+    half = (crops - 1) // 2  # rounds the places to the nearest pixel
+    for i in range(crops):
+        x, y = (room_x * i + half) // (crops - 1), (room_y * i + half) // (crops - 1)
+        out.append(Crop(x, y, short, short, size, False))
+    return out
 
 
 def apply_crop(frames: torch.Tensor, crop: Crop) -> torch.Tensor:

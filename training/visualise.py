@@ -178,19 +178,19 @@ def reconstruction_image(
         raise ValueError(f"scale must be >= 1, got {scale}")
     video, mask, pred = _cpu(video), _cpu(mask).to(torch.bool), _cpu(pred)
     rows = reconstruct(video, mask, pred, grid, mean, std, fill)
-    picked = _pick_frames(grid.frames, frames)
-    frame_boxes, frame_valid = _frame_boxes(boxes, valid, grid.frames)
+    picked = pick_frames(grid.frames, frames)
+    per_frame, frame_valid = frame_boxes(boxes, valid, grid.frames)
     cells = []
     for clip in rows:
-        pixels = _to_uint8(clip)  # (T, H, W, 3)
+        pixels = to_uint8(clip)  # (T, H, W, 3)
         row = []
         for t in picked:
             cell = pixels[t].repeat(scale, axis=0).repeat(scale, axis=1)
-            if frame_boxes is not None and frame_valid[t]:
-                cell = draw_box(cell, frame_boxes[t] * scale, colour, box_width)
+            if per_frame is not None and frame_valid[t]:
+                cell = draw_box(cell, per_frame[t] * scale, colour, box_width)
             row.append(cell)
-        cells.append(_stack(row, GAP, axis=1))
-    return Image.fromarray(_stack(cells, GAP, axis=0))
+        cells.append(stack_images(row, GAP, axis=1))
+    return Image.fromarray(stack_images(cells, GAP, axis=0))
 
 
 def save_reconstructions(
@@ -244,7 +244,7 @@ def save_reconstructions(
     ]  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_stack(images, CLIP_GAP, axis=0)).save(path, format="PNG")
+    Image.fromarray(stack_images(images, CLIP_GAP, axis=0)).save(path, format="PNG")
     return path
 
 
@@ -258,7 +258,7 @@ def _numpy(x: ArrayLike) -> np.ndarray | ArrayLike:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
 
 
-def _to_uint8(clip: torch.Tensor) -> np.ndarray:
+def to_uint8(clip: torch.Tensor) -> np.ndarray:
     """(C, T, H, W) in [0, 1], C 1 or 3 → (T, H, W, 3) uint8."""
     if clip.shape[0] not in (1, 3):
         raise ValueError(f"can show 1 or 3 channels, got {tuple(clip.shape)}")
@@ -266,7 +266,7 @@ def _to_uint8(clip: torch.Tensor) -> np.ndarray:
     return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
 
 
-def _pick_frames(total: int, frames: int | None) -> list[int]:
+def pick_frames(total: int, frames: int | None) -> list[int]:
     """All frames, or at most ``frames`` of them evenly spaced, first and last included."""
     if frames is None:
         return list(range(total))
@@ -275,7 +275,7 @@ def _pick_frames(total: int, frames: int | None) -> list[int]:
     return np.linspace(0, total - 1, min(frames, total)).round().astype(int).tolist()
 
 
-def _frame_boxes(
+def frame_boxes(
     boxes: ArrayLike | None, valid: ArrayLike | None, frames: int
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """Boxes (T, 4) float and flags (T,) bool, broadcasting one box or flag to every frame."""
@@ -294,7 +294,7 @@ def _frame_boxes(
     return boxes, flags
 
 
-def _stack(arrays: Sequence[np.ndarray], gap: int, axis: int) -> np.ndarray:
+def stack_images(arrays: Sequence[np.ndarray], gap: int, axis: int) -> np.ndarray:
     """Images (H, W, 3) uint8 side by side along ``axis`` (0 down, 1 across), ``gap`` pixels of
     background between them."""
     parts = []
@@ -305,3 +305,32 @@ def _stack(arrays: Sequence[np.ndarray], gap: int, axis: int) -> np.ndarray:
             parts.append(np.full(shape, BACKGROUND, dtype=np.uint8))
         parts.append(array)
     return np.concatenate(parts, axis=axis)
+
+
+def confusion_image(
+    matrix: ArrayLike, names: Sequence[str] | None = None, cell: int | None = None
+) -> Image.Image:
+    """A confusion matrix (rows true, columns predicted) as a picture: each row normalised by its
+    clips, white (0) to dark blue (1), a cell ``cell`` pixels wide (about 640 pixels in all by
+    default). Class indices (or ``names``, for up to 40 classes) label the rows."""
+    counts = np.asarray(_numpy(matrix), dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] < 1:
+        raise ValueError(f"matrix must be square (C, C), got {counts.shape}")
+    classes = counts.shape[0]
+    cell = cell or max(2, 640 // classes)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    white, blue = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])
+    pixels = (white + (blue - white) * share[..., None]).round().astype(np.uint8)
+    pixels = pixels.repeat(cell, axis=0).repeat(cell, axis=1)
+    if classes > 40:
+        return Image.fromarray(pixels)
+    from PIL import ImageDraw
+
+    labels = [str(n) for n in (names if names is not None else range(classes))]
+    margin = 6 * min(32, max(len(label) for label in labels)) + 8
+    canvas = Image.new("RGB", (margin + pixels.shape[1], pixels.shape[0]), (255, 255, 255))
+    canvas.paste(Image.fromarray(pixels), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, label in enumerate(labels):
+        draw.text((2, i * cell + max(0, cell // 2 - 5)), label[:32], fill=(0, 0, 0))
+    return canvas

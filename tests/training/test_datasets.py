@@ -435,3 +435,67 @@ def test_samples_carry_their_classes(items, root, synth):
     unlabelled = [ClipItem(i.video, i.path) for i in items]
     batch = collate(VideoClips(unlabelled, root, NoBoxes(), frames=4, size=32).__getitems__([0]))
     assert batch["labels"] == {}
+
+
+# --- multi-view testing -------------------------------------------------------------------------
+
+
+def test_views_of_a_dense_clip_spread_over_it_and_stack(items, root, cached, truth):
+    """2 temporal views of a 16-frame clip, 4 frames 2 apart (a span of 7): the first from frame
+    0, the last ending on frame 15; on square frames the crops are the whole frame."""
+    dataset = VideoClips(items, root, cached, frames=4, rate=2, size=SIZE, train=False,
+                         views=(2, 3))  # fmt: skip
+    sample = dataset[1]
+    assert sample["video"].shape == (6, 3, 4, SIZE, SIZE)
+    assert sample["boxes"].shape == (6, 4, 4) and sample["valid"].shape == (6, 4)
+    assert sample["frame_indices"].tolist() == [[0, 2, 4, 6]] * 3 + [[9, 11, 13, 15]] * 3
+    video = items[1].video
+    assert sample["boxes"][3].tolist() == [truth[video][i] for i in (9, 11, 13, 15)]
+    single = VideoClips(items, root, cached, frames=4, rate=2, size=SIZE, train=False)[1]
+    assert torch.equal(sample["video"][0], sample["video"][2])  # square: every crop the same
+    assert not torch.equal(sample["video"][0], sample["video"][3])
+    assert single["frame_indices"].tolist() == [4, 6, 8, 10]  # one view: the centred span
+    batch = collate([sample, dataset[2]])
+    assert batch["video"].shape == (2, 6, 3, 4, SIZE, SIZE) and batch["labels"]["action"].shape == (
+        2,
+    )
+
+
+def test_views_of_an_epic_segment_cross_the_frame_and_the_segment(tmp_path, bikes, redis_url):
+    """A wide clip (bikes, 640x272 decoded at 150x64): 3 crops left, centre and right, each
+    with its own boxes; 2 temporal views at a quarter and three quarters of each part."""
+    videos = tmp_path / "EPIC-KITCHENS"
+    (videos / "P01" / "videos").mkdir(parents=True)
+    shutil.copy(bikes, videos / "P01" / "videos" / "P01_01.MP4")
+    annotations = videos / "EPIC_100_validation.csv"
+    with annotations.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(EPIC_HEADER)
+        out.writerow(["P01_01_7", "P01", "P01_01", 101, 180, "ride"])  # frames 100..179
+    epic = open_source(annotations)
+    record = BoxRecord(
+        video="P01_01_7", params=HASH, width=640, height=272, fps=25.0,
+        frame_indices=list(range(100, 180)), frames=[[20, 50, 300, 250]] * 80,
+        clip_box=[20, 50, 300, 250], fallback=False,
+    )  # fmt: skip
+    RedisBoxCache.from_url(redis_url, prefix=PREFIX).put(record)
+    boxes = CachedBoxes(redis_url, HASH, prefix=PREFIX)
+    dataset = VideoClips(epic.items, epic.root, boxes, frames=8, size=32, sampling="segment",
+                         train=False, decode_short_side=64, views=(2, 3))  # fmt: skip
+    sample = dataset[0]
+    assert sample["video"].shape == (6, 3, 8, 32, 32)
+    # Parts of 10 frames from 100: positions 2 and 7 in each (a quarter, three quarters).
+    first, second = sample["frame_indices"][0].tolist(), sample["frame_indices"][3].tolist()
+    assert first == [102 + 10 * k for k in range(8)] and second == [107 + 10 * k for k in range(8)]
+    # The box spans x 20..300 of 640: 4.7..70.3 px of 150. Left crop [0, 64): 4.7..64, scaled
+    # by 1/2; centre crop [43, 107): 0..27.3; right crop [86, 150): nothing left, invalid.
+    x, y = 150 / 640, 64 / 272
+    left, centre, right = sample["boxes"][0, 0], sample["boxes"][1, 0], sample["boxes"][2, 0]
+    assert left.tolist() == pytest.approx([20 * x / 2, 50 * y / 2, 32.0, 250 * y / 2], abs=1e-4)
+    assert centre[[0, 2]].tolist() == pytest.approx([0.0, (300 * x - 43) / 2], abs=1e-4)
+    assert sample["valid"][:, 0].tolist() == [True, True, False] * 2
+    assert right.tolist() == [0.0, 0.0, 0.0, 0.0]
+    # The crops are different pixels of the same frames.
+    assert not torch.equal(sample["video"][0], sample["video"][1])
+    with pytest.raises(ValueError, match="views"):
+        VideoClips(epic.items, epic.root, boxes, frames=8, size=32, views=(2, 3))  # training

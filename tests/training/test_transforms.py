@@ -12,9 +12,12 @@ from training.transforms import (
     apply_crop,
     centre_crop,
     dense_indices,
+    dense_view_indices,
     move_boxes,
     multi_scale_crop,
     segment_indices,
+    segment_view_indices,
+    view_crops,
 )
 
 
@@ -98,3 +101,32 @@ def test_multi_scale_crops_vary_in_size_place_and_flip():
     assert len({(c.x, c.y) for c in crops}) >= 5 and {c.flip for c in crops} == {True, False}
     for c in crops:
         assert c.x >= 0 and c.x + c.w <= 320 and c.y >= 0 and c.y + c.h <= 240
+
+
+# --- test views ---------------------------------------------------------------------------------
+
+
+def test_dense_views_spread_from_the_first_frame_to_the_last_start():
+    assert dense_view_indices(16, 4, 2).tolist() == [4, 6, 8, 10]  # one view: centred
+    assert [dense_view_indices(16, 4, 2, v, 2).tolist() for v in range(2)] == [
+        [0, 2, 4, 6], [9, 11, 13, 15]]  # fmt: skip
+    assert [int(dense_view_indices(20, 4, 2, v, 3)[0]) for v in range(3)] == [0, 7, 13]
+    assert dense_view_indices(5, 4, 2, 1, 2).tolist() == [0, 2, 4, 4]  # short: the last repeats
+    with pytest.raises(ValueError):
+        dense_view_indices(16, 4, 2, 2, 2)
+
+
+def test_segment_views_take_places_within_each_part():
+    one = segment_view_indices(0, 40, 4)
+    assert one.tolist() == segment_indices(0, 40, 4, None).tolist() == [4, 14, 24, 34]
+    assert segment_view_indices(0, 40, 4, 0, 2).tolist() == [2, 12, 22, 32]
+    assert segment_view_indices(0, 40, 4, 1, 2).tolist() == [7, 17, 27, 37]
+    assert segment_view_indices(0, 3, 4, 1, 2).tolist() == [0, 0, 1, 2]  # parts under a frame
+
+
+def test_view_crops_cross_the_long_side():
+    assert view_crops(150, 64, 32) == [centre_crop(150, 64, 32)]
+    assert [(c.x, c.y, c.w, c.h) for c in view_crops(150, 64, 32, 3)] == [
+        (0, 0, 64, 64), (43, 0, 64, 64), (86, 0, 64, 64)]  # fmt: skip
+    assert [(c.x, c.y) for c in view_crops(48, 100, 16, 2)] == [(0, 0), (0, 52)]  # portrait
+    assert all(c.size == 32 and not c.flip for c in view_crops(150, 64, 32, 3))

@@ -1,0 +1,127 @@
+"""Pretrain → finetune → evaluate on the synthetic dataset, end to end through the `mofo`
+commands: MOFO against tube (VideoMAE) pretraining and from scratch, the motion cross-attention
+head against mean pooling (BENCHMARKS.md §10).
+
+1. ``prepare`` (bench/mofo_vs_tube.py): the synthetic clips (8 motion directions, 64 x 64, 16
+   frames; 20 % of them the evaluation split) and our pipeline's motion boxes for every clip as
+   a cache export file (short side 64, every 2nd frame).
+2. ``mofo pretrain`` with the tiny CPU config (``training/configs/pretrain_tiny_cpu.toml``), MOFO
+   masking and tube masking, 2 DeepSpeed processes each.
+3. ``mofo finetune`` with the tiny CPU config for every pretraining (and none) × head (``mca``,
+   ``mean``) × seed, 2 processes; model selection on 10 % of the training split.
+4. ``mofo evaluate`` on the evaluation split, 2 temporal views (the frames are square, so one
+   crop: three would be the same pixels).
+
+    PYTHONPATH=. .venv/bin/python bench/heads_and_pretraining.py [--seeds 0 1] [--epochs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.mofo_vs_tube import MOTION, prepare
+
+MOFO = str(Path(sys.executable).with_name("mofo"))
+CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
+CHANCE = 100.0 / 8
+
+
+def mofo(*args: str) -> float:
+    """Run a mofo command; its wall time in seconds."""
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    t0 = time.perf_counter()
+    subprocess.run([MOFO, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def data_overrides(data: Path, boxes: Path) -> list[str]:
+    return ["--set", f"data.source={data / 'train.json'}", "--set", f"data.boxes={boxes}",
+            "--set", f"data.motion.short_side={MOTION.short_side}",
+            "--set", f"data.motion.stride={MOTION.stride}"]  # fmt: skip
+
+
+def pretrain(out: Path, data: Path, boxes: Path, kind: str, epochs: int) -> tuple[Path, float]:
+    run = out / f"pretrain-{kind}"
+    if (run / "model.pt").exists():
+        return run, 0.0
+    seconds = mofo("pretrain", "--config", str(CONFIGS / "pretrain_tiny_cpu.toml"), "--nproc", "2",
+                   *data_overrides(data, boxes), "--set", f"masking.kind={kind}",
+                   "--set", f"optim.epochs={epochs}", "--set", f"run.out={run}")  # fmt: skip
+    return run, seconds
+
+
+def finetune(out: Path, data: Path, boxes: Path, pretrained: Path | None, head: str, seed: int,
+             epochs: int) -> dict:  # fmt: skip
+    name = f"finetune-{pretrained.name.removeprefix('pretrain-') if pretrained else 'scratch'}"
+    run = out / f"{name}-{head}-seed{seed}"
+    args = ["--config", str(CONFIGS / "finetune_tiny_cpu.toml"), *data_overrides(data, boxes),
+            "--set", f"model.pretrained={pretrained / 'model.pt' if pretrained else ''}",
+            "--set", f"model.head={head}", "--set", f"run.seed={seed}",
+            "--set", f"optim.epochs={epochs}", "--set", f"run.out={run}",
+            "--set", f"evaluate.source={data / 'validation.json'}",
+            "--set", "evaluate.clips=2", "--set", "evaluate.crops=1"]  # fmt: skip
+    train_s = 0.0 if (run / "model.pt").exists() else mofo("finetune", "--nproc", "2", *args)
+    eval_s = mofo("evaluate", *args)
+    result = json.loads((run / "eval" / "results.json").read_text())
+    return {
+        "pretraining": pretrained.name.removeprefix("pretrain-") if pretrained else "none",
+        "head": head, "seed": seed, "held_out_top1": result["held_out"].get("action_top1"),
+        "top1": result["views"]["action_top1"], "top5": result["views"]["action_top5"],
+        "first_view_top1": result["first_view"]["action_top1"], "clips": result["scored"],
+        "finetune_s": round(train_s, 1), "evaluate_s": round(eval_s, 1), "run": str(run),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out/heads_and_pretraining"))
+    parser.add_argument("--clips", type=int, default=480)
+    parser.add_argument("--pretrain-epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=15, help="finetuning epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--json", type=Path,
+                        default=Path("bench/results/heads_and_pretraining.json"))  # fmt: skip
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out.resolve()
+    data = prepare(out, args.clips)
+    boxes = out / "boxes.jsonl.gz"
+    pretrained: list[Path | None] = []
+    for kind in ("mofo", "tube"):
+        run, seconds = pretrain(out, data, boxes, kind, args.pretrain_epochs)
+        print(f"pretrain {kind}: {seconds:.0f} s", flush=True)
+        pretrained.append(run)
+    pretrained.append(None)
+    rows = []
+    for seed in args.seeds:
+        for source in pretrained:
+            for head in ("mca", "mean"):
+                row = finetune(out, data, boxes, source, head, seed, args.epochs)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    print(f"\n{args.clips} clips (evaluation split {args.clips // 5}), finetuning "
+          f"{args.epochs} epochs, seeds {args.seeds}; top-1 % over 2 views (chance "
+          f"{CHANCE:.1f} %)")  # fmt: skip
+    print(f"{'pretraining':12s} {'head':5s} {'top-1 per seed':>24s} {'mean':>6s} {'top-5':>6s}")
+    for source in ("mofo", "tube", "none"):
+        for head in ("mca", "mean"):
+            mine = [r for r in rows if r["pretraining"] == source and r["head"] == head]
+            top1 = [r["top1"] for r in mine]
+            print(f"{source:12s} {head:5s} {' '.join(f'{t:5.1f}' for t in top1):>24s} "
+                  f"{statistics.mean(top1):6.1f} "
+                  f"{statistics.mean(r['top5'] for r in mine):6.1f}")  # fmt: skip
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"clips": args.clips, "pretrain_epochs": args.pretrain_epochs,
+                                     "epochs": args.epochs, "seeds": args.seeds,
+                                     "chance": CHANCE, "rows": rows}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
