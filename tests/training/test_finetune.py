@@ -65,10 +65,10 @@ save_every = 3
     return path
 
 
-def run(config_path: Path, *args: str) -> subprocess.CompletedProcess:
+def run(config_path: Path, *args: str, command: str = "finetune") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOFO_", "RANK", "WORLD_"))}
     env["DS_ACCELERATOR"] = "cpu"
-    return subprocess.run([MOFO, "finetune", "--config", str(config_path), *args], env=env,
+    return subprocess.run([MOFO, command, "--config", str(config_path), *args], env=env,
                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
 
 
@@ -97,6 +97,16 @@ def test_finetune_selects_on_the_held_out_part_and_resumes(labelled, tmp_path):
     model.load_state_dict(best["state_dict"])
     assert model.cfg.head == "mca" and model.cfg.classes == {"action": 8}
     assert (run_dir / "model.pt").exists() and "best held-out action top-1" in result.stderr
+
+    # mofo evaluate on the evaluation split from the same config: best.pt, the held-out figures
+    split = labelled / "synth" / "validation.json"
+    evaluated = run(config_path, "--set", f"evaluate.source={split}", "--set", "evaluate.crops=1",
+                    command="evaluate")  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert results["held_out"] == best["held_out"] and results["finetuned_steps"] == best["step"]
+    assert results["scored"] == 6 and results["missing_boxes"] == 0  # mofo synth's 20 % of 30
+    assert 0 <= results["views"]["action_top1"] <= results["views"]["action_top5"] <= 100
 
     again = run(config_path, "--set", "optim.epochs=3")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -138,5 +148,9 @@ def test_parts():
         "finetune_*.toml"))
 )  # fmt: skip
 def test_shipped_finetune_configs_load(name):
-    cfg = load_config(Path(__file__).parents[2] / "training" / "configs" / name)
+    from training.evaluate import load_config as load_evaluate_config
+
+    path = Path(__file__).parents[2] / "training" / "configs" / name
+    cfg = load_config(path)
     assert cfg.model.head == "mca" and cfg.data.source and cfg.model.pretrained
+    assert load_evaluate_config(path).evaluate.source != cfg.data.source  # never the training split
