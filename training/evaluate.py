@@ -32,13 +32,12 @@ from typing import Any
 
 import torch
 
-from shared.errors import MofoError
 from training.classifier import ClassifierConfig, VideoClassifier
 from training.config import ConfigError
 from training.finetune import FinetuneConfig, open_labelled
 from training.finetune import load_config as load_finetune_config
 from training.metrics import average_views, confusion_matrix, per_class_accuracy, summary
-from training.runs import data_loader, init_processes, resolve_precision
+from training.runs import data_loader, init_processes, process_main, resolve_precision
 
 TOP = 5  # predictions kept per clip and task
 
@@ -316,23 +315,7 @@ run = evaluate  # what `mofo evaluate` calls
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.evaluate --config FILE [--set k=v]...`` (per process)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--no-resume", dest="resume", action="store_false")
-    args = parser.parse_args(argv)
-    try:
-        evaluate(load_config(args.config, args.overrides))
-    except MofoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
-    finally:
-        with contextlib.suppress(Exception):
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-    return 0
+    return process_main("python -m training.evaluate", load_config, evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,7 @@ progress bar work as in pretraining; ``model.pt`` is the last model.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.errors import MofoError
 from training.augment import RandAugmentSettings
 from training.classifier import (
     EPIC_CLASSES,
@@ -41,13 +37,14 @@ from training.pretrain import DataSection, open_data
 from training.runs import (
     EpochSampler,
     RunLog,
-    Tally,
-    checkpoint_dirs,
+    StepLoop,
     data_loader,
     ds_config,
-    gather_tally,
     init_processes,
     learning_rate,
+    load_latest,
+    plan_steps,
+    process_main,
     resolve_precision,
     seed_of,
 )
@@ -274,7 +271,6 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     """Run (or resume) the finetuning the config describes; the best held-out figures."""
     import deepspeed
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from training.datasets import collate
 
@@ -290,16 +286,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
 
     train, held, classes = build_data(cfg)
     o, m = cfg.optim, cfg.model
-    per_rank = len(train) // world // (o.batch_size * o.grad_accum) * o.batch_size * o.grad_accum
-    steps_per_epoch = per_rank // (o.batch_size * o.grad_accum)
-    if steps_per_epoch == 0:
-        raise MofoError(f"{cfg.data.source}: {len(train)} training clips is less than one step")
-    total = o.epochs * steps_per_epoch
-    if o.max_steps is not None:
-        total = min(total, o.max_steps)
-    global_batch = o.batch_size * o.grad_accum * world
-    peak = o.base_lr * global_batch / 256
-    warmup = round(o.warmup_epochs * steps_per_epoch)
+    plan = plan_steps(len(train), world, o, cfg.data.source)
 
     model_cfg = ClassifierConfig(
         encoder=config(m.name, drop_path=m.drop_path), classes=classes, head=m.head,
@@ -312,11 +299,12 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         model.load_pretrained(Path(m.pretrained))
     groups = param_groups(model, o.weight_decay, o.layer_decay)
     for g in groups:
-        g["lr"] = peak * g["lr_scale"]
+        g["lr"] = plan.peak * g["lr_scale"]
         del g["names"]
-    optimizer = torch.optim.AdamW(groups, lr=peak, betas=o.betas)
+    optimizer = torch.optim.AdamW(groups, lr=plan.peak, betas=o.betas)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: learning_rate(s, peak, o.min_lr, warmup, total) / peak
+        optimizer,
+        lambda s: learning_rate(s, plan.peak, o.min_lr, plan.warmup, plan.total) / plan.peak,
     )
     precision, dtype = resolve_precision(cfg.run.precision)
     engine, _, _, _ = deepspeed.initialize(
@@ -326,118 +314,72 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     )  # fmt: skip
 
     step, best = 0, {"metric": -1.0}
-    if resume and (checkpoints / "latest").exists():
-        path, client = engine.load_checkpoint(str(checkpoints))
-        if path is None or client.get("classifier_config") != model_cfg.to_dict():
-            raise MofoError(
-                f"{checkpoints}: holds a checkpoint of another model; use another run.out"
-            )
+    identity = model_cfg.to_dict()
+    client = load_latest(engine, checkpoints, "classifier_config", identity) if resume else None
+    if client is not None:
         step, best = int(client["step"]), client["best"]
-        log.write(event="resume", step=step, checkpoint=str(path))
+        log.write(event="resume", step=step, checkpoint=client["path"])
     else:
         log.write(
-            event="start", world=world, steps=total, steps_per_epoch=steps_per_epoch,
-            global_batch=global_batch, peak_lr=peak, precision=precision, clips=len(train),
-            held_out=len(held), classes=classes, config=cfg.to_dict(),
+            event="start", world=world, steps=plan.total, steps_per_epoch=plan.steps_per_epoch,
+            global_batch=plan.global_batch, peak_lr=plan.peak, precision=precision,
+            clips=len(train), held_out=len(held), classes=classes, config=cfg.to_dict(),
         )  # fmt: skip
 
     a = cfg.augment
     mixing = MixSettings(a.mixup, a.cutmix, a.mix_prob, a.switch_prob, a.smoothing)
     first_task = next(iter(classes))
-    sampler = EpochSampler(len(train), world, rank, per_rank, cfg.run.seed)
+    sampler = EpochSampler(len(train), world, rank, plan.per_rank, cfg.run.seed)
     loader = data_loader(train, cfg.data.workers, batch_size=o.batch_size, sampler=sampler,
                          collate_fn=collate, pin_memory=torch.cuda.is_available(),
                          drop_last=True)  # fmt: skip
     mine = list(range(rank, len(held), world))  # this rank's share of the held-out clips
     held_loader = data_loader(held, cfg.data.workers, batch_size=o.batch_size, sampler=mine,
                               collate_fn=collate)  # fmt: skip
-
-    def save(at: int, epoch: int) -> None:
-        tag = f"step{at:08d}"
-        client = {"step": at, "epoch": epoch, "classifier_config": model_cfg.to_dict(),
-                  "config": cfg.to_dict(), "best": best}  # fmt: skip
-        engine.save_checkpoint(str(checkpoints), tag=tag, client_state=client)
-        torch.distributed.barrier()
-        if rank == 0:
-            for old in checkpoint_dirs(checkpoints)[: -cfg.run.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-            log.write(event="checkpoint", step=at, path=str(checkpoints / tag))
+    loop = StepLoop(engine, schedule, train, loader, sampler, plan, o, cfg.run, checkpoints,
+                    log, rank, "finetune", console)  # fmt: skip
 
     def weights_file(name: str, at: int, figures: dict) -> None:
         weights = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
-        torch.save({"classifier_config": model_cfg.to_dict(), "state_dict": weights, "step": at,
+        torch.save({"classifier_config": identity, "state_dict": weights, "step": at,
                     "held_out": figures, "config": cfg.to_dict()}, out / name)  # fmt: skip
 
-    tally, last_log = Tally(), time.perf_counter()
-    progress = Progress(TextColumn("finetune"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), console=console,
-                        disable=rank != 0)  # fmt: skip
-    bar = progress.add_task("steps", total=total, completed=step, info="")
-    engine.train()
-    with progress:
-        while step < total:
-            epoch, done_in_epoch = divmod(step, steps_per_epoch)
-            train.set_epoch(epoch)
-            sampler.start(epoch, done_in_epoch * o.grad_accum * o.batch_size)
-            micro = 0
-            for batch in loader:
-                rng = np.random.default_rng(seed_of(cfg.run.seed, step, micro % o.grad_accum, rank))
-                # Mixed where the batch will be used: on the GPU, not in this process's CPU.
-                device = engine.device
-                video, boxes, valid = (batch[k].to(device, non_blocking=True)
-                                       for k in ("video", "boxes", "valid"))  # fmt: skip
-                labels = {t: y.to(device, non_blocking=True) for t, y in batch["labels"].items()}
-                if a.mixup > 0 or a.cutmix > 0:
-                    video, boxes, valid, targets, _ = mix_batch(
-                        video, boxes, valid, labels, classes, rng, mixing
-                    )
-                else:
-                    targets = {
-                        t: smooth_targets(y, classes[t], a.smoothing) for t, y in labels.items()
-                    }
-                logits = engine(video.to(dtype), boxes, valid)
-                loss = sum(soft_cross_entropy(logits[t], targets[t]) for t in classes)
-                engine.backward(loss)
-                lr_used = schedule.get_last_lr()[-1]  # the head's group: the full rate
-                engine.step()
-                tally.loss += loss.detach()  # on the device: read at log time, not every step
-                tally.losses += 1
-                tally.clips += video.shape[0]
-                tally.missing += int(batch["missing"])
-                tally.errors += batch["errors"]
-                micro += 1
-                if micro % o.grad_accum:
-                    continue
-                step += 1
-                last = step == total
-                epoch_end = step % steps_per_epoch == 0
-                if step % cfg.run.log_every == 0 or last or epoch_end:
-                    seen = gather_tally(tally)
-                    now = time.perf_counter()
-                    for error in seen.errors:
-                        log.write(event="bad_clip", step=step, clip=error)
-                    log.write(step=step, epoch=epoch, loss=seen.loss / max(1, seen.losses),
-                              lr=lr_used, clips_per_s=seen.clips / max(1e-9, now - last_log),
-                              missing_boxes=seen.missing)  # fmt: skip
-                    progress.update(bar, info=f"loss {seen.loss / max(1, seen.losses):.4f}")
-                    tally, last_log = Tally(), now
-                if epoch_end or last:
-                    figures = score(engine, held_loader, rank, world, dtype)
-                    if rank == 0:
-                        metric = figures[f"{first_task}_top1"]
-                        log.write(event="held_out", step=step, epoch=epoch, **figures)
-                        if metric > best["metric"]:
-                            best = {"metric": metric, "step": step, **figures}
-                            weights_file("best.pt", step, figures)
-                            log.write(event="best", step=step, metric=metric)
-                    best_list = [best]
-                    torch.distributed.broadcast_object_list(best_list, src=0)
-                    best = best_list[0]
-                if step % cfg.run.save_every == 0 or last:
-                    save(step, epoch)
-                progress.update(bar, completed=step)
-                if last or epoch_end:
-                    break
+    def forward(batch, at: int, micro: int):
+        rng = np.random.default_rng(seed_of(cfg.run.seed, at, micro, rank))
+        # Mixed where the batch will be used: on the GPU, not in this process's CPU.
+        device = engine.device
+        video, boxes, valid = (batch[k].to(device, non_blocking=True)
+                               for k in ("video", "boxes", "valid"))  # fmt: skip
+        labels = {t: y.to(device, non_blocking=True) for t, y in batch["labels"].items()}
+        if a.mixup > 0 or a.cutmix > 0:
+            video, boxes, valid, targets, _ = mix_batch(
+                video, boxes, valid, labels, classes, rng, mixing
+            )
+        else:
+            targets = {t: smooth_targets(y, classes[t], a.smoothing) for t, y in labels.items()}
+        logits = engine(video.to(dtype), boxes, valid)
+        return sum(soft_cross_entropy(logits[t], targets[t]) for t in classes), None
+
+    def after_step(at: int, epoch: int, batch, extra, last: bool, epoch_end: bool) -> None:
+        nonlocal best
+        if not (epoch_end or last):
+            return
+        figures = score(engine, held_loader, rank, world, dtype)
+        if rank == 0:
+            metric = figures[f"{first_task}_top1"]
+            log.write(event="held_out", step=at, epoch=epoch, **figures)
+            if metric > best["metric"]:
+                best = {"metric": metric, "step": at, **figures}
+                weights_file("best.pt", at, figures)
+                log.write(event="best", step=at, metric=metric)
+        shared = [best]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        best = shared[0]
+
+    def state(at: int, epoch: int) -> dict[str, Any]:
+        return {"classifier_config": identity, "config": cfg.to_dict(), "best": best}
+
+    step = loop(step, forward, after_step, state)
 
     if rank == 0:
         weights_file("model.pt", step, {})
@@ -455,23 +397,7 @@ run = finetune  # what `mofo finetune` calls
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.finetune --config FILE [--set k=v]... [--no-resume]`` (per process)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m training.finetune")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--no-resume", dest="resume", action="store_false")
-    args = parser.parse_args(argv)
-    try:
-        finetune(load_config(args.config, args.overrides), resume=args.resume)
-    except MofoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
-    finally:
-        with contextlib.suppress(Exception):
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-    return 0
+    return process_main("python -m training.finetune", load_config, finetune, argv)
 
 
 if __name__ == "__main__":

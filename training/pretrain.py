@@ -20,17 +20,13 @@ What a run leaves in its ``run.out`` folder:
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from shared.errors import MofoError
 from shared.params import MotionParams
 from training.config import ConfigError, load_run_config
 from training.masking import TokenGrid, box_cells, clip_boxes, mofo_mask, tube_mask
@@ -38,14 +34,15 @@ from training.models import MAEConfig, VideoMAE, config
 from training.runs import (
     EpochSampler,
     RunLog,
-    Tally,
-    checkpoint_dirs,
+    StepLoop,
     data_loader,
     ds_config,
     final_weights,
-    gather_tally,
     init_processes,
     learning_rate,
+    load_latest,
+    plan_steps,
+    process_main,
     resolve_precision,
     seed_of,
 )
@@ -272,13 +269,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     """Run (or resume) the pretraining the config describes; the last logged figures."""
     import deepspeed
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
     from training.datasets import collate
     from training.visualise import save_reconstructions
@@ -296,30 +286,19 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
 
     _, dataset = build_data(cfg)
     o = cfg.optim
-    per_rank = len(dataset) // world // (o.batch_size * o.grad_accum) * o.batch_size * o.grad_accum
-    steps_per_epoch = per_rank // (o.batch_size * o.grad_accum)
-    if steps_per_epoch == 0:
-        raise MofoError(
-            f"{cfg.data.source}: {len(dataset)} clips is less than one step "
-            f"({world} processes x batch {o.batch_size} x accumulation {o.grad_accum})"
-        )
-    total = o.epochs * steps_per_epoch
-    if o.max_steps is not None:
-        total = min(total, o.max_steps)
-    global_batch = o.batch_size * o.grad_accum * world
-    peak = o.base_lr * global_batch / 256
-    warmup = round(o.warmup_epochs * steps_per_epoch)
+    plan = plan_steps(len(dataset), world, o, cfg.data.source)
 
     model_cfg = cfg.model_config()
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = VideoMAE(model_cfg)
     optimizer = torch.optim.AdamW(
-        param_groups(model, o.weight_decay), lr=peak, betas=o.betas, weight_decay=o.weight_decay
-    )
+        param_groups(model, o.weight_decay), lr=plan.peak, betas=o.betas,
+        weight_decay=o.weight_decay,
+    )  # fmt: skip
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: learning_rate(s, peak, o.min_lr, warmup, total) / peak
+        optimizer,
+        lambda s: learning_rate(s, plan.peak, o.min_lr, plan.warmup, plan.total) / plan.peak,
     )
-    on_gpu = torch.cuda.is_available()
     precision, dtype = resolve_precision(cfg.run.precision)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
@@ -329,109 +308,57 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     )
 
     step = 0
-    if resume and (checkpoints / "latest").exists():
-        path, client = engine.load_checkpoint(str(checkpoints))
-        if path is None:
-            raise MofoError(f"{checkpoints}: could not load the latest checkpoint")
-        if client.get("model_config") != model_cfg.to_dict():
-            raise MofoError(
-                f"{checkpoints}: holds a checkpoint of another model "
-                f"({client.get('model_config', {}).get('name')}); use another run.out"
-            )
+    client = (
+        load_latest(engine, checkpoints, "model_config", model_cfg.to_dict()) if resume else None
+    )
+    if client is not None:
         step = int(client["step"])
-        log.write(event="resume", step=step, checkpoint=str(path))
+        log.write(event="resume", step=step, checkpoint=client["path"])
     else:
         log.write(
-            event="start", world=world, steps=total, steps_per_epoch=steps_per_epoch,
-            global_batch=global_batch, peak_lr=peak, precision=precision, clips=len(dataset),
-            config=cfg.to_dict(), model_config=model_cfg.to_dict(),
+            event="start", world=world, steps=plan.total, steps_per_epoch=plan.steps_per_epoch,
+            global_batch=plan.global_batch, peak_lr=plan.peak, precision=precision,
+            clips=len(dataset), config=cfg.to_dict(), model_config=model_cfg.to_dict(),
         )  # fmt: skip
 
-    sampler = EpochSampler(len(dataset), world, rank, per_rank, cfg.run.seed)
+    sampler = EpochSampler(len(dataset), world, rank, plan.per_rank, cfg.run.seed)
     loader = data_loader(dataset, cfg.data.workers, batch_size=o.batch_size, sampler=sampler,
-                         collate_fn=collate, pin_memory=on_gpu, drop_last=True)  # fmt: skip
+                         collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                         drop_last=True)  # fmt: skip
+    loop = StepLoop(engine, schedule, dataset, loader, sampler, plan, o, cfg.run, checkpoints,
+                    log, rank, "pretrain", console)  # fmt: skip
 
-    def save(at: int, epoch: int) -> None:
-        tag = f"step{at:08d}"
-        client = {"step": at, "epoch": epoch, "model_config": model_cfg.to_dict(),
-                  "config": cfg.to_dict()}  # fmt: skip
-        engine.save_checkpoint(str(checkpoints), tag=tag, client_state=client)
-        torch.distributed.barrier()
-        if rank == 0:
-            for old in checkpoint_dirs(checkpoints)[: -cfg.run.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-            log.write(event="checkpoint", step=at, path=str(checkpoints / tag))
+    def forward(batch, at: int, micro: int):
+        video = batch["video"].to(engine.device, dtype=dtype, non_blocking=True)
+        # Seeded by where it is in the run, so a resumed run draws the same masks.
+        mask = make_masks(
+            batch, model_cfg.grid, cfg.masking, seed_of(cfg.run.seed, at, micro, rank)
+        )
+        loss, pred = engine(video, mask.to(engine.device, non_blocking=True))
+        return loss, (mask, pred)
 
-    tally, figures = Tally(), {}
-    missing_total = errors_total = 0
-    last_log = time.perf_counter()
-    progress = Progress(
-        TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
-        disable=rank != 0,
-    )  # fmt: skip
-    task = progress.add_task("steps", total=total, completed=step, info="")
-    engine.train()
-    with progress:
-        while step < total:
-            epoch, done_in_epoch = divmod(step, steps_per_epoch)
-            dataset.set_epoch(epoch)
-            sampler.start(epoch, done_in_epoch * o.grad_accum * o.batch_size)
-            micro = 0
-            for batch in loader:
-                video = batch["video"].to(engine.device, dtype=dtype, non_blocking=True)
-                # Seeded by where it is in the run, so a resumed run draws the same masks.
-                seed = seed_of(cfg.run.seed, step, micro % o.grad_accum, rank)
-                mask = make_masks(batch, model_cfg.grid, cfg.masking, seed)
-                loss, pred = engine(video, mask.to(engine.device, non_blocking=True))
-                engine.backward(loss)
-                lr_used = schedule.get_last_lr()[0]  # this step's rate (step() moves to the next)
-                engine.step()
-                tally.loss += loss.detach()  # on the device: read at log time, not every step
-                tally.losses += 1
-                tally.clips += video.shape[0]
-                tally.missing += int(batch["missing"])
-                tally.errors += batch["errors"]
-                micro += 1
-                if micro % o.grad_accum:
-                    continue
-                step += 1
-                last = step == total
-                if step % cfg.run.log_every == 0 or last or step % steps_per_epoch == 0:
-                    seen = gather_tally(tally)
-                    now = time.perf_counter()
-                    missing_total += seen.missing
-                    errors_total += len(seen.errors)
-                    figures = {
-                        "step": step, "epoch": epoch, "loss": seen.loss / max(1, seen.losses),
-                        "lr": lr_used,
-                        "clips_per_s": seen.clips / max(1e-9, now - last_log),
-                        "missing_boxes": missing_total, "replaced_clips": errors_total,
-                    }  # fmt: skip
-                    for error in seen.errors:
-                        log.write(event="bad_clip", step=step, clip=error)
-                    log.write(**figures)
-                    progress.update(task, info=f"loss {figures['loss']:.4f}")
-                    tally, last_log = Tally(), now
-                images_due = cfg.run.images_every and step % cfg.run.images_every == 0
-                if rank == 0 and (images_due or last):
-                    save_reconstructions(
-                        out / "reconstructions" / f"step{step:08d}.png", batch["video"],
-                        mask, pred.detach().float().cpu(), model_cfg.grid, batch["boxes"],
-                        batch["valid"], count=cfg.run.images,
-                    )  # fmt: skip
-                if step % cfg.run.save_every == 0 or last:
-                    save(step, epoch)
-                progress.update(task, completed=step)
-                if last or step % steps_per_epoch == 0:
-                    break
+    def after_step(at: int, epoch: int, batch, extra, last: bool, epoch_end: bool) -> None:
+        images_due = cfg.run.images_every and at % cfg.run.images_every == 0
+        if rank == 0 and (images_due or last):
+            mask, pred = extra
+            save_reconstructions(
+                out / "reconstructions" / f"step{at:08d}.png", batch["video"], mask,
+                pred.detach().float().cpu(), model_cfg.grid, batch["boxes"], batch["valid"],
+                count=cfg.run.images,
+            )  # fmt: skip
 
+    def state(at: int, epoch: int) -> dict[str, Any]:
+        return {"model_config": model_cfg.to_dict(), "config": cfg.to_dict()}
+
+    step = loop(step, forward, after_step, state)
+
+    figures = loop.figures
     final = final_weights(engine, checkpoints, cfg.run.zero_stage)
     if rank == 0:
         torch.save({"model_config": model_cfg.to_dict(), "state_dict": final, "step": step,
                     "config": cfg.to_dict()}, out / "model.pt")  # fmt: skip
-        log.write(event="end", step=step, missing_boxes=missing_total, replaced_clips=errors_total)
-        _report(console, cfg, figures, missing_total, errors_total, total, o, world, out)
+        log.write(event="end", step=step, missing_boxes=loop.missing, replaced_clips=loop.replaced)
+        _report(console, cfg, figures, loop.missing, loop.replaced, plan.total, o, world, out)
     log.close()
     torch.distributed.barrier()
     return figures
@@ -464,23 +391,7 @@ run = pretrain  # what `mofo pretrain` calls
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.pretrain --config FILE [--set k=v]... [--no-resume]`` (per process)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m training.pretrain")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--no-resume", dest="resume", action="store_false")
-    args = parser.parse_args(argv)
-    try:
-        pretrain(load_config(args.config, args.overrides), resume=args.resume)
-    except MofoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        with contextlib.suppress(Exception):
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-    return 0
+    return process_main("python -m training.pretrain", load_config, pretrain, argv)
 
 
 if __name__ == "__main__":

@@ -237,3 +237,186 @@ def data_loader(dataset, workers: int, **options) -> DataLoader:
         options.update(num_workers=workers, persistent_workers=True, prefetch_factor=2,
                        multiprocessing_context="forkserver")  # fmt: skip
     return DataLoader(dataset, **options)
+
+
+# --- the step loop of pretraining and finetuning -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a run's clips become steps: each rank's share of an epoch, steps per epoch and in
+    all, the global batch, the learning rate's peak (``base_lr`` × global batch / 256) and its
+    warmup in steps."""
+
+    per_rank: int
+    steps_per_epoch: int
+    total: int
+    global_batch: int
+    peak: float
+    warmup: int
+
+
+def plan_steps(clips: int, world: int, optim: Any, source: str) -> Plan:
+    """The plan of an ``[optim]`` section (batch_size, grad_accum, epochs, max_steps, base_lr,
+    warmup_epochs) over ``clips`` clips and ``world`` processes."""
+    per_step = optim.batch_size * optim.grad_accum
+    per_rank = clips // world // per_step * per_step
+    steps_per_epoch = per_rank // per_step
+    if steps_per_epoch == 0:
+        from shared.errors import MofoError
+
+        raise MofoError(
+            f"{source}: {clips} clips is less than one step ({world} processes x batch "
+            f"{optim.batch_size} x accumulation {optim.grad_accum})"
+        )
+    total = optim.epochs * steps_per_epoch
+    if optim.max_steps is not None:
+        total = min(total, optim.max_steps)
+    global_batch = per_step * world
+    return Plan(per_rank, steps_per_epoch, total, global_batch,
+                optim.base_lr * global_batch / 256,
+                round(optim.warmup_epochs * steps_per_epoch))  # fmt: skip
+
+
+def load_latest(engine, checkpoints: Path, key: str, identity: dict) -> dict[str, Any] | None:
+    """The client state of the run folder's latest checkpoint, loaded into ``engine``; None
+    when there is none. A checkpoint whose ``key`` is not ``identity`` (another model) is
+    refused rather than half-loaded."""
+    if not (checkpoints / "latest").exists():
+        return None
+    from shared.errors import MofoError
+
+    path, client = engine.load_checkpoint(str(checkpoints))
+    if path is None:
+        raise MofoError(f"{checkpoints}: could not load the latest checkpoint")
+    if client.get(key) != identity:
+        raise MofoError(
+            f"{checkpoints}: holds a checkpoint of another model "
+            f"({(client.get(key) or {}).get('name', '?')}); use another run.out"
+        )
+    return {**client, "path": str(path)}
+
+
+class StepLoop:
+    """The loop both runs share: epochs of the sampler's order (a resumed epoch skips what was
+    done), micro-batches and gradient accumulation under DeepSpeed, the tally summed over ranks
+    and written to the log every ``log_every`` steps and at each epoch's end, checkpoints every
+    ``save_every`` steps and at the end (the newest ``keep`` kept), and the progress bar.
+
+    ``forward(batch, step, micro)`` returns the loss of a micro-batch and anything the run
+    wants back in ``after_step(step, epoch, batch, extra, last, epoch_end)``, called once per
+    optimiser step before any checkpoint of that step; ``client(step, epoch)`` is the state
+    saved with a checkpoint.
+    """
+
+    def __init__(self, engine, schedule, dataset, loader, sampler, plan: Plan, optim: Any,
+                 run: Any, checkpoints: Path, log: RunLog, rank: int, label: str,
+                 console) -> None:  # fmt: skip
+        self.engine, self.schedule = engine, schedule
+        self.dataset, self.loader, self.sampler = dataset, loader, sampler
+        self.plan, self.optim, self.run = plan, optim, run
+        self.checkpoints, self.log, self.rank = checkpoints, log, rank
+        self.label, self.console = label, console
+        self.missing = self.replaced = 0
+        self.figures: dict[str, Any] = {}
+
+    def save(self, step: int, epoch: int, client: dict[str, Any]) -> None:
+        import shutil
+
+        tag = f"step{step:08d}"
+        state = {"step": step, "epoch": epoch, **client}
+        self.engine.save_checkpoint(str(self.checkpoints), tag=tag, client_state=state)
+        torch.distributed.barrier()
+        if self.rank == 0:
+            for old in checkpoint_dirs(self.checkpoints)[: -self.run.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            self.log.write(event="checkpoint", step=step, path=str(self.checkpoints / tag))
+
+    def _log(self, tally: Tally, step: int, epoch: int, lr: float, since: float) -> Tally:
+        seen = gather_tally(tally)
+        self.missing += seen.missing
+        self.replaced += len(seen.errors)
+        self.figures = {
+            "step": step, "epoch": epoch, "loss": seen.loss / max(1, seen.losses), "lr": lr,
+            "clips_per_s": seen.clips / max(1e-9, time.perf_counter() - since),
+            "missing_boxes": self.missing, "replaced_clips": self.replaced,
+        }  # fmt: skip
+        for error in seen.errors:
+            self.log.write(event="bad_clip", step=step, clip=error)
+        self.log.write(**self.figures)
+        return Tally()
+
+    def __call__(self, step: int, forward, after_step, client) -> int:
+        """Train from ``step`` to the plan's total; the step reached."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        plan, o, run, engine = self.plan, self.optim, self.run, self.engine
+        progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                            console=self.console, disable=self.rank != 0)  # fmt: skip
+        bar = progress.add_task("steps", total=plan.total, completed=step, info="")
+        tally, since = Tally(), time.perf_counter()
+        engine.train()
+        with progress:
+            while step < plan.total:
+                epoch, done_in_epoch = divmod(step, plan.steps_per_epoch)
+                self.dataset.set_epoch(epoch)
+                self.sampler.start(epoch, done_in_epoch * o.grad_accum * o.batch_size)
+                micro = 0
+                for batch in self.loader:
+                    loss, extra = forward(batch, step, micro % o.grad_accum)
+                    engine.backward(loss)
+                    lr = self.schedule.get_last_lr()[-1]  # this step's (the head's, finetuning)
+                    engine.step()
+                    tally.loss += loss.detach()  # on the device: read at log time
+                    tally.losses += 1
+                    tally.clips += batch["video"].shape[0]
+                    tally.missing += int(batch["missing"])
+                    tally.errors += batch["errors"]
+                    micro += 1
+                    if micro % o.grad_accum:
+                        continue
+                    step += 1
+                    last = step == plan.total
+                    epoch_end = step % plan.steps_per_epoch == 0
+                    if step % run.log_every == 0 or last or epoch_end:
+                        tally, since = self._log(tally, step, epoch, lr, since), time.perf_counter()
+                        progress.update(bar, info=f"loss {self.figures['loss']:.4f}")
+                    after_step(step, epoch, batch, extra, last, epoch_end)
+                    if step % run.save_every == 0 or last:
+                        self.save(step, epoch, client(step, epoch))
+                    progress.update(bar, completed=step)
+                    if last or epoch_end:
+                        break
+        return step
+
+
+def process_main(prog: str, load_config, job, argv: list[str] | None = None) -> int:
+    """One process of a run: ``python -m MODULE --config FILE [--set k=v]... [--no-resume]``
+    (what torch's launcher starts); exit 2 for a bad config, 1 for another failure."""
+    import argparse
+
+    from shared.errors import MofoError
+    from training.config import ConfigError
+
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--no-resume", dest="resume", action="store_false")
+    args = parser.parse_args(argv)
+    try:
+        job(load_config(args.config, args.overrides), resume=args.resume)
+    except MofoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    finally:
+        with contextlib.suppress(Exception):
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+    return 0
