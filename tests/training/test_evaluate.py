@@ -6,9 +6,7 @@ left out and named; bad settings refused."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from PIL import Image
 
 from shared.cache_files import write_records
 from tests.badclips import random_bytes
+from tests.training.commands import mofo
 from training.classifier import ClassifierConfig, VideoClassifier
 from training.datasets import CachedBoxes, VideoClips, collate
 from training.metrics import average_views
@@ -27,7 +26,6 @@ from workers.sources import open_source
 
 pytestmark = pytest.mark.slow
 
-MOFO = str(Path(sys.executable).with_name("mofo"))
 TINY = config("vit_tiny_patch8_tubelet2_32px")
 
 
@@ -74,10 +72,7 @@ saliency = {saliency}
 
 
 def evaluate(config_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOFO_", "RANK", "WORLD_"))}
-    env["DS_ACCELERATOR"] = "cpu"
-    return subprocess.run([MOFO, "evaluate", "--config", str(config_path), *args], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    return mofo("evaluate", config_path, *args)
 
 
 def expected_probabilities(root: Path, label_file: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,15 +6,14 @@ training split after every epoch; a second run resumes and goes on."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from shared.cache_files import write_records
+from tests.training.commands import mofo
 from training.classifier import ClassifierConfig, VideoClassifier
 from training.finetune import load_config, soft_cross_entropy, split_holdout, task_classes
 from training.models import VideoMAE, config
@@ -22,7 +21,6 @@ from training.synth import truth_records, write_dataset
 
 pytestmark = pytest.mark.slow
 
-MOFO = str(Path(sys.executable).with_name("mofo"))
 TINY = config("vit_tiny_patch8_tubelet2_32px")
 
 
@@ -66,10 +64,7 @@ save_every = 3
 
 
 def run(config_path: Path, *args: str, command: str = "finetune") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOFO_", "RANK", "WORLD_"))}
-    env["DS_ACCELERATOR"] = "cpu"
-    return subprocess.run([MOFO, command, "--config", str(config_path), *args], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    return mofo(command, config_path, *args)
 
 
 def log_lines(run_dir: Path) -> list[dict]:

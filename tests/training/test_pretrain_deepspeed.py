@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,13 +22,13 @@ from shared.cache import RedisBoxCache
 from shared.params import MotionParams
 from shared.pipeline import analyse_clip
 from tests.redis_server import start_redis
+from tests.training.commands import MOFO, env, mofo
 from training.models import MAEConfig, VideoMAE
 from training.synth import write_dataset
 from workers.sources import open_source
 
 pytestmark = pytest.mark.slow
 
-MOFO = str(Path(sys.executable).with_name("mofo"))
 MOTION = MotionParams(short_side=64, stride=2)  # the "cache build" settings of these tests
 STEPS, SAVE_EVERY = 24, 5
 KILL_AFTER = 15  # a checkpoint in the middle of an epoch (2 steps each)
@@ -82,17 +81,8 @@ images_every = 12
     return path
 
 
-def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("MOFO_", "RANK", "WORLD_"))}
-    out["DS_ACCELERATOR"] = "cpu"
-    return out
-
-
 def pretrain(config: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [MOFO, "pretrain", "--config", str(config), *args],
-        env=env(), capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    return mofo("pretrain", config, *args, timeout=timeout)
 
 
 def log_lines(run: Path) -> list[dict]:
