@@ -94,7 +94,7 @@ def main() -> None:
     targets = "pretraining targets: normalised per tubelet (VideoMAE) or raw pixels"
     parser.add_argument("--targets", choices=["norm", "raw"], default="raw", help=targets)
     parser.add_argument("--pretrain-epochs", type=int, default=15)
-    parser.add_argument("--epochs", type=int, default=25, help="finetuning epochs")
+    parser.add_argument("--epochs", type=int, default=30, help="finetuning epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--json", type=Path,
                         default=Path("bench/results/heads_and_pretraining.json"))  # fmt: skip

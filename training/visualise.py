@@ -331,6 +331,8 @@ def confusion_image(
     canvas = Image.new("RGB", (margin + pixels.shape[1], pixels.shape[0]), (255, 255, 255))
     canvas.paste(Image.fromarray(pixels), (margin, 0))
     draw = ImageDraw.Draw(canvas)
+    for i in range(1, classes):  # faint lines between the rows, where the labels are
+        draw.line([(0, i * cell), (margin - 2, i * cell)], fill=(230, 230, 230))
     for i, label in enumerate(labels):
         draw.text((2, i * cell + max(0, cell // 2 - 5)), label[:32], fill=(0, 0, 0))
     return canvas
