@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv with the project (the `mofo` command) and its test tools.
-# torch is pinned and installed first so that pip never pulls another (multi-GB) build.
+# torch is pinned and installed first so that pip never pulls another (multi-GB) build; every
+# package the images ship is held to requirements.lock's version (the tests run what they run).
 # System tools the tests use (redis-server, Debian's chromium) are installed with apt-get when
 # missing and this runs as root; otherwise a note says how, and only the tests needing them fail.
 set -euo pipefail
@@ -8,8 +9,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -c requirements.lock torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install -q -c requirements.lock -e '.[dev]'
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
