@@ -12,7 +12,8 @@ pip=("$scratch/venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" '.[gpu]'
 {
   sed -n '/^#/!q;p' requirements.lock  # keep the header comment
-  "$scratch/venv/bin/python" -m pip freeze --exclude-editable | grep -v '^mofo @'
+  # --all: setuptools too (torch needs it at run time; pip freeze leaves it out by default)
+  "$scratch/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v -e '^mofo @' -e '^pip=='
 } > "$scratch/lock"
 mv "$scratch/lock" requirements.lock
 echo "requirements.lock: $(grep -vc '^#' requirements.lock) packages"

@@ -233,3 +233,28 @@ def test_the_build_context_holds_what_the_dockerfile_copies():
         assert (ROOT / source).exists(), source
         assert source not in ignored, source
     assert {".venv", ".git", "data", "runs"} <= ignored
+
+
+def test_the_lock_is_a_whole_environment():
+    """The images install the lock with --no-deps: every requirement of every locked package
+    (on Linux, Python 3.11, no extras) must itself be locked at a version it accepts."""
+    from packaging.requirements import Requirement
+
+    pins = lock()
+    checked, missing = 0, []
+    for dist in metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+        if name not in pins:
+            continue
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            wanted = re.sub(r"[-_.]+", "-", requirement.name).lower()
+            checked += 1
+            if wanted not in pins or not requirement.specifier.contains(
+                pins[wanted], prereleases=True
+            ):
+                missing.append(f"{name} needs {requirement}, lock has {pins.get(wanted)}")
+    assert missing == []
+    assert checked > 50  # the check saw the packages' requirements

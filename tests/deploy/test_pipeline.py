@@ -8,6 +8,7 @@ checkpoint. Every service's healthcheck fails before it is up and passes once it
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -197,6 +198,13 @@ def test_compose_services_as_processes(topology, tmp_path):
         ]
         assert (runs / "model.pt").stat().st_size > 0
         assert healthy(topology, "trainer")  # its log was just written
+
+        # The README's backup: an export through the trainer's container, into the runs folder.
+        backup = topology.run("trainer", ["mofo", "cache", "export", "/app/runs/boxes.jsonl.gz"])
+        assert backup.returncode == 0, backup.stderr
+        with gzip.open(tmp_path / "runs" / "boxes.jsonl.gz", "rt") as f:
+            exported = {(r["params"], r["video"]) for r in map(json.loads, f)}
+        assert {(plan["params"], i) for i in train_ids} <= exported and len(exported) == len(keys)
     except BaseException:
         for log in sorted(logs.glob("*.log")):
             print(f"===== {log.name}\n{log.read_text(errors='replace')[-3000:]}")
