@@ -251,7 +251,12 @@ class _ScaleSolver:
             self._outer_iteration()
         torch.cuda.current_stream(self.u.device).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # "thread_local": only this thread's calls are checked during the capture. In the API and
+        # workers the flow runs on one thread while request threads do their own CUDA work
+        # (motion maps, CuPy labels, copies); under the default "global" mode any of that during
+        # a capture fails ("operation not permitted when stream is capturing") and poisons the
+        # capture (seen on an H200 at 16 concurrent requests, BENCHMARKS.md §11).
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self._outer_iteration()
 
     def _outer_iteration(self) -> None:

@@ -60,3 +60,49 @@ def test_cuda_labels_match_cpu() -> None:
     # label numbering may differ: compare the sets of (frame, area, mass, box) rows
     key = lambda t: sorted(map(tuple, t[1:].tolist()))  # noqa: E731
     assert key(cpu) == key(cuda)
+
+
+def test_graph_capture_while_other_threads_use_the_gpu() -> None:
+    """The API's shape: the flow thread captures new graphs (new batch sizes) while request
+    threads run motion maps and CuPy labels on the GPU. Both must go on, and give what they give
+    alone (the capture race of BENCHMARKS.md §11)."""
+    import threading
+
+    from shared.motion_boundary import motion_boundary
+
+    clear_graph_cache()
+    i0, i1 = _shifted_pair(batch=6)
+    i0, i1 = i0.cuda(), i1.cuda()
+    alone = {
+        b: tvl1_flow(i0[:b], i1[:b], FlowParams(), cuda_graphs=True) for b in (1, 2, 3, 4, 5, 6)
+    }
+    clear_graph_cache()  # the same sizes must be captured again, with company this time
+    gen = torch.Generator().manual_seed(2)
+    masks = (F.avg_pool2d(torch.rand(4, 1, 48, 64, generator=gen), 5, 1, 2)[:, 0] > 0.55).cuda()
+    flow = torch.randn(8, 2, 64, 84, generator=gen).cuda()
+    want_labels, want_boundary = label_regions(masks).cpu(), motion_boundary(flow).cpu()
+    stop, errors, rounds = threading.Event(), [], [0]
+
+    def request_thread() -> None:
+        try:
+            while not stop.is_set():
+                assert torch.equal(label_regions(masks).cpu(), want_labels)
+                assert torch.allclose(motion_boundary(flow).cpu(), want_boundary)
+                rounds[0] += 1
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=request_thread) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        together = {b: tvl1_flow(i0[:b], i1[:b], FlowParams(), cuda_graphs=True) for b in alone}
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert errors == []
+    assert rounds[0] > 0  # the threads did run beside the captures
+    for b, flow_b in together.items():
+        assert torch.equal(flow_b, alone[b]), b
+    clear_graph_cache()
