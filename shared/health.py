@@ -41,6 +41,8 @@ def check_api(url: str | None, timeout: float = 5.0) -> tuple[int, str]:
         return UNHEALTHY, f"{url}: {exc.code} {detail}"
     except (urllib.error.URLError, OSError) as exc:
         return UNHEALTHY, f"{url}: {getattr(exc, 'reason', exc)}"
+    except ValueError as exc:  # not an http:// URL
+        return UNHEALTHY, f"bad URL: {exc}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -65,6 +67,9 @@ def check_worker(redis_url: str | None, hostname: str | None = None) -> tuple[in
     hostname = hostname or socket.gethostname()
     try:
         client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+    except ValueError as exc:  # not a redis://, rediss:// or unix:// URL
+        return UNHEALTHY, f"bad Redis URL: {exc}"
+    try:
         keys = sorted(k.decode() for k in client.smembers("rq:workers"))
         with client.pipeline(transaction=False) as pipe:
             for key in keys:

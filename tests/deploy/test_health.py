@@ -48,6 +48,8 @@ def test_api_check_follows_readyz():
         server.shutdown()
     code, message = check_api(f"http://127.0.0.1:{free_port()}/readyz")  # nothing listens
     assert code == 1 and "refused" in message.lower()
+    code, message = check_api("127.0.0.1/readyz")  # no scheme
+    assert code == 1 and message.startswith("bad URL")
 
 
 def test_api_check_reads_the_port_from_mofo_port(monkeypatch):
@@ -89,6 +91,8 @@ def test_worker_check_wants_a_live_registered_worker_of_this_host(tmp_path):
     code, message = check_worker(server.url, "box1")  # Redis down
     assert code == 1 and message.startswith("Redis unreachable")
     assert check_worker(None)[0] == 1
+    code, message = check_worker("http://127.0.0.1:6379/0")  # a wrong scheme: said, not raised
+    assert code == 1 and message.startswith("bad Redis URL")
 
 
 def test_trainer_check_wants_a_recent_log(tmp_path):
