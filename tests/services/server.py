@@ -4,6 +4,7 @@ port, configured through MOFO_* variables as a user would, stopped (and its log 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,11 @@ from pathlib import Path
 
 import httpx
 
+# The `mofo` script of this interpreter's environment, or the one on PATH where the project is
+# not installed beside the interpreter (the GPU machine: scripts/gpu_check.sh puts one there).
 MOFO = str(Path(sys.executable).with_name("mofo"))
+if not Path(MOFO).exists():
+    MOFO = shutil.which("mofo") or MOFO
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,10 @@ import torch
 from PIL import Image
 
 from tests import badclips
+from tests.services.server import MOFO as MOFO_SCRIPT
 
-MOFO = Path(sys.executable).with_name("mofo")
+MOFO = Path(MOFO_SCRIPT)
+
 RECORD_KEYS = {
     "schema",
     "video",

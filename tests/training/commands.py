@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-MOFO = str(Path(sys.executable).with_name("mofo"))
+from tests.services.server import MOFO
 
 
 def env() -> dict[str, str]:

