@@ -4,14 +4,15 @@ the ratio to OpenCV's TV-L1 on the same machine's CPU cores; agreement with Open
 real clips.
 
     python bench/gpu_flow.py --json OUT.json [--sizes 224x224,240x320] [--batches 1,8,32,128]
-        [--variants compiled+graphs] [--stopping epsilon,fixed] [--budget 150]
+        [--variants triton+graphs,compiled+graphs] [--stopping epsilon,fixed] [--budget 150]
 
-Variants: ``compiled+graphs`` (the inner step fused by torch.compile, each pyramid level's outer
-iteration replayed as a CUDA graph: what the pipeline runs on CUDA), ``graphs`` (graphs, eager
-step) and ``eager`` (no graphs; slow, so timed at B ≤ 8 only). Frames: 33 consecutive frames of
-bikes.mp4, centre crops; a batch cycles through their 32 pairs. Each figure is the median of
-``--reps`` timed calls after an untimed one (compilation and graph capture stay out); a call
-longer than ``--long-call`` seconds is timed once. Points left when ``--budget`` seconds have
+Variants: ``triton+graphs`` (the median filter and each inner iteration as one hand-written Triton
+kernel, shared/flow/tvl1_triton.py), ``compiled+graphs`` (the inner step fused by torch.compile),
+both with each pyramid level's outer iteration replayed as a CUDA graph; ``graphs`` (graphs,
+eager step) and ``eager`` (no graphs; slow, so timed at B ≤ 8 only). Frames: 33 consecutive
+frames of bikes.mp4, centre crops; a batch cycles through their 32 pairs. Each figure is the
+median of ``--reps`` timed calls after an untimed one (compilation and graph capture stay out);
+a call longer than ``--long-call`` seconds is timed once. Points left when ``--budget`` seconds
 minus ``--tail`` have passed are skipped (and say so), so the run ends in time.
 
 Bandwidth bound. One inner iteration (``_iterate`` and ``_step`` in shared/flow/tvl1.py) must at
@@ -19,7 +20,9 @@ least read, per pixel, u (2 float32 channels), px (2), py (2), grad_i (2), grad_
 (1), and write the new u, px and py (6): 16 floats, 64 bytes (the divergence's and forward
 gradient's neighbours are re-read from cache; ``active`` is one flag per pair). With epsilon
 stopping a pair that has converged is still computed (``torch.where`` keeps its old state), so
-every replay of a level's graph costs ``inner_iterations`` iterations over the whole batch.
+every replay of a level's graph costs ``inner_iterations`` iterations over the whole batch (the
+Triton kernels copy a stopped pair's 6 floats through instead: 48 bytes, so their epsilon figures
+overstate the bytes moved; read their share from the fixed-iteration rows).
 Moved bytes = Σ over levels of replays × inner_iterations × B × h × w × 64, with the replays
 counted on the captured graphs during the timed call (fixed: warps × outer_iterations per level).
 Fraction of the bound = moved bytes / call time / bandwidth, the bandwidth measured in the same
@@ -52,10 +55,11 @@ from shared.flow.opencv_backend import opencv_tvl1
 from shared.flow.tvl1 import clear_graph_cache, pyramid_sizes, tvl1_flow
 from shared.params import FlowParams
 
-VARIANTS = {  # name: (cuda_graphs, compile)
-    "compiled+graphs": (True, True),
-    "graphs": (True, False),
-    "eager": (False, False),
+VARIANTS = {  # name: (cuda_graphs, compile, fused)
+    "triton+graphs": (True, False, True),
+    "compiled+graphs": (True, True, False),
+    "graphs": (True, False, False),
+    "eager": (False, False, False),
 }
 EAGER_MAX_BATCH = 8
 # Bytes one inner iteration must move per pixel (module docstring): 10 float32 read, 6 written.
@@ -130,13 +134,13 @@ class _CountingGraph:
         self.graph.replay()
 
 
-def count_replays(batch: int, params: FlowParams, compiled: bool) -> Counter:
-    """Wrap the captured graphs of (batch, params, compiled) so that their replays are counted
-    per level (h, w). Reads tvl1's graph cache: a benchmark's look inside, not an API."""
+def count_replays(batch: int, params: FlowParams, compiled: bool, fused: bool) -> Counter:
+    """Wrap the captured graphs of (batch, params, compiled, fused) so that their replays are
+    counted per level (h, w). Reads tvl1's graph cache: a benchmark's look inside, not an API."""
     counter: Counter = Counter()
     for key, solver in tvl1_module._GRAPHS.items():
-        b, h, w, p, _, comp = key
-        if b == batch and p == params and comp == compiled and solver.graph is not None:
+        b, h, w, p, _, comp, fus = key
+        if (b, p, comp, fus) == (batch, params, compiled, fused) and solver.graph is not None:
             graph = solver.graph.graph if isinstance(solver.graph, _CountingGraph) else solver.graph
             solver.graph = _CountingGraph(graph, counter, (h, w))
     return counter
@@ -154,19 +158,19 @@ def time_point(
     gray: torch.Tensor, batch: int, variant: str, stopping: str, reps: int, long_call: float
 ) -> Point:
     """Pairs/s of one (batch, variant, stopping) after one untimed call."""
-    graphs, compiled = VARIANTS[variant]
+    graphs, compiled, fused = VARIANTS[variant]
     params = FlowParams(stopping=stopping)
     i0, i1 = pairs(gray, batch)
     start = time.perf_counter()
-    tvl1_flow(i0, i1, params, cuda_graphs=graphs, compile=compiled)  # compile / capture
+    tvl1_flow(i0, i1, params, cuda_graphs=graphs, compile=compiled, fused=fused)  # compile, capture
     torch.cuda.synchronize()
     first = time.perf_counter() - start
     reps = 1 if first > long_call else reps
     times, counter = [], Counter()
     for _ in range(reps):
-        counter = count_replays(batch, params, compiled) if graphs else Counter()
+        counter = count_replays(batch, params, compiled, fused) if graphs else Counter()
         start = time.perf_counter()
-        tvl1_flow(i0, i1, params, cuda_graphs=graphs, compile=compiled)
+        tvl1_flow(i0, i1, params, cuda_graphs=graphs, compile=compiled, fused=fused)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     replays = dict(counter) if counter else None
@@ -235,9 +239,13 @@ def opencv_rates(gray: np.ndarray, count: int) -> dict[str, float]:
     }
 
 
-def agreement(frames: dict[str, np.ndarray], pairs_per_clip: int) -> dict[str, dict]:
-    """Mean EPE of the CUDA path (compiled + graphs, both stoppings) against OpenCV's flow on
-    real pairs of each clip; with OpenCV's mean |flow| for scale."""
+def agreement(
+    frames: dict[str, np.ndarray], pairs_per_clip: int, variants: list[str]
+) -> dict[str, dict]:
+    """Mean EPE against OpenCV's flow on real pairs of each clip, both stoppings, for the first
+    of ``variants`` (``{stopping}_epe_vs_opencv_px``) and for each of them by name
+    (``{variant}/{stopping}_epe_vs_opencv_px``), and between the first two
+    (``{stopping}_epe_between_variants_px``); with OpenCV's mean |flow| for scale."""
     out = {}
     for clip, rgb in frames.items():
         gray = rgb_to_gray(torch.from_numpy(rgb[: pairs_per_clip + 1]))
@@ -245,9 +253,20 @@ def agreement(frames: dict[str, np.ndarray], pairs_per_clip: int) -> dict[str, d
         ref = opencv_tvl1(i0, i1, FlowParams())
         row = {"pairs": int(i0.shape[0]), "opencv_mean_flow_px": float(ref.norm(dim=1).mean())}
         for stopping in ("epsilon", "fixed"):
-            flow = tvl1_flow(i0.cuda(), i1.cuda(), FlowParams(stopping=stopping), compile=True)
-            row[f"{stopping}_epe_vs_opencv_px"] = epe(flow, ref)
+            flows = []
+            for variant in variants:
+                graphs, compiled, fused = VARIANTS[variant]
+                flow = tvl1_flow(
+                    i0.cuda(), i1.cuda(), FlowParams(stopping=stopping), cuda_graphs=graphs,
+                    compile=compiled, fused=fused,
+                )  # fmt: skip
+                row[f"{variant}/{stopping}_epe_vs_opencv_px"] = epe(flow, ref)
+                flows.append(flow)
+            row[f"{stopping}_epe_vs_opencv_px"] = epe(flows[0], ref)
+            if len(flows) > 1:
+                row[f"{stopping}_epe_between_variants_px"] = epe(flows[0], flows[1])
         out[clip] = row
+    clear_graph_cache()
     return out
 
 
@@ -330,7 +349,9 @@ def main() -> None:
     parser.add_argument("--frames", type=Path, default=None, help="npz from bench/realframes.py")
     parser.add_argument("--sizes", default="224x224,240x320", help="H x W, comma-separated")
     parser.add_argument("--batches", default="1,8,32,128")
-    parser.add_argument("--variants", default="compiled+graphs", help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default="triton+graphs,compiled+graphs", help=f"of {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--stopping", default="epsilon,fixed")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--long-call", type=float, default=3.0, help="seconds: time such once")
@@ -369,11 +390,19 @@ def main() -> None:
         per_size: dict[str, object] = {"height": size[0], "width": size[1]}
         figures["sizes"][label] = per_size
         print(f"\n== {label}", flush=True)
-        per_size["agreement"] = agreement(frames, args.agreement_pairs)
+        variants = args.variants.split(",")
+        per_size["agreement"] = agreement(frames, args.agreement_pairs, variants)
         for clip, row in per_size["agreement"].items():
+            between = ""
+            if len(variants) > 1:
+                between = (
+                    f"; {variants[0]} vs {variants[1]} {row['epsilon_epe_between_variants_px']:.4f}"
+                    f" / {row['fixed_epe_between_variants_px']:.4f} px"
+                )
+            epsilon, fixed = row["epsilon_epe_vs_opencv_px"], row["fixed_epe_vs_opencv_px"]
             print(
-                f"  {clip}: mean EPE vs OpenCV {row['epsilon_epe_vs_opencv_px']:.4f} px (epsilon),"
-                f" {row['fixed_epe_vs_opencv_px']:.4f} px (fixed); OpenCV mean |flow| "
+                f"  {clip}: mean EPE vs OpenCV ({variants[0]}) {epsilon:.4f} px (epsilon), "
+                f"{fixed:.4f} px (fixed){between}; OpenCV mean |flow| "
                 f"{row['opencv_mean_flow_px']:.2f} px over {row['pairs']} pairs",
                 flush=True,
             )

@@ -4,9 +4,10 @@ the short summary that ends the run's log (the device tool returns the log's end
     python bench/gpu_report.py WORK OUT/gpu_figures.json
 
 WORK holds: versions.json (setup), sections.tsv (name, exit status, seconds, note per section),
-gpu_flow.json, gpu_pipeline.json, api_load.json, pretrain.json, gpu-tests.xml (pytest's JUnit
-report), smoke.log and smoke/ (the smoke runs' logs and results). Whatever is missing is left
-out: the script calls this after every section, so a run cut short keeps what it measured.
+gpu_flow.json, gpu_profile.json, gpu_pipeline.json, api_load.json, pretrain.json, gpu-tests.xml
+(pytest's JUnit report), smoke.log and smoke/ (the smoke runs' logs and results). Whatever is
+missing is left out: the script calls this after every section, so a run cut short keeps what
+it measured.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def merge(work: Path) -> dict:
         "versions": versions.get("packages"),
         "sections": read_sections(work / "sections.tsv"),
         "tvl1": flow,
+        "tvl1_profile": read_json(work / "gpu_profile.json"),
         "regions_and_pipeline": read_json(work / "gpu_pipeline.json"),
         "api": api_summary(read_json(work / "api_load.json")),
         "pretrain": read_json(work / "pretrain.json"),
@@ -150,6 +152,17 @@ def summary_lines(figures: dict) -> list[str]:
                 lines.append(f"  {name}: " + "; ".join(cells))
     elif isinstance(flow, dict) and flow.get("skipped"):
         lines.append(f"TV-L1: skipped ({flow['skipped']})")
+    prof = figures.get("tvl1_profile")
+    if isinstance(prof, dict):
+        for name, v in prof.get("variants", {}).items():
+            top = max(v.get("kernels", {}).items(), key=lambda kv: kv[1]["gpu_ms"], default=None)
+            lines.append(
+                f"TV-L1 profile {name} B={v.get('batch')} fixed: "
+                f"{_fmt(v.get('graphs_pairs_per_s'), '.1f')} pairs/s, whole call "
+                f"{_fmt(v.get('whole_call_bandwidth_fraction', 0) * 100, '.1f')}% bw, inner kernel "
+                f"{_fmt(v.get('inner_kernel_bandwidth_fraction', 0) * 100, '.1f')}% bw; top kernel "
+                + (f"{top[0][:40]} {100 * (top[1].get('share') or 0):.0f}%" if top else "-")
+            )
     pipe = figures.get("regions_and_pipeline")
     if isinstance(pipe, dict):
         for batch, row in pipe.get("regions", {}).items():

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # One call on a GPU machine (see ../shared/GPU.md) that verifies and measures every GPU path, the
 # most important figures first, each section under a timeout inside one overall budget:
-#   flow      TV-L1: pairs/s at 224² and 320×240, B = 1, 8, 32, 128, epsilon and fixed; share of
-#             the memory-bandwidth bound; × OpenCV TV-L1 on this machine's cores; EPE vs OpenCV
-#             (bench/gpu_flow.py)
+#   kernel    (not a section; always, ~10 s) the Triton TV-L1 kernels against the CPU path on one
+#             small pair; if they fail, the rest runs with MOFO_TVL1_KERNEL=compiled and says so
+#   flow      TV-L1: pairs/s at 224² and 320×240, B = 1, 8, 32, 128, epsilon and fixed, for the
+#             Triton kernels and the torch.compile step; share of the memory-bandwidth bound;
+#             × OpenCV TV-L1 on this machine's cores; EPE vs OpenCV (bench/gpu_flow.py)
+#   profile   one TV-L1 call kernel by kernel (torch.profiler), Triton and torch.compile: each
+#             kernel's GPU time and share, the inner kernel's own bandwidth (bench/gpu_profile.py)
 #   pipeline  regions and boxes, ms per batch of 16 and 64 frames, CUDA vs CPU, equal boxes; the
 #             whole `mofo boxes` (decode included) on the clips, frames/s (bench/gpu_pipeline.py)
 #   api       `mofo serve` under load at concurrency 1 and 16 (bench/api_load.py)
@@ -26,9 +30,10 @@
 #   GPU_CHECK_BUDGET  seconds for the whole run (default 450); a section gets at most what is
 #                     left, and is skipped when less than its minimum is left
 #   SECTIONS          which sections, comma-separated (default all, in the order above)
-#   FLOW_ARGS PIPELINE_ARGS API_ARGS PRETRAIN_ARGS  extra arguments for each bench
-#   FLOW_TIMEOUT PIPELINE_TIMEOUT API_TIMEOUT PRETRAIN_TIMEOUT TESTS_TIMEOUT SMOKE_TIMEOUT
-#                     each section's own cap (defaults 190, 100, 110, 75, 110, 240)
+#   FLOW_ARGS PROFILE_ARGS PIPELINE_ARGS API_ARGS PRETRAIN_ARGS  extra arguments for each bench
+#   FLOW_TIMEOUT PROFILE_TIMEOUT PIPELINE_TIMEOUT API_TIMEOUT PRETRAIN_TIMEOUT TESTS_TIMEOUT
+#   SMOKE_TIMEOUT     each section's own cap (defaults 250, 70, 100, 110, 75, 130, 240)
+#   MOFO_TVL1_KERNEL  the CUDA TV-L1 kernel of the pipeline and API sections (triton, compiled)
 #   SMOKE_MIN         run the smoke only if this many seconds are left (default 120)
 # Without CUDA (a dry run) the CUDA-only parts say "skipped: no CUDA" and the rest runs small.
 set -uo pipefail
@@ -44,7 +49,7 @@ TEE_PID=$!
 trap 'exec 1>&- 2>&-; wait "$TEE_PID"' EXIT  # the log complete before the call returns
 export PYTHONUNBUFFERED=1
 BUDGET=${GPU_CHECK_BUDGET:-450}
-SECTIONS=${SECTIONS:-flow,pipeline,api,tests,pretrain,smoke}
+SECTIONS=${SECTIONS:-flow,profile,pipeline,api,tests,pretrain,smoke}
 T0=$SECONDS
 
 left() { echo $((BUDGET - (SECONDS - T0))); }
@@ -166,16 +171,51 @@ else  # a dry run: OpenCV on the CPU, tiny requests
   export SMOKE_MODEL=${SMOKE_MODEL:-vit_tiny_patch8_tubelet2_32px} SMOKE_BATCH=${SMOKE_BATCH:-4}
 fi
 
+# -- the Triton kernels on this GPU, before anything relies on them ----------------------------
+if ((HAVE_CUDA)); then
+  echo
+  echo "== kernel: Triton TV-L1 against the CPU path"
+  if timeout -k 5 120 python3 - <<'EOF'
+import time
+
+import torch
+import torch.nn.functional as F
+
+from shared.flow.tvl1 import tvl1_flow
+from shared.params import FlowParams
+
+gen = torch.Generator().manual_seed(0)
+base = F.avg_pool2d(torch.rand(2, 1, 80, 104, generator=gen) * 255, 3, 1)
+i0, i1 = base[..., 4:68, 6:90], base[..., 3:67, 4:88]  # moved by (2, 1)
+cpu = tvl1_flow(i0.contiguous(), i1.contiguous(), FlowParams())
+start = time.perf_counter()
+cuda = tvl1_flow(i0.cuda(), i1.cuda(), FlowParams(), fused=True)
+torch.cuda.synchronize()
+epe = float((cuda.cpu() - cpu).norm(dim=1).mean())
+print(f"  triton+graphs vs CPU: mean EPE {epe:.5f} px (first call {time.perf_counter() - start:.1f} s)")
+assert epe < 0.02, epe
+EOF
+  then
+    echo "  ok"
+  else
+    export MOFO_TVL1_KERNEL=compiled
+    echo "  FAILED: the pipeline and API sections run with MOFO_TVL1_KERNEL=compiled"
+  fi
+  python3 -c 'from shared.flow import cuda_kernel; print("  CUDA TV-L1 kernel of the pipeline:", cuda_kernel())'
+fi
+
 # -- sections, most important first -----------------------------------------------------------
 # TV-L1's sweep ends 30 s before the section's timeout (its --tail), so its tables print.
-section flow "${FLOW_TIMEOUT:-190}" 60 \
+section flow "${FLOW_TIMEOUT:-250}" 60 \
   python3 bench/gpu_flow.py --json "$WORK/gpu_flow.json" --budget "{T}" ${FLOW_ARGS:-}
+section profile "${PROFILE_TIMEOUT:-70}" 25 \
+  python3 bench/gpu_profile.py --json "$WORK/gpu_profile.json" ${PROFILE_ARGS:-}
 section pipeline "${PIPELINE_TIMEOUT:-100}" 30 \
   python3 bench/gpu_pipeline.py --json "$WORK/gpu_pipeline.json" ${PIPELINE_ARGS:-}
 section api "${API_TIMEOUT:-110}" 40 \
   python3 bench/api_load.py "${api_defaults[@]}" --concurrency 1,16 --second-backend none \
   --memory-requests 0 --log-dir "$WORK/api" --json "$WORK/api_load.json" ${API_ARGS:-}
-section tests "${TESTS_TIMEOUT:-110}" 40 \
+section tests "${TESTS_TIMEOUT:-130}" 40 \
   python3 -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors \
   --junitxml="$WORK/gpu-tests.xml" tests/shared tests/training
 section pretrain "${PRETRAIN_TIMEOUT:-75}" 30 \

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from shared.flow.opencv_backend import opencv_tvl1
 from shared.flow.tvl1 import tvl1_flow
 from shared.params import FlowBackend, FlowParams
 
-__all__ = ["opencv_tvl1", "optical_flow", "tvl1_flow"]
+__all__ = ["CUDA_KERNELS", "cuda_kernel", "opencv_tvl1", "optical_flow", "tvl1_flow"]
+
+# How the torch backend runs TV-L1's inner loop on CUDA: "triton" (hand-written kernels,
+# shared/flow/tvl1_triton.py) or "compiled" (torch.compile's fusion of the step); both replay CUDA
+# graphs. Chosen by MOFO_TVL1_KERNEL; the default is the faster one measured (BENCHMARKS.md §12).
+CUDA_KERNELS = ("triton", "compiled")
+DEFAULT_CUDA_KERNEL = "triton"
+
+
+def cuda_kernel() -> str:
+    """The CUDA inner-loop kernel that ``MOFO_TVL1_KERNEL`` names (else ``DEFAULT_CUDA_KERNEL``)."""
+    name = os.environ.get("MOFO_TVL1_KERNEL", "").strip().lower() or DEFAULT_CUDA_KERNEL
+    if name not in CUDA_KERNELS:
+        raise ValueError(f"MOFO_TVL1_KERNEL must be one of {', '.join(CUDA_KERNELS)}, got {name!r}")
+    return name
 
 
 def optical_flow(
@@ -22,6 +38,8 @@ def optical_flow(
     if backend == "opencv":
         return opencv_tvl1(i0, i1, params)
     if backend == "torch":
-        # On CUDA: fused step + graph replay, the fastest variant measured (BENCHMARKS.md).
-        return tvl1_flow(i0, i1, params, compile=i0.is_cuda)
+        if not i0.is_cuda:
+            return tvl1_flow(i0, i1, params)
+        fused = cuda_kernel() == "triton"
+        return tvl1_flow(i0, i1, params, compile=not fused, fused=fused)
     raise ValueError(f"unknown flow backend {backend!r}; use 'opencv' or 'torch'")

