@@ -49,7 +49,7 @@ TEE_PID=$!
 trap 'exec 1>&- 2>&-; wait "$TEE_PID"' EXIT  # the log complete before the call returns
 export PYTHONUNBUFFERED=1
 BUDGET=${GPU_CHECK_BUDGET:-450}
-SECTIONS=${SECTIONS:-flow,profile,pipeline,api,tests,pretrain,smoke}
+SECTIONS=${SECTIONS:-flow,profile,tests,pipeline,api,pretrain,smoke}
 T0=$SECONDS
 
 left() { echo $((BUDGET - (SECONDS - T0))); }
@@ -210,14 +210,14 @@ section flow "${FLOW_TIMEOUT:-250}" 60 \
   python3 bench/gpu_flow.py --json "$WORK/gpu_flow.json" --budget "{T}" ${FLOW_ARGS:-}
 section profile "${PROFILE_TIMEOUT:-70}" 25 \
   python3 bench/gpu_profile.py --json "$WORK/gpu_profile.json" ${PROFILE_ARGS:-}
+section tests "${TESTS_TIMEOUT:-130}" 40 \
+  python3 -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors \
+  --junitxml="$WORK/gpu-tests.xml" tests/shared tests/training
 section pipeline "${PIPELINE_TIMEOUT:-100}" 30 \
   python3 bench/gpu_pipeline.py --json "$WORK/gpu_pipeline.json" ${PIPELINE_ARGS:-}
 section api "${API_TIMEOUT:-110}" 40 \
   python3 bench/api_load.py "${api_defaults[@]}" --concurrency 1,16 --second-backend none \
   --memory-requests 0 --log-dir "$WORK/api" --json "$WORK/api_load.json" ${API_ARGS:-}
-section tests "${TESTS_TIMEOUT:-130}" 40 \
-  python3 -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors \
-  --junitxml="$WORK/gpu-tests.xml" tests/shared tests/training
 section pretrain "${PRETRAIN_TIMEOUT:-75}" 30 \
   python3 bench/pretrain.py --json "$WORK/pretrain.json" ${PRETRAIN_ARGS:-}
 section smoke "${SMOKE_TIMEOUT:-240}" "${SMOKE_MIN:-120}" \

@@ -340,9 +340,21 @@ class _ScaleSolver:
         return self.u.clone()
 
 
-# Captured graphs, keyed by shape, device and settings; a few levels × batch shapes in practice.
+# Captured graphs, keyed by shape, device and settings: levels × graph batches × frame sizes.
 _GRAPHS: OrderedDict[tuple, _ScaleSolver] = OrderedDict()
-_MAX_GRAPHS = 64
+_MAX_GRAPHS = 128
+
+
+def graph_batch(batch: int) -> int:
+    """The batch a graph is captured for: the smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, … (powers
+    of two and 1.5 × them) that holds ``batch``. The API's batcher meets every batch size from 1
+    to its cap; one graph per size thrashed the graph cache (5 levels × 16 sizes × each frame
+    size) and spent the GPU on captures. Padding costs under half as many pairs again, and none
+    under epsilon stopping (the padding repeats the last pair, which stops when it stops)."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    power = 1 << (batch - 1).bit_length()  # smallest power of two >= batch
+    return power * 3 // 4 if power >= 4 and batch <= power * 3 // 4 else power
 
 
 def clear_graph_cache() -> None:
@@ -405,6 +417,10 @@ def tvl1_flow(
         raise ValueError("cuda_graphs needs CUDA tensors")
     i0 = i0.to(torch.float32)
     i1 = i1.to(torch.float32)
+    batch = i0.shape[0]
+    if cuda_graphs and graph_batch(batch) > batch:  # pad with the last pair, drop it at the end
+        index = torch.arange(graph_batch(batch), device=i0.device).clamp_max(batch - 1)
+        return tvl1_flow(i0[index], i1[index], params, True, compile, fused)[:batch]
     batch, _, height, width = i0.shape
     sizes = pyramid_sizes(height, width, params.scales, params.scale_step)
     step = (params.scale_step, params.scale_step)

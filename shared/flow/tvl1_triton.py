@@ -41,7 +41,7 @@ _FLT_EPSILON = tl.constexpr(1.1920928955078125e-07)  # float32's epsilon, as in 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 # pixels per program; the interpreter's cost is per program, so it gets big blocks
 INNER_BLOCK = 4096 if INTERPRETED else 256
-MEDIAN_BLOCK = 1024 if INTERPRETED else 64
+MEDIAN_BLOCK = 1024 if INTERPRETED else 128
 
 
 @triton.jit
@@ -84,7 +84,9 @@ def _new_u(
     return u0 + step * g0 + theta * div0, u1 + step * g1 + theta * div1
 
 
-@triton.jit
+# Sizes and the iteration index are not specialised on: a new frame size or batch must not cost a
+# compile (the API meets many), and the index only picks a row.
+@triton.jit(do_not_specialize=["k", "batch", "height", "width"])
 def _inner_kernel(
     u_in, px_in, py_in, gi, gsq, rhoc, u_out, px_out, py_out, err, active, k, batch, height,
     width, l_t, theta, taut, scaled_eps, GATE: tl.constexpr, BLOCK: tl.constexpr,
@@ -163,7 +165,7 @@ def _inner_kernel(
         tl.store(py_out + plane + off, py1, mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["channels", "height", "width"])
 def _median_kernel(
     src, dst, active, channels, height, width, GATE: tl.constexpr, KSIZE: tl.constexpr,
     TAPS: tl.constexpr, BLOCK: tl.constexpr,
@@ -171,9 +173,11 @@ def _median_kernel(
     """KSIZE×KSIZE median of one channel (``program_id(1)`` = pair · channels + channel) with
     replicated borders; with GATE, a stopped pair keeps its values.
 
-    A selection by counting, not a sort: the window's taps sit in a (BLOCK, TAPS) tile (TAPS =
-    KSIZE² rounded up to a power of two, the spare taps +inf), and the median is the tap with at
-    most KSIZE²//2 taps below it and more than that at or below it (ties included)."""
+    A selection by rank, not a sort: the window's taps sit in a (TAPS, BLOCK) tile (TAPS = KSIZE²
+    rounded up to a power of two, the spare taps +inf; pixels along the contiguous axis, so each
+    thread holds its pixels' whole windows and the counts below stay in registers). Tap t's rank
+    counts the taps below it, and the equal ones before it; the median is the tap of rank
+    KSIZE²//2 (ties included: equal values get consecutive ranks)."""
     index = tl.program_id(1)
     plane = height * width
     src += index.to(tl.int64) * plane
@@ -185,18 +189,20 @@ def _median_kernel(
     tap = tl.arange(0, TAPS)
     radius: tl.constexpr = KSIZE // 2
     half: tl.constexpr = (KSIZE * KSIZE) // 2
-    ty = tl.minimum(tl.maximum(y[:, None] + (tap[None, :] // KSIZE - radius), 0), height - 1)
-    tx = tl.minimum(tl.maximum(x[:, None] + (tap[None, :] % KSIZE - radius), 0), width - 1)
-    real = mask[:, None] & (tap[None, :] < KSIZE * KSIZE)
+    ty = tl.minimum(tl.maximum(y[None, :] + (tap[:, None] // KSIZE - radius), 0), height - 1)
+    tx = tl.minimum(tl.maximum(x[None, :] + (tap[:, None] % KSIZE - radius), 0), width - 1)
+    real = mask[None, :] & (tap[:, None] < KSIZE * KSIZE)
     window = tl.load(src + ty * width + tx, mask=real, other=float("inf"))
     median = tl.zeros((BLOCK,), dtype=tl.float32)
     for t in tl.static_range(KSIZE * KSIZE):
         cy = tl.minimum(tl.maximum(y + (t // KSIZE - radius), 0), height - 1)
         cx = tl.minimum(tl.maximum(x + (t % KSIZE - radius), 0), width - 1)
         candidate = tl.load(src + cy * width + cx, mask=mask, other=0.0)
-        below = tl.sum((window < candidate[:, None]).to(tl.int32), axis=1)
-        at_or_below = tl.sum((window <= candidate[:, None]).to(tl.int32), axis=1)
-        median = tl.where((below <= half) & (at_or_below > half), candidate, median)
+        before = (window < candidate[None, :]) | (
+            (window == candidate[None, :]) & (tap[:, None] < t)
+        )
+        rank = tl.sum(before.to(tl.int32), axis=0)
+        median = tl.where(rank == half, candidate, median)
     if GATE:  # noqa: SIM102 (a compile-time test, then a run-time one)
         if tl.load(active + index // channels) == 0:
             median = tl.load(src + off, mask=mask, other=0.0)

