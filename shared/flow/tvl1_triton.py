@@ -41,7 +41,7 @@ _FLT_EPSILON = tl.constexpr(1.1920928955078125e-07)  # float32's epsilon, as in 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 # pixels per program; the interpreter's cost is per program, so it gets big blocks
 INNER_BLOCK = 4096 if INTERPRETED else 256
-MEDIAN_BLOCK = 1024 if INTERPRETED else 128
+MEDIAN_BLOCK = 1024 if INTERPRETED else 64
 
 
 @triton.jit
@@ -173,11 +173,13 @@ def _median_kernel(
     """KSIZE×KSIZE median of one channel (``program_id(1)`` = pair · channels + channel) with
     replicated borders; with GATE, a stopped pair keeps its values.
 
-    A selection by rank, not a sort: the window's taps sit in a (TAPS, BLOCK) tile (TAPS = KSIZE²
-    rounded up to a power of two, the spare taps +inf; pixels along the contiguous axis, so each
-    thread holds its pixels' whole windows and the counts below stay in registers). Tap t's rank
-    counts the taps below it, and the equal ones before it; the median is the tap of rank
-    KSIZE²//2 (ties included: equal values get consecutive ranks)."""
+    A selection by counting, not a sort: the window's taps sit in a (BLOCK, TAPS) tile (TAPS =
+    KSIZE² rounded up to a power of two, the spare taps +inf), and the median is the tap with at
+    most KSIZE²//2 taps below it and more than that at or below it (ties included).
+
+    On an H200 this is about as slow as the 30 inner iterations it precedes (45 % of the GPU time
+    at B=32, BENCHMARKS.md §12). A (TAPS, BLOCK) tile with one rank count per tap, tried next,
+    was slower still (52 %): a selection network over 25 registers is the next thing to try."""
     index = tl.program_id(1)
     plane = height * width
     src += index.to(tl.int64) * plane
@@ -189,20 +191,18 @@ def _median_kernel(
     tap = tl.arange(0, TAPS)
     radius: tl.constexpr = KSIZE // 2
     half: tl.constexpr = (KSIZE * KSIZE) // 2
-    ty = tl.minimum(tl.maximum(y[None, :] + (tap[:, None] // KSIZE - radius), 0), height - 1)
-    tx = tl.minimum(tl.maximum(x[None, :] + (tap[:, None] % KSIZE - radius), 0), width - 1)
-    real = mask[None, :] & (tap[:, None] < KSIZE * KSIZE)
+    ty = tl.minimum(tl.maximum(y[:, None] + (tap[None, :] // KSIZE - radius), 0), height - 1)
+    tx = tl.minimum(tl.maximum(x[:, None] + (tap[None, :] % KSIZE - radius), 0), width - 1)
+    real = mask[:, None] & (tap[None, :] < KSIZE * KSIZE)
     window = tl.load(src + ty * width + tx, mask=real, other=float("inf"))
     median = tl.zeros((BLOCK,), dtype=tl.float32)
     for t in tl.static_range(KSIZE * KSIZE):
         cy = tl.minimum(tl.maximum(y + (t // KSIZE - radius), 0), height - 1)
         cx = tl.minimum(tl.maximum(x + (t % KSIZE - radius), 0), width - 1)
         candidate = tl.load(src + cy * width + cx, mask=mask, other=0.0)
-        before = (window < candidate[None, :]) | (
-            (window == candidate[None, :]) & (tap[:, None] < t)
-        )
-        rank = tl.sum(before.to(tl.int32), axis=0)
-        median = tl.where(rank == half, candidate, median)
+        below = tl.sum((window < candidate[:, None]).to(tl.int32), axis=1)
+        at_or_below = tl.sum((window <= candidate[:, None]).to(tl.int32), axis=1)
+        median = tl.where((below <= half) & (at_or_below > half), candidate, median)
     if GATE:  # noqa: SIM102 (a compile-time test, then a run-time one)
         if tl.load(active + index // channels) == 0:
             median = tl.load(src + off, mask=mask, other=0.0)
