@@ -1,6 +1,6 @@
 """What ``scripts/gpu_check.sh`` carries to the GPU machine, built here (a machine with network):
 
-    python bench/gpu_pack.py          # → .whl/gpu-site.tar.xz and .gpu-data/clips/*.mp4
+    python -m bench.gpu_pack          # → .whl/gpu-site.tar.xz and .gpu-data/clips/*.mp4
 
 The GPU image (Python 3.12, torch, CuPy, timm, numpy, opencv-python-headless) lacks kornia, PyAV,
 opencv-contrib (``cv2.optflow``: OpenCV's TV-L1, the reference), pydantic, FastAPI and uvicorn,

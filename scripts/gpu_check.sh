@@ -8,10 +8,10 @@
 #             × OpenCV TV-L1 on this machine's cores; EPE vs OpenCV (bench/gpu_flow.py)
 #   profile   one TV-L1 call kernel by kernel (torch.profiler), Triton and torch.compile: each
 #             kernel's GPU time and share, the inner kernel's own bandwidth (bench/gpu_profile.py)
+#   tests     the `gpu` tests (tests/shared, tests/training)
 #   pipeline  regions and boxes, ms per batch of 16 and 64 frames, CUDA vs CPU, equal boxes; the
 #             whole `mofo boxes` (decode included) on the clips, frames/s (bench/gpu_pipeline.py)
 #   api       `mofo serve` under load at concurrency 1 and 16 (bench/api_load.py)
-#   tests     the `gpu` tests (tests/shared, tests/training)
 #   pretrain  one ViT-B pretraining step, SDPA + bf16 vs the VideoMAE-style reference
 #   smoke     DeepSpeed pretrain (+ resume), finetune, evaluate (scripts/gpu_pretrain_smoke.sh)
 # $OUT (./gpu-out when unset) gets 4 files: gpu-check.log (everything printed), gpu_figures.json
@@ -19,7 +19,7 @@
 # extras.tar.gz (each section's log and JSON, the server's log, the smoke's files).
 #
 # Needs, beside the repository (git-ignored, so name them in the device tool's carry):
-#   .whl/       gpu-site.tar.xz from `python bench/gpu_pack.py`: the packages the GPU image lacks,
+#   .whl/       gpu-site.tar.xz from `python -m bench.gpu_pack`: the packages the GPU image lacks,
 #               installed for Python 3.12 (kornia, PyAV, opencv-contrib, pydantic, FastAPI,
 #               uvicorn, DeepSpeed, ...), unpacked into /tmp/site, first on PYTHONPATH (contrib's
 #               cv2, with cv2.optflow, wins over the image's); any *.whl there is pip-installed
