@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     build_queue: str = Field("mofo-build", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # builds
     device: str = "auto"
     backend: Literal["auto", "opencv", "torch"] = "auto"
+    # The torch TV-L1's inner loop on CUDA: hand-written "triton" kernels or the "compiled" step.
+    # shared.flow.cuda_kernel reads it from the environment; checked here at start-up, and
+    # export_process_settings() puts a value given in .env into the environment too.
+    tvl1_kernel: Literal["triton", "compiled"] = "triton"
 
     # Hard limits, checked while the upload streams (bytes) and from the header (the rest).
     max_upload_bytes: int = Field(256 * MiB, ge=1, le=DecodeLimits.max_bytes)
@@ -68,6 +73,10 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = Field(10.0, gt=0, le=600)
     worker_abandon_s: int = Field(60, ge=2, le=86_400)
     worker_maintenance_s: int = Field(30, ge=1, le=3600)
+
+    def export_process_settings(self) -> None:
+        """Settings read deeper down from the environment, set for this process."""
+        os.environ["MOFO_TVL1_KERNEL"] = self.tvl1_kernel
 
     @field_validator("data_root")
     @classmethod

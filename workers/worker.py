@@ -54,6 +54,7 @@ class WorkerContext:
     @classmethod
     def create(cls, settings: Settings, queue_connection=None) -> WorkerContext:
         """Device, batcher and cache (``settings.redis_url``, else the queue's Redis)."""
+        settings.export_process_settings()
         device = resolve_device(settings.device)
         max_batch = settings.max_batch_pairs or DEFAULT_BATCH[device.type]
         batcher = FlowBatcher(max_batch, settings.max_wait_ms / 1000)

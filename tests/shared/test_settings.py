@@ -41,6 +41,7 @@ def test_environment_variables(monkeypatch, tmp_path):
         ({"max_pending": 0}, "greater than or equal to 1"),
         ({"backend": "cuda"}, "Input should be 'auto', 'opencv' or 'torch'"),
         ({"queue_name": "a b"}, "String should match pattern"),
+        ({"tvl1_kernel": "cudnn"}, "Input should be 'triton' or 'compiled'"),
     ],
 )
 def test_unsafe_values_are_refused(kwargs, message):
@@ -52,3 +53,23 @@ def test_params_round_trip_through_a_dict():
     params = MotionParams(short_side=112, num_frames=8, flow=FlowParams(stopping="fixed"))
     again = MotionParams.from_dict(params.to_dict())
     assert again == params and again.hash() == params.hash()
+
+
+def test_the_tvl1_kernel_from_dotenv_reaches_the_flow(monkeypatch, tmp_path):
+    """MOFO_TVL1_KERNEL is read where the flow runs (shared.flow.cuda_kernel): a value given in
+    .env is checked at start-up and exported for this process; a bad one stops the start."""
+    from shared.flow import cuda_kernel
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOFO_TVL1_KERNEL", "unset by this test")  # restored after it
+    monkeypatch.delenv("MOFO_TVL1_KERNEL")
+    (tmp_path / ".env").write_text("MOFO_TVL1_KERNEL=compiled\n")
+    settings = Settings()
+    assert settings.tvl1_kernel == "compiled"
+    assert cuda_kernel() == "triton"  # not yet exported
+    settings.export_process_settings()
+    assert cuda_kernel() == "compiled"
+    monkeypatch.delenv("MOFO_TVL1_KERNEL")  # the environment wins over .env
+    (tmp_path / ".env").write_text("MOFO_TVL1_KERNEL=fast\n")
+    with pytest.raises(ValidationError, match="tvl1_kernel"):
+        Settings()
