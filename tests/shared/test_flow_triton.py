@@ -150,3 +150,21 @@ def test_cuda_kernel_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatc
     i0, i1 = real_pairs(24, 32, count=1)
     flow = optical_flow(i0, i1, FlowParams(scales=1, warps=1, outer_iterations=1), "torch")
     assert flow.shape == (1, 2, 24, 32)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter is chosen only without CUDA")
+def test_a_late_choice_of_the_interpreter_is_a_clear_error() -> None:
+    """Triton made its own library functions when first imported; if that was without the
+    interpreter, the kernels cannot run on the CPU, and the import says what to do."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    code = "import triton\nfrom shared.flow import tvl1_triton"
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 1
+    assert "set TRITON_INTERPRET=1 in the environment before the process starts" in run.stderr
