@@ -32,7 +32,7 @@
 #   SECTIONS          which sections, comma-separated (default all, in the order above)
 #   FLOW_ARGS PROFILE_ARGS PIPELINE_ARGS API_ARGS PRETRAIN_ARGS  extra arguments for each bench
 #   FLOW_TIMEOUT PROFILE_TIMEOUT PIPELINE_TIMEOUT API_TIMEOUT PRETRAIN_TIMEOUT TESTS_TIMEOUT
-#   SMOKE_TIMEOUT     each section's own cap (defaults 250, 70, 100, 110, 75, 130, 240)
+#   SMOKE_TIMEOUT     each section's own cap (defaults 250, 70, 100, 110, 75, 200, 240)
 #   MOFO_TVL1_KERNEL  the CUDA TV-L1 kernel of the pipeline and API sections (triton, compiled)
 #   SMOKE_MIN         run the smoke only if this many seconds are left (default 120)
 # Without CUDA (a dry run) the CUDA-only parts say "skipped: no CUDA" and the rest runs small.
@@ -210,7 +210,7 @@ section flow "${FLOW_TIMEOUT:-250}" 60 \
   python3 bench/gpu_flow.py --json "$WORK/gpu_flow.json" --budget "{T}" ${FLOW_ARGS:-}
 section profile "${PROFILE_TIMEOUT:-70}" 25 \
   python3 bench/gpu_profile.py --json "$WORK/gpu_profile.json" ${PROFILE_ARGS:-}
-section tests "${TESTS_TIMEOUT:-130}" 40 \
+section tests "${TESTS_TIMEOUT:-200}" 40 \
   python3 -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors \
   --junitxml="$WORK/gpu-tests.xml" tests/shared tests/training
 section pipeline "${PIPELINE_TIMEOUT:-100}" 30 \
