@@ -3,7 +3,9 @@ for the Triton kernels and for the torch.compile step.
 
     python bench/gpu_profile.py --json OUT.json [--size 224x224] [--batch 32]
 
-For each kernel variant: the wall time of a call with CUDA graphs (the pipeline's path; after a
+Variants: ``triton`` (the pipeline's kernels), ``triton-network`` (the same with the median
+by a selection network, shared/flow/median_network.py), ``compiled`` (the torch.compile step).
+For each: the wall time of a call with CUDA graphs (the pipeline's path; after a
 warm-up call), then one call without graphs under ``torch.profiler`` (so each kernel is seen
 by name): the GPU time of each kernel name and its share, and the inner-iteration kernel's own
 bandwidth, the bytes it must move (64 per pixel per iteration, bench/gpu_flow.py) over its GPU
@@ -26,13 +28,31 @@ from shared.flow.gray import rgb_to_gray
 from shared.flow.tvl1 import clear_graph_cache, tvl1_flow
 from shared.params import FlowParams
 
-VARIANTS = {"triton": {"fused": True}, "compiled": {"compile": True}}
-INNER_NAMES = {"triton": "_inner_kernel"}  # the inner iteration's kernel, by name fragment
+# name: (tvl1_flow's keyword arguments, the Triton median's method or None)
+VARIANTS = {
+    "triton": ({"fused": True}, "count"),
+    "triton-network": ({"fused": True}, "network"),  # the median by a selection network
+    "compiled": ({"compile": True}, None),
+}
+INNER_NAME = "_inner_kernel"  # the Triton inner iteration's kernel
 
 
 def profile(i0: torch.Tensor, i1: torch.Tensor, variant: str, bandwidth: float) -> dict:
+    kwargs, median = VARIANTS[variant]
+    if median is None:
+        return _profile(i0, i1, kwargs, bandwidth)
+    from shared.flow import tvl1_triton
+
+    before, tvl1_triton.MEDIAN_METHOD = tvl1_triton.MEDIAN_METHOD, median
+    try:
+        return _profile(i0, i1, kwargs, bandwidth)
+    finally:
+        tvl1_triton.MEDIAN_METHOD = before
+
+
+def _profile(i0: torch.Tensor, i1: torch.Tensor, kwargs: dict, bandwidth: float) -> dict:
+    clear_graph_cache()  # graphs hold the kernels they were captured with
     params = FlowParams(stopping="fixed")
-    kwargs = VARIANTS[variant]
     tvl1_flow(i0, i1, params, **kwargs)  # compile, capture
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -69,8 +89,7 @@ def profile(i0: torch.Tensor, i1: torch.Tensor, variant: str, bandwidth: float) 
         "whole_call_bandwidth_fraction": moved / graphs_s / bandwidth,
         "kernels": ranked,
     }
-    name = INNER_NAMES.get(variant)
-    inner = [row for key, row in kernels.items() if name and name in key]
+    inner = [row for key, row in kernels.items() if INNER_NAME in key]
     if inner:
         inner_s = sum(row["gpu_ms"] for row in inner) / 1000
         out["inner_kernel_gpu_s"] = inner_s
@@ -83,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", default="224x224", help="H x W")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--variants", default="triton,compiled")
+    parser.add_argument("--variants", default="triton,triton-network,compiled")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if not torch.cuda.is_available():

@@ -6,8 +6,9 @@
 #   flow      TV-L1: pairs/s at 224² and 320×240, B = 1, 8, 32, 128, epsilon and fixed, for the
 #             Triton kernels and the torch.compile step; share of the memory-bandwidth bound;
 #             × OpenCV TV-L1 on this machine's cores; EPE vs OpenCV (bench/gpu_flow.py)
-#   profile   one TV-L1 call kernel by kernel (torch.profiler), Triton and torch.compile: each
-#             kernel's GPU time and share, the inner kernel's own bandwidth (bench/gpu_profile.py)
+#   profile   one TV-L1 call kernel by kernel (torch.profiler): Triton (median by counting and
+#             by a selection network) and torch.compile; each kernel's GPU time and share, the
+#             inner kernel's own bandwidth (bench/gpu_profile.py)
 #   tests     the `gpu` tests (tests/shared, tests/training)
 #   pipeline  regions and boxes, ms per batch of 16 and 64 frames, CUDA vs CPU, equal boxes; the
 #             whole `mofo boxes` (decode included) on the clips, frames/s (bench/gpu_pipeline.py)

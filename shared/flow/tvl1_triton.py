@@ -224,11 +224,261 @@ def _median_kernel(
     tl.store(dst + off, median, mask=mask)
 
 
-def median_blur(src: torch.Tensor, dst: torch.Tensor, ksize: int, active: torch.Tensor | None):
+# The selection networks, as shared/flow/median_network.py renders them (a test keeps them equal).
+# fmt: off
+@triton.jit
+def _median3x3(src, y, x, height, width, mask):  # generated: shared/flow/median_network.py
+    r0 = tl.minimum(tl.maximum(y + -1, 0), height - 1) * width
+    r1 = tl.minimum(tl.maximum(y + 0, 0), height - 1) * width
+    r2 = tl.minimum(tl.maximum(y + 1, 0), height - 1) * width
+    c0 = tl.minimum(tl.maximum(x + -1, 0), width - 1)
+    c1 = tl.minimum(tl.maximum(x + 0, 0), width - 1)
+    c2 = tl.minimum(tl.maximum(x + 1, 0), width - 1)
+    v0 = tl.load(src + r0 + c0, mask=mask, other=0.0)
+    v1 = tl.load(src + r0 + c1, mask=mask, other=0.0)
+    v2 = tl.load(src + r0 + c2, mask=mask, other=0.0)
+    v3 = tl.load(src + r1 + c0, mask=mask, other=0.0)
+    v4 = tl.load(src + r1 + c1, mask=mask, other=0.0)
+    v5 = tl.load(src + r1 + c2, mask=mask, other=0.0)
+    v6 = tl.load(src + r2 + c0, mask=mask, other=0.0)
+    v7 = tl.load(src + r2 + c1, mask=mask, other=0.0)
+    v8 = tl.load(src + r2 + c2, mask=mask, other=0.0)
+    v0, v1 = tl.minimum(v0, v1), tl.maximum(v0, v1)
+    v2, v3 = tl.minimum(v2, v3), tl.maximum(v2, v3)
+    v4, v5 = tl.minimum(v4, v5), tl.maximum(v4, v5)
+    v6, v7 = tl.minimum(v6, v7), tl.maximum(v6, v7)
+    v0, v2 = tl.minimum(v0, v2), tl.maximum(v0, v2)
+    v1, v3 = tl.minimum(v1, v3), tl.maximum(v1, v3)
+    v4, v6 = tl.minimum(v4, v6), tl.maximum(v4, v6)
+    v5, v7 = tl.minimum(v5, v7), tl.maximum(v5, v7)
+    v1, v2 = tl.minimum(v1, v2), tl.maximum(v1, v2)
+    v5, v6 = tl.minimum(v5, v6), tl.maximum(v5, v6)
+    v0, v4 = tl.minimum(v0, v4), tl.maximum(v0, v4)
+    v1, v5 = tl.minimum(v1, v5), tl.maximum(v1, v5)
+    v2, v6 = tl.minimum(v2, v6), tl.maximum(v2, v6)
+    v3 = tl.minimum(v3, v7)
+    v2, v4 = tl.minimum(v2, v4), tl.maximum(v2, v4)
+    v3, v5 = tl.minimum(v3, v5), tl.maximum(v3, v5)
+    v2 = tl.maximum(v1, v2)
+    v3, v4 = tl.minimum(v3, v4), tl.maximum(v3, v4)
+    v5 = tl.minimum(v5, v6)
+    v8 = tl.maximum(v0, v8)
+    v4 = tl.minimum(v4, v8)
+    v4 = tl.maximum(v2, v4)
+    v3 = tl.minimum(v3, v5)
+    v4 = tl.maximum(v3, v4)
+    return v4
+
+
+@triton.jit
+def _median5x5(src, y, x, height, width, mask):  # generated: shared/flow/median_network.py
+    r0 = tl.minimum(tl.maximum(y + -2, 0), height - 1) * width
+    r1 = tl.minimum(tl.maximum(y + -1, 0), height - 1) * width
+    r2 = tl.minimum(tl.maximum(y + 0, 0), height - 1) * width
+    r3 = tl.minimum(tl.maximum(y + 1, 0), height - 1) * width
+    r4 = tl.minimum(tl.maximum(y + 2, 0), height - 1) * width
+    c0 = tl.minimum(tl.maximum(x + -2, 0), width - 1)
+    c1 = tl.minimum(tl.maximum(x + -1, 0), width - 1)
+    c2 = tl.minimum(tl.maximum(x + 0, 0), width - 1)
+    c3 = tl.minimum(tl.maximum(x + 1, 0), width - 1)
+    c4 = tl.minimum(tl.maximum(x + 2, 0), width - 1)
+    v0 = tl.load(src + r0 + c0, mask=mask, other=0.0)
+    v1 = tl.load(src + r0 + c1, mask=mask, other=0.0)
+    v2 = tl.load(src + r0 + c2, mask=mask, other=0.0)
+    v3 = tl.load(src + r0 + c3, mask=mask, other=0.0)
+    v4 = tl.load(src + r0 + c4, mask=mask, other=0.0)
+    v5 = tl.load(src + r1 + c0, mask=mask, other=0.0)
+    v6 = tl.load(src + r1 + c1, mask=mask, other=0.0)
+    v7 = tl.load(src + r1 + c2, mask=mask, other=0.0)
+    v8 = tl.load(src + r1 + c3, mask=mask, other=0.0)
+    v9 = tl.load(src + r1 + c4, mask=mask, other=0.0)
+    v10 = tl.load(src + r2 + c0, mask=mask, other=0.0)
+    v11 = tl.load(src + r2 + c1, mask=mask, other=0.0)
+    v12 = tl.load(src + r2 + c2, mask=mask, other=0.0)
+    v13 = tl.load(src + r2 + c3, mask=mask, other=0.0)
+    v14 = tl.load(src + r2 + c4, mask=mask, other=0.0)
+    v15 = tl.load(src + r3 + c0, mask=mask, other=0.0)
+    v16 = tl.load(src + r3 + c1, mask=mask, other=0.0)
+    v17 = tl.load(src + r3 + c2, mask=mask, other=0.0)
+    v18 = tl.load(src + r3 + c3, mask=mask, other=0.0)
+    v19 = tl.load(src + r3 + c4, mask=mask, other=0.0)
+    v20 = tl.load(src + r4 + c0, mask=mask, other=0.0)
+    v21 = tl.load(src + r4 + c1, mask=mask, other=0.0)
+    v22 = tl.load(src + r4 + c2, mask=mask, other=0.0)
+    v23 = tl.load(src + r4 + c3, mask=mask, other=0.0)
+    v24 = tl.load(src + r4 + c4, mask=mask, other=0.0)
+    v0, v1 = tl.minimum(v0, v1), tl.maximum(v0, v1)
+    v2, v3 = tl.minimum(v2, v3), tl.maximum(v2, v3)
+    v4, v5 = tl.minimum(v4, v5), tl.maximum(v4, v5)
+    v6, v7 = tl.minimum(v6, v7), tl.maximum(v6, v7)
+    v8, v9 = tl.minimum(v8, v9), tl.maximum(v8, v9)
+    v10, v11 = tl.minimum(v10, v11), tl.maximum(v10, v11)
+    v12, v13 = tl.minimum(v12, v13), tl.maximum(v12, v13)
+    v14, v15 = tl.minimum(v14, v15), tl.maximum(v14, v15)
+    v16, v17 = tl.minimum(v16, v17), tl.maximum(v16, v17)
+    v18, v19 = tl.minimum(v18, v19), tl.maximum(v18, v19)
+    v20, v21 = tl.minimum(v20, v21), tl.maximum(v20, v21)
+    v22, v23 = tl.minimum(v22, v23), tl.maximum(v22, v23)
+    v0, v2 = tl.minimum(v0, v2), tl.maximum(v0, v2)
+    v1, v3 = tl.minimum(v1, v3), tl.maximum(v1, v3)
+    v4, v6 = tl.minimum(v4, v6), tl.maximum(v4, v6)
+    v5, v7 = tl.minimum(v5, v7), tl.maximum(v5, v7)
+    v8, v10 = tl.minimum(v8, v10), tl.maximum(v8, v10)
+    v9, v11 = tl.minimum(v9, v11), tl.maximum(v9, v11)
+    v12, v14 = tl.minimum(v12, v14), tl.maximum(v12, v14)
+    v13, v15 = tl.minimum(v13, v15), tl.maximum(v13, v15)
+    v16, v18 = tl.minimum(v16, v18), tl.maximum(v16, v18)
+    v17, v19 = tl.minimum(v17, v19), tl.maximum(v17, v19)
+    v20, v22 = tl.minimum(v20, v22), tl.maximum(v20, v22)
+    v21, v23 = tl.minimum(v21, v23), tl.maximum(v21, v23)
+    v1, v2 = tl.minimum(v1, v2), tl.maximum(v1, v2)
+    v5, v6 = tl.minimum(v5, v6), tl.maximum(v5, v6)
+    v9, v10 = tl.minimum(v9, v10), tl.maximum(v9, v10)
+    v13, v14 = tl.minimum(v13, v14), tl.maximum(v13, v14)
+    v17, v18 = tl.minimum(v17, v18), tl.maximum(v17, v18)
+    v21, v22 = tl.minimum(v21, v22), tl.maximum(v21, v22)
+    v0, v4 = tl.minimum(v0, v4), tl.maximum(v0, v4)
+    v1, v5 = tl.minimum(v1, v5), tl.maximum(v1, v5)
+    v2, v6 = tl.minimum(v2, v6), tl.maximum(v2, v6)
+    v3, v7 = tl.minimum(v3, v7), tl.maximum(v3, v7)
+    v8, v12 = tl.minimum(v8, v12), tl.maximum(v8, v12)
+    v9, v13 = tl.minimum(v9, v13), tl.maximum(v9, v13)
+    v10, v14 = tl.minimum(v10, v14), tl.maximum(v10, v14)
+    v11, v15 = tl.minimum(v11, v15), tl.maximum(v11, v15)
+    v16, v20 = tl.minimum(v16, v20), tl.maximum(v16, v20)
+    v17, v21 = tl.minimum(v17, v21), tl.maximum(v17, v21)
+    v18, v22 = tl.minimum(v18, v22), tl.maximum(v18, v22)
+    v19, v23 = tl.minimum(v19, v23), tl.maximum(v19, v23)
+    v2, v4 = tl.minimum(v2, v4), tl.maximum(v2, v4)
+    v3, v5 = tl.minimum(v3, v5), tl.maximum(v3, v5)
+    v10, v12 = tl.minimum(v10, v12), tl.maximum(v10, v12)
+    v11, v13 = tl.minimum(v11, v13), tl.maximum(v11, v13)
+    v18, v20 = tl.minimum(v18, v20), tl.maximum(v18, v20)
+    v19, v21 = tl.minimum(v19, v21), tl.maximum(v19, v21)
+    v1, v2 = tl.minimum(v1, v2), tl.maximum(v1, v2)
+    v3, v4 = tl.minimum(v3, v4), tl.maximum(v3, v4)
+    v5, v6 = tl.minimum(v5, v6), tl.maximum(v5, v6)
+    v9, v10 = tl.minimum(v9, v10), tl.maximum(v9, v10)
+    v11, v12 = tl.minimum(v11, v12), tl.maximum(v11, v12)
+    v13, v14 = tl.minimum(v13, v14), tl.maximum(v13, v14)
+    v17, v18 = tl.minimum(v17, v18), tl.maximum(v17, v18)
+    v19, v20 = tl.minimum(v19, v20), tl.maximum(v19, v20)
+    v21, v22 = tl.minimum(v21, v22), tl.maximum(v21, v22)
+    v0, v8 = tl.minimum(v0, v8), tl.maximum(v0, v8)
+    v1, v9 = tl.minimum(v1, v9), tl.maximum(v1, v9)
+    v2, v10 = tl.minimum(v2, v10), tl.maximum(v2, v10)
+    v3, v11 = tl.minimum(v3, v11), tl.maximum(v3, v11)
+    v4, v12 = tl.minimum(v4, v12), tl.maximum(v4, v12)
+    v5, v13 = tl.minimum(v5, v13), tl.maximum(v5, v13)
+    v6, v14 = tl.minimum(v6, v14), tl.maximum(v6, v14)
+    v7 = tl.minimum(v7, v15)
+    v16, v24 = tl.minimum(v16, v24), tl.maximum(v16, v24)
+    v4, v8 = tl.minimum(v4, v8), tl.maximum(v4, v8)
+    v5, v9 = tl.minimum(v5, v9), tl.maximum(v5, v9)
+    v6, v10 = tl.minimum(v6, v10), tl.maximum(v6, v10)
+    v7, v11 = tl.minimum(v7, v11), tl.maximum(v7, v11)
+    v20, v24 = tl.minimum(v20, v24), tl.maximum(v20, v24)
+    v2, v4 = tl.minimum(v2, v4), tl.maximum(v2, v4)
+    v3, v5 = tl.minimum(v3, v5), tl.maximum(v3, v5)
+    v6, v8 = tl.minimum(v6, v8), tl.maximum(v6, v8)
+    v7, v9 = tl.minimum(v7, v9), tl.maximum(v7, v9)
+    v10, v12 = tl.minimum(v10, v12), tl.maximum(v10, v12)
+    v11, v13 = tl.minimum(v11, v13), tl.maximum(v11, v13)
+    v18, v20 = tl.minimum(v18, v20), tl.maximum(v18, v20)
+    v19, v21 = tl.minimum(v19, v21), tl.maximum(v19, v21)
+    v22, v24 = tl.minimum(v22, v24), tl.maximum(v22, v24)
+    v1, v2 = tl.minimum(v1, v2), tl.maximum(v1, v2)
+    v3, v4 = tl.minimum(v3, v4), tl.maximum(v3, v4)
+    v5, v6 = tl.minimum(v5, v6), tl.maximum(v5, v6)
+    v7, v8 = tl.minimum(v7, v8), tl.maximum(v7, v8)
+    v9, v10 = tl.minimum(v9, v10), tl.maximum(v9, v10)
+    v11, v12 = tl.minimum(v11, v12), tl.maximum(v11, v12)
+    v13 = tl.minimum(v13, v14)
+    v17, v18 = tl.minimum(v17, v18), tl.maximum(v17, v18)
+    v19, v20 = tl.minimum(v19, v20), tl.maximum(v19, v20)
+    v21, v22 = tl.minimum(v21, v22), tl.maximum(v21, v22)
+    v23, v24 = tl.minimum(v23, v24), tl.maximum(v23, v24)
+    v16 = tl.maximum(v0, v16)
+    v17 = tl.maximum(v1, v17)
+    v18 = tl.maximum(v2, v18)
+    v19 = tl.maximum(v3, v19)
+    v20 = tl.maximum(v4, v20)
+    v21 = tl.maximum(v5, v21)
+    v6 = tl.minimum(v6, v22)
+    v7 = tl.minimum(v7, v23)
+    v8 = tl.minimum(v8, v24)
+    v16 = tl.maximum(v8, v16)
+    v17 = tl.maximum(v9, v17)
+    v10 = tl.minimum(v10, v18)
+    v11 = tl.minimum(v11, v19)
+    v12 = tl.minimum(v12, v20)
+    v13 = tl.minimum(v13, v21)
+    v10 = tl.maximum(v6, v10)
+    v11 = tl.maximum(v7, v11)
+    v12 = tl.minimum(v12, v16)
+    v13 = tl.minimum(v13, v17)
+    v12 = tl.maximum(v10, v12)
+    v11 = tl.minimum(v11, v13)
+    v12 = tl.maximum(v11, v12)
+    return v12
+# fmt: on
+
+
+@triton.jit(do_not_specialize=["channels", "height", "width"])
+def _median_network_kernel(
+    src, dst, active, channels, height, width, GATE: tl.constexpr, KSIZE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """The same median as ``_median_kernel`` through a selection network: the window's values
+    in registers, 113 compare-exchanges (202 min/max) for 5×5 instead of 25 counts over 32."""
+    index = tl.program_id(1)
+    plane = height * width
+    src += index.to(tl.int64) * plane
+    dst += index.to(tl.int64) * plane
+    off = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = off < plane
+    y = off // width
+    x = off - y * width
+    if KSIZE == 5:
+        median = _median5x5(src, y, x, height, width, mask)
+    else:
+        median = _median3x3(src, y, x, height, width, mask)
+    if GATE:  # noqa: SIM102 (a compile-time test, then a run-time one)
+        if tl.load(active + index // channels) == 0:
+            median = tl.load(src + off, mask=mask, other=0.0)
+    tl.store(dst + off, median, mask=mask)
+
+
+# How median_blur selects: "count" (``_median_kernel``, measured on an H200, BENCHMARKS.md §12)
+# or "network" (``_median_network_kernel``, not yet measured on a GPU; bench/gpu_profile.py's
+# triton-network variant times it). Read at each call; captured graphs keep what they captured.
+MEDIAN_METHOD = "count"
+MEDIAN_METHODS = ("count", "network")
+
+
+def median_blur(
+    src: torch.Tensor,
+    dst: torch.Tensor,
+    ksize: int,
+    active: torch.Tensor | None,
+    method: str | None = None,
+) -> None:
     """``dst`` = ksize×ksize median of (B, C, H, W) ``src`` per channel (OpenCV's ``medianBlur``,
-    replicated borders); pairs with ``active`` (B, 1, 1, 1) false keep ``src``."""
+    replicated borders); pairs with ``active`` (B, 1, 1, 1) false keep ``src``. ``method``:
+    of ``MEDIAN_METHODS``, default ``MEDIAN_METHOD``."""
+    method = method or MEDIAN_METHOD
+    if method not in MEDIAN_METHODS or ksize not in (3, 5):
+        raise ValueError(
+            f"median: method of {MEDIAN_METHODS} and ksize 3 or 5, got {method!r}, {ksize}"
+        )
     batch, channels, height, width = src.shape
     grid = (triton.cdiv(height * width, MEDIAN_BLOCK), batch * channels)
+    if method == "network":
+        _median_network_kernel[grid](
+            src, dst, src if active is None else active, channels, height, width,
+            GATE=active is not None, KSIZE=ksize, BLOCK=MEDIAN_BLOCK,
+        )  # fmt: skip
+        return
     _median_kernel[grid](
         src, dst, src if active is None else active, channels, height, width,
         GATE=active is not None, KSIZE=ksize, TAPS=triton.next_power_of_2(ksize * ksize),

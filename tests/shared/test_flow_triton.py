@@ -168,3 +168,53 @@ def test_a_late_choice_of_the_interpreter_is_a_clear_error() -> None:
     )
     assert run.returncode == 1
     assert "set TRITON_INTERPRET=1 in the environment before the process starts" in run.stderr
+
+
+def test_the_median_networks_select_the_median() -> None:
+    """Every 0/1 input of the 3×3 network (the 0–1 principle makes that a proof for comparator
+    networks) and random inputs with many ties for 5×5; and the pruning did prune."""
+    import itertools
+    import random
+
+    from shared.flow.median_network import batcher_comparators, median_network, run
+
+    three = median_network(9)
+    for bits in itertools.product((0.0, 1.0), repeat=9):
+        assert run(three, list(bits)) == sorted(bits)[4]
+    five = median_network(25)
+    rng = random.Random(0)
+    for _ in range(2000):
+        values = [rng.choice((rng.random(), 0.25, 0.5)) for _ in range(25)]
+        assert run(five, values) == sorted(values)[12]
+    assert len(batcher_comparators(32)) == 191
+    assert len(five.ops) == 113 < 191
+
+
+def test_the_kernel_holds_the_rendered_networks() -> None:
+    from pathlib import Path
+
+    from shared.flow import median_network, tvl1_triton
+
+    source = Path(tvl1_triton.__file__).read_text()
+    for ksize, name in ((3, "_median3x3"), (5, "_median5x5")):
+        assert median_network.render_triton(ksize, name) in source, name
+
+
+@pytest.mark.parametrize("ksize", [3, 5])
+def test_median_network_kernel_matches_median_blur(kdevice: torch.device, ksize: int) -> None:
+    from shared.flow import tvl1_triton
+
+    gen = torch.Generator().manual_seed(3)
+    noise = torch.randn(2, 2, 13, 17, generator=gen).to(kdevice)
+    ties = torch.randint(0, 3, (2, 2, 13, 17), generator=gen).float().to(kdevice)
+    for x in (noise, ties):
+        out = torch.full_like(x, float("nan"))
+        tvl1_triton.median_blur(x, out, ksize, None, method="network")
+        assert torch.equal(out, median_blur5(x, ksize))
+    active = torch.tensor([True, False], device=kdevice).view(2, 1, 1, 1)
+    out = torch.full_like(noise, float("nan"))
+    tvl1_triton.median_blur(noise, out, ksize, active, method="network")
+    assert torch.equal(out[0], median_blur5(noise, ksize)[0])
+    assert torch.equal(out[1], noise[1])
+    with pytest.raises(ValueError, match="method of"):
+        tvl1_triton.median_blur(noise, out, ksize, None, method="sort")
