@@ -186,6 +186,9 @@ def test_images_run_as_a_non_root_user_with_the_compose_healthcheck(compose):
     runtime = " ".join(stages["runtime"])
     assert "useradd --uid 1000" in runtime
     assert "pip install --no-deps -r requirements.lock" in runtime
+    # Triton (the CUDA TV-L1 kernels) compiles its launchers with the system C compiler at run time
+    assert re.search(r"apt-get install -y --no-install-recommends [^&]*\bgcc\b", runtime)
+    assert "libc6-dev" in runtime
 
 
 def lock() -> dict[str, str]:
