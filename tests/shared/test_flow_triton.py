@@ -90,8 +90,11 @@ def test_one_iteration_matches_the_torch_step(kdevice: torch.device) -> None:
     assert err[1, 0] > 0 and err[1, 1] == 0 and err[1, 2] == 0
 
 
+@pytest.mark.parametrize("method", ["count", "network"])
 @pytest.mark.parametrize("ksize", [3, 5])
-def test_median_matches_median_blur(kdevice: torch.device, ksize: int) -> None:
+def test_median_matches_median_blur(kdevice: torch.device, ksize: int, method: str) -> None:
+    """Both median kernels (counting, the default; the selection network) equal the torch
+    median bit for bit, ties included, and leave a stopped pair alone."""
     from shared.flow import tvl1_triton
 
     gen = torch.Generator().manual_seed(1)
@@ -99,13 +102,15 @@ def test_median_matches_median_blur(kdevice: torch.device, ksize: int) -> None:
     ties = torch.randint(0, 3, (2, 2, 17, 21), generator=gen).float().to(kdevice)
     for x in (noise, ties):
         out = torch.full_like(x, float("nan"))
-        tvl1_triton.median_blur(x, out, ksize, None)
+        tvl1_triton.median_blur(x, out, ksize, None, method)
         assert torch.equal(out, median_blur5(x, ksize))
     active = torch.tensor([False, True], device=kdevice).view(2, 1, 1, 1)
     out = torch.full_like(noise, float("nan"))
-    tvl1_triton.median_blur(noise, out, ksize, active)
+    tvl1_triton.median_blur(noise, out, ksize, active, method)
     assert torch.equal(out[0], noise[0])  # a stopped pair keeps its flow
     assert torch.equal(out[1], median_blur5(noise, ksize)[1])
+    with pytest.raises(ValueError, match="method of"):
+        tvl1_triton.median_blur(noise, out, ksize, None, "sort")
 
 
 @pytest.mark.parametrize("stopping", ["epsilon", "fixed"])
@@ -198,23 +203,3 @@ def test_the_kernel_holds_the_rendered_networks() -> None:
     source = Path(tvl1_triton.__file__).read_text()
     for ksize, name in ((3, "_median3x3"), (5, "_median5x5")):
         assert median_network.render_triton(ksize, name) in source, name
-
-
-@pytest.mark.parametrize("ksize", [3, 5])
-def test_median_network_kernel_matches_median_blur(kdevice: torch.device, ksize: int) -> None:
-    from shared.flow import tvl1_triton
-
-    gen = torch.Generator().manual_seed(3)
-    noise = torch.randn(2, 2, 13, 17, generator=gen).to(kdevice)
-    ties = torch.randint(0, 3, (2, 2, 13, 17), generator=gen).float().to(kdevice)
-    for x in (noise, ties):
-        out = torch.full_like(x, float("nan"))
-        tvl1_triton.median_blur(x, out, ksize, None, method="network")
-        assert torch.equal(out, median_blur5(x, ksize))
-    active = torch.tensor([True, False], device=kdevice).view(2, 1, 1, 1)
-    out = torch.full_like(noise, float("nan"))
-    tvl1_triton.median_blur(noise, out, ksize, active, method="network")
-    assert torch.equal(out[0], median_blur5(noise, ksize)[0])
-    assert torch.equal(out[1], noise[1])
-    with pytest.raises(ValueError, match="method of"):
-        tvl1_triton.median_blur(noise, out, ksize, None, method="sort")
