@@ -115,6 +115,10 @@ def merge(work: Path) -> dict:
     return {k: v for k, v in figures.items() if v is not None}
 
 
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100 * fraction
+
+
 def _fmt(value: object, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -156,11 +160,12 @@ def summary_lines(figures: dict) -> list[str]:
     if isinstance(prof, dict):
         for name, v in prof.get("variants", {}).items():
             top = max(v.get("kernels", {}).items(), key=lambda kv: kv[1]["gpu_ms"], default=None)
+            whole = _percent(v.get("whole_call_bandwidth_fraction"))
+            inner = _percent(v.get("inner_kernel_bandwidth_fraction"))
             lines.append(
                 f"TV-L1 profile {name} B={v.get('batch')} fixed: "
                 f"{_fmt(v.get('graphs_pairs_per_s'), '.1f')} pairs/s, whole call "
-                f"{_fmt(v.get('whole_call_bandwidth_fraction', 0) * 100, '.1f')}% bw, inner kernel "
-                f"{_fmt(v.get('inner_kernel_bandwidth_fraction', 0) * 100, '.1f')}% bw; top kernel "
+                f"{_fmt(whole, '.1f')}% bw, inner kernel {_fmt(inner, '.1f')}% bw; top kernel "
                 + (f"{top[0][:40]} {100 * (top[1].get('share') or 0):.0f}%" if top else "-")
             )
     pipe = figures.get("regions_and_pipeline")

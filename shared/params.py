@@ -18,6 +18,8 @@ ALGORITHM_VERSION = 1
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
+# The torch TV-L1's inner loop on CUDA: hand-written Triton kernels or the torch.compile'd step.
+CudaKernel = Literal["triton", "compiled"]
 
 
 @dataclass(frozen=True)

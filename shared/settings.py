@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.params import DecodeLimits
+from shared.params import CudaKernel, DecodeLimits
 
 MiB = 1024**2
 
@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # The torch TV-L1's inner loop on CUDA: hand-written "triton" kernels or the "compiled" step.
     # shared.flow.cuda_kernel reads it from the environment; checked here at start-up, and
     # export_process_settings() puts a value given in .env into the environment too.
-    tvl1_kernel: Literal["triton", "compiled"] = "triton"
+    tvl1_kernel: CudaKernel = "triton"
 
     # Hard limits, checked while the upload streams (bytes) and from the header (the rest).
     max_upload_bytes: int = Field(256 * MiB, ge=1, le=DecodeLimits.max_bytes)

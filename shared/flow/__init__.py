@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
+from typing import get_args
 
 import torch
 
 from shared.flow.opencv_backend import opencv_tvl1
 from shared.flow.tvl1 import tvl1_flow
-from shared.params import FlowBackend, FlowParams
+from shared.params import CudaKernel, FlowBackend, FlowParams
 
 __all__ = ["CUDA_KERNELS", "cuda_kernel", "opencv_tvl1", "optical_flow", "tvl1_flow"]
 
 # How the torch backend runs TV-L1's inner loop on CUDA: "triton" (hand-written kernels,
 # shared/flow/tvl1_triton.py) or "compiled" (torch.compile's fusion of the step); both replay CUDA
 # graphs. Chosen by MOFO_TVL1_KERNEL; the default is the faster one measured (BENCHMARKS.md §12).
-CUDA_KERNELS = ("triton", "compiled")
+CUDA_KERNELS: tuple[str, ...] = get_args(CudaKernel)
 DEFAULT_CUDA_KERNEL = "triton"
 
 

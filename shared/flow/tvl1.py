@@ -242,17 +242,18 @@ class _ScaleSolver:
         self.scaled_eps = params.epsilon**2 * height * width
         self.coef = (params.lambda_ * params.theta, params.theta, params.tau / params.theta)
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.step = _get_step(compile_step)
-        self.kernels = None
-        if (
-            fused
-        ):  # Triton kernels (imported only when asked for: the import may pick its interpreter)
+        self._outer_iteration = self._outer_iteration_torch
+        if fused:
+            # Triton kernels, imported only when asked for (the import may pick its interpreter)
             from shared.flow import tvl1_triton
 
             self.kernels = tvl1_triton
             self.alt = (buf(2), buf(2), buf(2))  # the second state of the ping-pong
             self.filtered = buf(2)  # the median-filtered u the first iteration reads
             self.err = torch.zeros(params.inner_iterations, batch, device=device)
+            self._outer_iteration = self._outer_iteration_fused
+        else:
+            self.step = _get_step(compile_step)
 
     def capture(self) -> None:
         """Record one outer iteration as a CUDA graph (after a warm-up on a side stream)."""
@@ -270,10 +271,8 @@ class _ScaleSolver:
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self._outer_iteration()
 
-    def _outer_iteration(self) -> None:
-        if self.kernels is not None:
-            self._outer_iteration_fused()
-            return
+    def _outer_iteration_torch(self) -> None:
+        """Median filter, then the inner iterations, each a call of ``self.step``."""
         params = self.params
         gate = params.stopping == "epsilon"
         u, px, py, active = self.u, self.px, self.py, self.active
