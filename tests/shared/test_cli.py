@@ -286,3 +286,15 @@ def test_serve_refuses_bad_settings(args: list[str], message: str) -> None:
     run = mofo("serve", *args)
     check_clean_failure(run, 2)
     assert message in run.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker", "--redis", "redis://127.0.0.1:1/0"]])
+def test_a_bad_tvl1_kernel_stops_serve_and_worker_at_start(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MOFO_TVL1_KERNEL is checked before anything starts (the worker never reaches its Redis,
+    here a port where none listens), not at the first flow call on a GPU."""
+    monkeypatch.setenv("MOFO_TVL1_KERNEL", "cudnn")
+    run = mofo(*command)
+    check_clean_failure(run, 2)
+    assert "bad settings: tvl1_kernel: Input should be 'triton' or 'compiled'" in run.stderr
