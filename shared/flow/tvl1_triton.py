@@ -194,7 +194,8 @@ def _median_kernel(
 
     On an H200 this is about as slow as the 30 inner iterations it precedes (45 % of the GPU time
     at B=32, BENCHMARKS.md §12). A (TAPS, BLOCK) tile with one rank count per tap, tried next,
-    was slower still (52 %): a selection network over 25 registers is the next thing to try."""
+    was slower still (52 %). ``_median_network_kernel`` (a selection network over 25 registers)
+    is the alternative, not yet timed on a GPU."""
     index = tl.program_id(1)
     plane = height * width
     src += index.to(tl.int64) * plane
@@ -474,15 +475,12 @@ def median_blur(
     batch, channels, height, width = src.shape
     grid = (triton.cdiv(height * width, MEDIAN_BLOCK), batch * channels)
     if method == "network":
-        _median_network_kernel[grid](
-            src, dst, src if active is None else active, channels, height, width,
-            GATE=active is not None, KSIZE=ksize, BLOCK=MEDIAN_BLOCK,
-        )  # fmt: skip
-        return
-    _median_kernel[grid](
+        kernel, extra = _median_network_kernel, {}
+    else:
+        kernel, extra = _median_kernel, {"TAPS": triton.next_power_of_2(ksize * ksize)}
+    kernel[grid](
         src, dst, src if active is None else active, channels, height, width,
-        GATE=active is not None, KSIZE=ksize, TAPS=triton.next_power_of_2(ksize * ksize),
-        BLOCK=MEDIAN_BLOCK,
+        GATE=active is not None, KSIZE=ksize, BLOCK=MEDIAN_BLOCK, **extra,
     )  # fmt: skip
 
 
