@@ -91,9 +91,7 @@ def regions_figures(
         maps, boxes = {}, {}
         for role, dev in roles.items():
             f = flow_cpu.to(dev)
-            maps_ms, maps[role] = median_ms(
-                lambda f=f, n=batch: motion_maps(f, params, n), dev, reps
-            )
+            maps_ms, maps[role] = median_ms(lambda f=f: motion_maps(f, params), dev, reps)
             m = maps[role]
             boxes_ms, boxes[role] = median_ms(lambda m=m: boxes_from_maps(m, params), dev, reps)
             row[role] = {

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from bench.synthetic import SCENARIOS, make_clip, with_frames
+from shared.decode import motion_partners
 from shared.flow.gray import rgb_to_gray
 from shared.params import MotionParams
 from shared.pipeline import boxes_from_maps, fill_from_neighbours, flow_pairs, motion_maps
@@ -41,18 +42,20 @@ GRID = {
 
 def clip_flows(scenario, seed: int, frames: int) -> tuple[torch.Tensor, list]:
     clip = make_clip(with_frames(scenario, frames), seed)
-    path = CACHE / f"{scenario.name}-{seed}-{frames}.pt"
+    path = CACHE / f"{scenario.name}-{seed}-{frames}-pairs.pt"  # one pair per frame
     if path.exists():
         return torch.load(path), clip.boxes
     gray = rgb_to_gray(torch.from_numpy(clip.frames))
-    flow = flow_pairs(gray, MotionParams(), batch_size=16)
+    count = gray.shape[0]
+    kept = list(range(count))
+    flow = flow_pairs(gray, kept, motion_partners(kept, count, 1), MotionParams(), batch_size=16)
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(flow, path)
     return flow, clip.boxes
 
 
 def score(flow: torch.Tensor, truth: list, params: MotionParams) -> float:
-    maps = motion_maps(flow, params, len(truth))
+    maps = motion_maps(flow, params)
     boxes = fill_from_neighbours(boxes_from_maps(maps, params))  # as the pipeline does
     ious = [0.0 if b is None else box_iou(b, gt) for b, gt in zip(boxes, truth, strict=True) if gt]
     return float(np.mean(ious)) if ious else float("nan")

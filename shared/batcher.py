@@ -32,11 +32,14 @@ BatchKey = tuple[int, int, FlowParams, str]  # (H, W, flow settings, backend)
 
 @dataclass(eq=False)
 class _Work:
-    """The pairs of one request: consecutive gray frames, and where their flows go."""
+    """The pairs of one request: its gray frames, which pairs of them, and where flows go."""
 
-    gray: torch.Tensor  # (T, 1, H, W)
+    gray: torch.Tensor  # (N, 1, H, W)
+    first: list[int]  # pair p is gray[first[p]] → gray[second[p]]
+    second: list[int]
     key: BatchKey
     enqueued: float
+    progress: Callable[[int, int], None] | None = None
     future: Future = field(default_factory=Future)
     next_pair: int = 0  # first pair not yet handed to a batch
     parts: list[torch.Tensor] = field(default_factory=list)
@@ -45,7 +48,7 @@ class _Work:
 
     @property
     def pairs(self) -> int:
-        return self.gray.shape[0] - 1
+        return len(self.first)
 
 
 class Cancelled(Exception):
@@ -73,18 +76,36 @@ class FlowBatcher:
     # -- request side -------------------------------------------------------------------------
 
     def flow(
-        self, gray: torch.Tensor, params: MotionParams, cancel: threading.Event | None = None
+        self,
+        gray: torch.Tensor,
+        first: list[int],
+        second: list[int],
+        params: MotionParams,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """Flow of every consecutive pair of ``gray`` (T, 1, H, W) → (T − 1, 2, H, W); blocks.
+        """Flow of the pairs ``gray[first[p]] → gray[second[p]]`` of (N, 1, H, W) gray frames →
+        (P, 2, H, W); blocks. ``progress`` is told (pairs done, pairs in all) from the flow
+        thread as batches finish.
 
         Raises :class:`Cancelled` when ``cancel`` is set before the flow is done.
         """
         if self._stopped.is_set():
             raise RuntimeError("the flow batcher is stopped")
         if gray.ndim != 4 or gray.shape[1] != 1 or gray.shape[0] < 2:
-            raise ValueError(f"expected (T >= 2, 1, H, W) gray frames, got {tuple(gray.shape)}")
-        key = (gray.shape[-2], gray.shape[-1], params.flow, params.backend)
-        work = _Work(gray=gray, key=key, enqueued=time.perf_counter())
+            raise ValueError(f"expected (N >= 2, 1, H, W) gray frames, got {tuple(gray.shape)}")
+        if not first or len(first) != len(second):
+            raise ValueError(
+                f"expected as many first as second frames, got {len(first)}, {len(second)}"
+            )
+        work = _Work(
+            gray=gray,
+            first=list(first),
+            second=list(second),
+            key=(gray.shape[-2], gray.shape[-1], params.flow, params.backend),
+            enqueued=time.perf_counter(),
+            progress=progress,
+        )
         self._inbox.put(work)
         while True:
             try:
@@ -100,7 +121,7 @@ class FlowBatcher:
         """One flow call on a ``size``² pair, so the backend (CUDA, compiled kernels, graphs for
         that size) starts before the first clip."""
         gray = torch.rand((2, 1, size, size), generator=torch.Generator().manual_seed(0)) * 255
-        self.flow(gray.to(device), MotionParams(backend=backend))
+        self.flow(gray.to(device), [0], [1], MotionParams(backend=backend))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopped.set()
@@ -195,8 +216,8 @@ class FlowBatcher:
     @staticmethod
     def _flow(slices: list[tuple[_Work, int, int]], flow_params: FlowParams, backend: str):
         device = slices[0][0].gray.device
-        i0 = torch.cat([w.gray[a:b].to(device) for w, a, b in slices])
-        i1 = torch.cat([w.gray[a + 1 : b + 1].to(device) for w, a, b in slices])
+        i0 = torch.cat([w.gray[w.first[a:b]].to(device) for w, a, b in slices])
+        i1 = torch.cat([w.gray[w.second[a:b]].to(device) for w, a, b in slices])
         return optical_flow(i0, i1, flow_params, backend)  # (P, 2, H, W)
 
     def _deliver(self, slices: list[tuple[_Work, int, int]], flow: torch.Tensor) -> None:
@@ -207,6 +228,11 @@ class FlowBatcher:
             w.next_pair = b
             w.parts.append(part)
             w.done_pairs += b - a
+            if w.progress is not None:
+                try:
+                    w.progress(w.done_pairs, w.pairs)
+                except Exception:  # a caller's progress display must not fail the batch
+                    log.exception("progress callback failed")
             if w.done_pairs == w.pairs:
                 self._finish(w, result=torch.cat(w.parts) if len(w.parts) > 1 else w.parts[0])
 

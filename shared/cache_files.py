@@ -51,6 +51,8 @@ def _arrow_schema():
             ("frames", pa.list_(box)),  # a frame without a box is a null entry
             ("clip_box", box),
             ("fallback", pa.bool_()),
+            ("own", pa.list_(pa.bool_())),
+            ("cuts", pa.list_(pa.int64())),
         ]
     )
 

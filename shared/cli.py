@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.errors import MofoError
-from shared.params import DecodeLimits, FlowParams, MotionParams
+from shared.params import DecodeLimits, preset_params
 
 app = typer.Typer(
     help="MOFO: motion boxes from TV-L1 motion boundaries.",
@@ -38,6 +38,12 @@ class Backend(StrEnum):
 class Stopping(StrEnum):
     epsilon = "epsilon"
     fixed = "fixed"
+
+
+class Quality(StrEnum):
+    fast = "fast"
+    balanced = "balanced"
+    paper = "paper"
 
 
 def sample_clip() -> Path:
@@ -76,7 +82,24 @@ def sample() -> None:
 BackendOpt = Annotated[
     Backend, typer.Option(help="TV-L1 backend; auto = torch on CUDA, opencv on CPU.")
 ]
-ShortSideOpt = Annotated[int, typer.Option(help="Working size: short side in pixels.")]
+QualityOpt = Annotated[
+    Quality,
+    typer.Option(
+        help="Speed/quality preset: working size, TV-L1 budget and region settings "
+        "(paper: OpenCV's default TV-L1 at 224 px)."
+    ),
+]
+ShortSideOpt = Annotated[
+    int | None,
+    typer.Option(help="Working size: short side in pixels (default: the preset's)."),
+]
+MotionStepOpt = Annotated[
+    int, typer.Option(help="Measure each kept frame's motion to the frame N source frames on.")
+]
+MotionStepSOpt = Annotated[
+    float | None,
+    typer.Option(help="Motion step in seconds instead (the same motion at any frame rate)."),
+]
 StrideOpt = Annotated[int, typer.Option(help="Keep every N-th frame.")]
 FpsOpt = Annotated[
     float | None, typer.Option(help="Keep frames nearest to this rate (overrides --stride).")
@@ -97,26 +120,18 @@ def motion_settings(
     device: str,
     backend: Backend,
     stopping: Stopping,
-    short_side: int,
-    stride: int,
-    fps: float | None,
-    num_frames: int | None,
+    sampling: dict,
     limits: tuple[int, int, float, int, int],
+    quality: Quality = Quality.balanced,
 ):
-    """(device, params, limits) from the options, or a usage error (exit 2)."""
+    """(device, params, limits) from the options, or a usage error (exit 2). ``sampling`` holds
+    the MotionParams fields set by options (short_side, stride, fps, num_frames, motion step)."""
     from shared.pipeline import default_backend, resolve_device
 
     try:
         dev = resolve_device(device)
         chosen = default_backend(dev) if backend is Backend.auto else backend.value
-        params = MotionParams(
-            short_side=short_side,
-            stride=stride,
-            fps=fps,
-            num_frames=num_frames,
-            backend=chosen,
-            flow=FlowParams(stopping=stopping.value),
-        )
+        params = preset_params(quality.value, backend=chosen, stopping=stopping.value, **sampling)
         max_bytes, max_frames, max_duration, max_width, max_height = limits
         decode_limits = DecodeLimits(
             max_bytes=max_bytes,
@@ -146,10 +161,13 @@ def boxes(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     backend: BackendOpt = Backend.auto,
-    short_side: ShortSideOpt = 224,
+    quality: QualityOpt = Quality.balanced,
+    short_side: ShortSideOpt = None,
     stride: StrideOpt = 1,
     fps: FpsOpt = None,
     num_frames: NumFramesOpt = None,
+    motion_step: MotionStepOpt = 1,
+    motion_step_s: MotionStepSOpt = None,
     stopping: StoppingOpt = Stopping.epsilon,
     batch_size: Annotated[
         int | None, typer.Option(help="Frame pairs per flow batch (default 8 CPU, 16 CUDA).")
@@ -173,15 +191,21 @@ def boxes(
         write_preview,
     )
 
+    sampling = {
+        "short_side": short_side,
+        "stride": stride,
+        "fps": fps,
+        "num_frames": num_frames,
+        "motion_step": motion_step,
+        "motion_step_s": motion_step_s,
+    }
     dev, params, limits = motion_settings(
         device,
         backend,
         stopping,
-        short_side,
-        stride,
-        fps,
-        num_frames,
+        sampling,
         (max_bytes, max_frames, max_duration, max_width, max_height),
+        quality,
     )
     # Refuse a bad output path before any clip is decoded, not after the work is done.
     outputs = (
@@ -203,15 +227,23 @@ def boxes(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err,
-        disable=quiet or not several,
+        disable=quiet or not err.is_terminal,
         transient=True,
     )
     with progress:
-        task = progress.add_task("motion boxes", total=len(clips))
+        task = progress.add_task("motion boxes", total=len(clips), visible=several)
+        pairs = progress.add_task("frame pairs", total=None, visible=False)
+
+        def pairs_done(done: int, total: int) -> None:
+            progress.update(pairs, completed=done, total=total, visible=True)
+
         for clip in clips:
             progress.update(task, description=os.path.basename(clip))
+            progress.reset(pairs, total=None, visible=False)
             try:
-                result = analyse_clip(clip, params, limits, dev, batch_size=batch_size)
+                result = analyse_clip(
+                    clip, params, limits, dev, batch_size=batch_size, progress=pairs_done
+                )
                 work = result.clip.frames
                 if preview is not None:
                     write_preview(

@@ -26,7 +26,11 @@ from shared.cli import (
     MaxFramesOpt,
     MaxHeightOpt,
     MaxWidthOpt,
+    MotionStepOpt,
+    MotionStepSOpt,
     NumFramesOpt,
+    Quality,
+    QualityOpt,
     ShortSideOpt,
     Stopping,
     StoppingOpt,
@@ -150,10 +154,13 @@ def build(
         str, typer.Option(help="Device whose backend 'auto' picks (the workers' device).")
     ] = "auto",
     backend: BackendOpt = Backend.auto,
-    short_side: ShortSideOpt = 224,
+    quality: QualityOpt = Quality.balanced,
+    short_side: ShortSideOpt = None,
     stride: StrideOpt = 1,
     fps: FpsOpt = None,
     num_frames: NumFramesOpt = None,
+    motion_step: MotionStepOpt = 1,
+    motion_step_s: MotionStepSOpt = None,
     stopping: StoppingOpt = Stopping.epsilon,
     max_frames: MaxFramesOpt = _LIMITS.max_frames,
     max_duration: MaxDurationOpt = _LIMITS.max_duration_s,
@@ -173,15 +180,21 @@ def build(
     from workers.sources import open_source
 
     settings = _redis_settings(redis_url=redis, data_root=data_root)
+    sampling = {
+        "short_side": short_side,
+        "stride": stride,
+        "fps": fps,
+        "num_frames": num_frames,
+        "motion_step": motion_step,
+        "motion_step_s": motion_step_s,
+    }
     _, params, limits = motion_settings(
         device,
         backend,
         stopping,
-        short_side,
-        stride,
-        fps,
-        num_frames,
+        sampling,
         (max_bytes, max_frames, max_duration, max_width, max_height),
+        quality,
     )
     try:
         delays = [int(s) for s in retry_after.split(",") if s.strip()]

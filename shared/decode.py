@@ -71,11 +71,19 @@ class VideoInfo:
 
 @dataclass
 class Clip:
-    """Sampled frames of a clip at working size, with where each came from."""
+    """Sampled frames of a clip at working size, with where each came from.
+
+    ``partners[t]`` is the position of kept frame ``t``'s motion partner (the frame its flow is
+    measured to, see :func:`motion_partners`) in ``frames`` followed by ``motion_frames``; the
+    latter holds the partners that sampling did not keep (none when every frame is kept).
+    """
 
     frames: np.ndarray  # (T, h, w, 3) uint8 RGB, C-contiguous
     frame_indices: list[int]  # 0-based index of each kept frame in the source video
     info: VideoInfo
+    motion_frames: np.ndarray | None = None  # (M, h, w, 3) uint8 RGB
+    partners: list[int] | None = None  # (T,) positions into frames + motion_frames
+    partner_indices: list[int] | None = None  # (T,) source index of each partner
 
 
 @dataclass
@@ -330,7 +338,7 @@ def _nearest_to_rate(times: np.ndarray, fps: float, source_fps: float) -> list[i
     return sorted(set(np.where(pick_after, after, before).tolist()))
 
 
-def _plan(times: np.ndarray, params: MotionParams, source_fps: float) -> list[int]:
+def plan_frames(times: np.ndarray, params: MotionParams, source_fps: float) -> list[int]:
     """Which of ``len(times)`` frames to keep: by stride or target fps, then at most num_frames."""
     if params.fps is not None:
         kept = _nearest_to_rate(times, params.fps, source_fps)
@@ -340,6 +348,25 @@ def _plan(times: np.ndarray, params: MotionParams, source_fps: float) -> list[in
         positions = np.round(np.linspace(0, len(kept) - 1, params.num_frames)).astype(int)
         kept = [kept[p] for p in positions]
     return kept
+
+
+def motion_partners(kept: Sequence[int], count: int, step: int) -> list[int]:
+    """The frame each kept frame's motion is measured to: ``step`` frames later, or, where the
+    clip (of ``count`` frames) ends before that, ``step`` frames earlier; a clip too short for
+    either pairs with its farther end. Positions, like ``kept``, are in ``[0, count)``."""
+    if count < 2:
+        raise ValueError(f"motion needs at least 2 frames, got {count}")
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    partners = []
+    for k in kept:
+        if k + step < count:
+            partners.append(k + step)
+        elif k - step >= 0:
+            partners.append(k - step)
+        else:
+            partners.append(count - 1 if k < count - 1 - k else 0)
+    return partners
 
 
 def _too_many_frames(name: str, info: VideoInfo, limits: DecodeLimits) -> ClipTooLong:
@@ -619,30 +646,68 @@ def _decode_segment(
     return _decode_span(inp, info, limits, size, segment, keep, None)
 
 
+@dataclass
+class _Sampled:
+    """What sampling chose from the decoded frames: kept positions and their motion partners."""
+
+    decoded: _Decoded
+    kept: list[int]
+    partners: list[int]
+
+
 def _sample(
+    name: str,
     decode: Callable[[Callable[[int], bool]], _Decoded],
     times: Callable[[], np.ndarray],
     params: MotionParams,
     fps: float,
-) -> tuple[_Decoded, list[int]]:
-    """Decode, holding only the frames sampling chooses; the decoded frames and the choice.
+) -> _Sampled:
+    """Decode, holding only the frames sampling chooses and their motion partners.
 
     ``decode(keep)`` stores the frames whose position ``keep`` accepts. With ``params.fps`` or
     ``num_frames``, the choice is planned from ``times()`` (frame times known before decoding),
-    then made again from the decoded frames' times, decoding once more if they disagree.
+    then made again from the decoded frames' times; by stride it is made while decoding. Either
+    way, a frame the final choice needs and decoding did not hold is decoded once more.
     """
+    step = params.step_frames(fps)
     if params.fps is None and params.num_frames is None:
         stride = params.stride
-        decoded = decode(lambda i: i % stride == 0)
-        return decoded, sorted(decoded.kept)
-    wanted = set(_plan(times(), params, fps))
-    decoded = decode(wanted.__contains__)
-    indices = _plan(decoded.times, params, fps)
-    if not set(indices) <= decoded.kept.keys():  # planned and decoded times disagreed: redo
-        redo = set(indices)
-        decoded = decode(redo.__contains__)
-        indices = [i for i in indices if i in decoded.kept]
-    return decoded, indices
+
+        def kept_at(i: int) -> bool:
+            return i >= 0 and i % stride == 0
+
+        # Partners lie step frames after (or, at the end, before) a kept frame.
+        decoded = decode(lambda i: kept_at(i) or kept_at(i - step) or kept_at(i + step))
+
+        def choose(d: _Decoded) -> list[int]:
+            return list(range(0, d.count, stride))
+    else:
+        planned_times = times()
+        planned = plan_frames(planned_times, params, fps)
+        wanted = set(planned)
+        if len(planned_times) >= 2:
+            wanted |= set(motion_partners(planned, len(planned_times), step))
+        decoded = decode(wanted.__contains__)
+
+        def choose(d: _Decoded) -> list[int]:
+            return plan_frames(d.times, params, fps)
+
+    kept = choose(decoded)
+    if decoded.count < 2 or decoded.error is not None:  # refused by the caller's checks
+        return _Sampled(decoded, kept, [])
+    partners = motion_partners(kept, decoded.count, step)
+    needed = set(kept) | set(partners)
+    if not needed <= decoded.kept.keys():  # planned and decoded counts disagreed: redo
+        decoded = decode(needed.__contains__)
+        if decoded.count >= 2:
+            kept = choose(decoded)
+            partners = motion_partners(kept, decoded.count, step)
+            if not set(kept) | set(partners) <= decoded.kept.keys():
+                raise CorruptClip(
+                    f"{name}: is corrupt: two decodings gave different frames "
+                    f"({decoded.count} frames)"
+                )
+    return _Sampled(decoded, kept, partners)
 
 
 def _open_clip(
@@ -714,6 +779,10 @@ def read_clip(
     to the segment rather than the file, and sampling runs over the segment as over a whole
     clip. ``frame_indices`` are indices in the source video either way; a segment that runs
     past the video's last frame is refused.
+
+    Each kept frame also brings its motion partner (:func:`motion_partners`, ``params``' motion
+    step; within the segment when there is one), decoded at the same size: the flow that gives
+    a frame its box is measured between the two, never across a sampling gap.
     """
     inp, info, segment = _open_clip(source, limits, name, segment)
     size = working_size(info.width, info.height, params.short_side)
@@ -721,11 +790,14 @@ def read_clip(
 
     if segment is None:
         # Plan from packet timestamps so only the chosen frames are resized and held.
-        decoded, indices = _sample(decode, lambda: _scan_times(inp, info, limits), params, info.fps)
+        sampled = _sample(
+            inp.name, decode, lambda: _scan_times(inp, info, limits), params, info.fps
+        )
         offset, part = 0, ""
     else:
         offset, stop = segment
-        decoded, indices = _sample(
+        sampled = _sample(
+            inp.name,
             decode,
             lambda: _times([None] * (stop - offset), info.fps),  # at the header's rate
             params,
@@ -733,6 +805,7 @@ def read_clip(
         )
         part = f"segment {_span(segment)} "
 
+    decoded, indices = sampled.decoded, sampled.kept
     _check_decoded(inp.name, info, decoded, segment)
     if len(indices) < 2:
         if decoded.count < 2:
@@ -745,10 +818,17 @@ def read_clip(
             "motion needs at least 2"
         )
     frames = np.stack([decoded.kept[i] for i in indices])
+    position = {k: t for t, k in enumerate(indices)}
+    extra = sorted(set(sampled.partners) - position.keys())
+    position |= {p: len(indices) + m for m, p in enumerate(extra)}
+    motion_frames = np.stack([decoded.kept[p] for p in extra]) if extra else frames[:0].copy()
     return Clip(
         frames=np.ascontiguousarray(frames),
         frame_indices=[offset + i for i in indices],
         info=info,
+        motion_frames=np.ascontiguousarray(motion_frames),
+        partners=[position[p] for p in sampled.partners],
+        partner_indices=[offset + p for p in sampled.partners],
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -63,6 +63,13 @@ class MotionParams:
     at most ``num_frames`` of them (evenly spread) when set. Frames are resized so the short side
     is ``short_side`` pixels; boxes are mapped back to source pixels.
 
+    Motion step: sampling picks the frames, never the flow pairs. Each kept frame's motion is the
+    flow from it to the frame ``motion_step`` source frames later (or ``motion_step_s`` seconds
+    later, at the clip's frame rate, when set), so a 60 fps and a 12 fps source can see
+    comparable motion; the last frames of a clip, with nothing that far after them, look as far
+    back instead. A pair whose two frames belong to different shots (:mod:`shared.cuts`, score
+    over ``cut_threshold``) gets no box of its own.
+
     Regions: the motion-boundary map (eq. 1) is zeroed within ``border`` × short side of the
     frame edge (flow is unreliable where content enters or leaves), clamped at its own
     ``outlier_quantile`` (isolated TV-L1 spikes cannot set the threshold), averaged over
@@ -77,6 +84,8 @@ class MotionParams:
     stride: int = 1
     fps: float | None = None
     num_frames: int | None = None
+    motion_step: int = 1
+    motion_step_s: float | None = None
     backend: FlowBackend = "opencv"
     flow: FlowParams = field(default_factory=FlowParams)
     temporal_window: int = 1
@@ -100,6 +109,10 @@ class MotionParams:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         if self.num_frames is not None and self.num_frames < 2:
             raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
+        if self.motion_step < 1:
+            raise ValueError(f"motion_step must be >= 1, got {self.motion_step}")
+        if self.motion_step_s is not None and not 0 < self.motion_step_s <= 10:
+            raise ValueError(f"motion_step_s must be in (0, 10] seconds, got {self.motion_step_s}")
         if self.backend not in ("opencv", "torch"):
             raise ValueError(f"backend must be 'opencv' or 'torch', got {self.backend!r}")
         if self.temporal_window < 1 or self.temporal_window % 2 == 0:
@@ -108,6 +121,12 @@ class MotionParams:
             raise ValueError(f"regions must be >= 1, got {self.regions}")
         if not 0.0 < self.fallback_size <= 1.0:
             raise ValueError(f"fallback_size must be in (0, 1], got {self.fallback_size}")
+
+    def step_frames(self, fps: float) -> int:
+        """The motion step in source frames for a clip at ``fps`` (25 when unknown)."""
+        if self.motion_step_s is None:
+            return self.motion_step
+        return max(1, round(self.motion_step_s * (fps if fps > 0 else 25.0)))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -137,3 +156,34 @@ class DecodeLimits:
     max_duration_s: float = 3 * 3600.0
     max_width: int = 7680
     max_height: int = 4320
+
+
+Quality = Literal["fast", "balanced", "paper"]
+
+# Named trade-offs of speed for box quality, as fields that differ from MotionParams' defaults
+# (which are "balanced"). "paper" is the paper's setting: OpenCV's default TV-L1 at 224 px with
+# the first release's region stage. Figures: BENCHMARKS.md (the frontier).
+QUALITY_PRESETS: dict[str, dict] = {
+    "fast": {},
+    "balanced": {},
+    "paper": {"short_side": 224, "flow": FlowParams()},
+}
+
+
+def preset_params(
+    quality: Quality = "balanced",
+    *,
+    short_side: int | None = None,
+    stopping: Stopping | None = None,
+    **options,
+) -> MotionParams:
+    """MotionParams of a named quality preset with what a user set on top (sampling, motion
+    step, backend, working size, stopping); an unknown preset or a bad value is a ValueError."""
+    if quality not in QUALITY_PRESETS:
+        raise ValueError(f"quality must be one of {', '.join(QUALITY_PRESETS)}, got {quality!r}")
+    fields = dict(QUALITY_PRESETS[quality])
+    if short_side is not None:
+        fields["short_side"] = short_side
+    if stopping is not None:
+        fields["flow"] = dataclasses.replace(fields.get("flow", FlowParams()), stopping=stopping)
+    return MotionParams(**{**fields, **options})

@@ -34,10 +34,14 @@ from shared.regions import (
 if TYPE_CHECKING:  # decoding (PyAV) is imported only when a clip is decoded
     from shared.decode import Clip, Source
 
-# Computes flow for all consecutive pairs of (T, 1, H, W) gray frames → (T − 1, 2, H, W). The
-# default runs :func:`flow_pairs` in the caller's thread; the HTTP service passes one that hands
-# the pairs to its batcher, so that pairs of concurrent requests share flow calls.
-FlowFn = Callable[[torch.Tensor, MotionParams], torch.Tensor]
+# Computes the flow of frame pairs: ``flow_fn(gray, first, second, params)`` with (N, 1, H, W)
+# gray frames and P positions into them each → (P, 2, H, W), pair p from ``gray[first[p]]`` to
+# ``gray[second[p]]``. The default runs :func:`flow_pairs` in the caller's thread; the HTTP
+# service passes one that hands the pairs to its batcher, so that pairs of concurrent requests
+# share flow calls.
+FlowFn = Callable[[torch.Tensor, list[int], list[int], MotionParams], torch.Tensor]
+# Told (pairs done, pairs in all) as flow batches finish: progress of one long clip.
+Progress = Callable[[int, int], None]
 
 # Pairs per flow batch. On an H200, 16 gave the most pairs/s with epsilon stopping (a batch runs
 # until its slowest pair converges, so larger batches wait more); see BENCHMARKS.md.
@@ -70,6 +74,7 @@ class FrameAnalysis:
 
     boxes: list[Box]  # every frame's box: its own, a neighbour's, or the centre fallback
     detected: list[bool]  # whether each frame found motion of its own
+    cuts: list[bool]  # whether each frame's motion pair crosses a shot boundary
     maps: torch.Tensor  # (T, H, W) float32 smoothed motion-boundary maps, on the device used
     fallback: bool  # no frame had motion: boxes are the centre box
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -107,28 +112,35 @@ def fill_from_neighbours(boxes: list[Box | None]) -> list[Box | None]:
     return filled
 
 
-def flow_pairs(gray: torch.Tensor, params: MotionParams, batch_size: int) -> torch.Tensor:
-    """Flow between consecutive frames: (T, 1, H, W) gray → (T − 1, 2, H, W), in batches."""
+def flow_pairs(
+    gray: torch.Tensor,
+    first: list[int],
+    second: list[int],
+    params: MotionParams,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Flow of the pairs ``gray[first[p]] → gray[second[p]]``: (N, 1, H, W) → (P, 2, H, W), in
+    batches of ``batch_size`` pairs, telling ``progress`` after each."""
     chunks = []
-    for start in range(0, gray.shape[0] - 1, batch_size):
-        stop = min(start + batch_size, gray.shape[0] - 1)
-        chunks.append(
-            optical_flow(gray[start:stop], gray[start + 1 : stop + 1], params.flow, params.backend)
-        )
+    total = len(first)
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        a = gray[first[start:stop]]
+        b = gray[second[start:stop]]
+        chunks.append(optical_flow(a, b, params.flow, params.backend))
+        if progress is not None:
+            progress(stop, total)
     return torch.cat(chunks)
 
 
-def motion_maps(flow: torch.Tensor, params: MotionParams, num_frames: int) -> torch.Tensor:
-    """Pair flows → one smoothed motion map per frame, (T, 1, H, W).
-
-    Frame i's map comes from the pair (i, i + 1); the last frame shares the last pair's map.
-    """
+def motion_maps(flow: torch.Tensor, params: MotionParams) -> torch.Tensor:
+    """Each kept frame's pair flow → its smoothed motion map, (T, 2, H, W) → (T, 1, H, W)."""
     short = min(flow.shape[-2:])
-    boundary = motion_boundary(flow)  # (T-1, 1, H, W)
+    boundary = motion_boundary(flow)  # (T, 1, H, W)
     boundary = suppress_border(boundary, round(params.border * short))
     boundary = clamp_outliers(boundary, params.outlier_quantile)
     boundary = temporal_average(boundary, params.temporal_window)
-    boundary = torch.cat((boundary, boundary[-1:]))[:num_frames]
     return smooth(boundary, params.sigma * short)
 
 
@@ -141,50 +153,75 @@ def boxes_from_maps(maps: torch.Tensor, params: MotionParams) -> list[Box | None
     return strongest_region_boxes(labels, maps[:, 0], params.regions, min_area, params.region_ratio)
 
 
+def _checked_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    frames_t = torch.as_tensor(frames)
+    if frames_t.ndim != 4 or frames_t.shape[-1] != 3 or frames_t.dtype != torch.uint8:
+        raise ValueError(
+            f"expected (T, H, W, 3) uint8 frames, got {tuple(frames_t.shape)} {frames_t.dtype}"
+        )
+    return frames_t
+
+
 def analyse_frames(
     frames: np.ndarray | torch.Tensor,
     params: MotionParams | None = None,
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
     flow_fn: FlowFn | None = None,
+    *,
+    kept: list[int] | None = None,
+    partners: list[int] | None = None,
+    progress: Progress | None = None,
 ) -> FrameAnalysis:
-    """Motion boxes for (T, H, W, 3) uint8 RGB frames already at working size (T >= 2).
+    """Motion boxes for (N, H, W, 3) uint8 RGB frames already at working size (N >= 2).
 
-    ``flow_fn`` replaces the in-thread flow computation (see :data:`FlowFn`).
+    ``kept`` are the positions of the frames to box (default: all of them), ``partners`` the
+    frame each one's flow is measured to (default: :func:`shared.decode.motion_partners` with
+    ``params.motion_step``, i.e. consecutive frames of a dense clip). The result has one entry
+    per kept frame. ``flow_fn`` replaces the in-thread flow computation (see :data:`FlowFn`).
     """
+    from shared.decode import motion_partners
+
     params = params or MotionParams()
     dev = resolve_device(device)
-    frames_t = torch.as_tensor(frames)
-    if frames_t.ndim != 4 or frames_t.shape[-1] != 3 or frames_t.dtype != torch.uint8:
-        raise ValueError(
-            f"expected (T, H, W, 3) uint8 frames, got {tuple(frames_t.shape)} {frames_t.dtype}"
-        )
-    num_frames, height, width = frames_t.shape[:3]
-    if num_frames < 2:
-        raise ValueError(f"need at least 2 frames to measure motion, got {num_frames}")
+    frames_t = _checked_frames(frames)
+    count, height, width = frames_t.shape[:3]
+    if count < 2:
+        raise ValueError(f"need at least 2 frames to measure motion, got {count}")
+    kept = list(range(count)) if kept is None else list(kept)
+    if partners is None:
+        partners = motion_partners(kept, count, params.motion_step)
+    if len(partners) != len(kept) or not kept:
+        raise ValueError(f"need one partner per kept frame, got {len(kept)} and {len(partners)}")
+    if not all(0 <= i < count for i in (*kept, *partners)):
+        raise ValueError(f"kept and partner positions must lie in [0, {count})")
     batch_size = batch_size or DEFAULT_BATCH[dev.type]
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    gray = rgb_to_gray(frames_t.to(dev))  # (T, 1, H, W)
-    flow_fn = flow_fn or functools.partial(flow_pairs, batch_size=batch_size)
-    flow = flow_fn(gray, params)  # (T-1, 2, H, W)
+    gray = rgb_to_gray(frames_t.to(dev))  # (N, 1, H, W)
+    if flow_fn is None:
+        flow = flow_pairs(gray, kept, partners, params, batch_size, progress)  # (T, 2, H, W)
+    else:
+        flow = flow_fn(gray, kept, partners, params)
     _sync(dev)
     t1 = time.perf_counter()
-    maps = motion_maps(flow, params, num_frames)  # (T, 1, H, W)
+    maps = motion_maps(flow, params)  # (T, 1, H, W)
     own = boxes_from_maps(maps, params)
     t2 = time.perf_counter()
     timings["flow"] = t1 - t0
     timings["regions"] = t2 - t1
 
+    cuts = [False] * len(kept)
     fallback = all(b is None for b in own)
     if fallback:
-        boxes = [centre_box(width, height, params.fallback_size) for _ in range(num_frames)]
+        boxes = [centre_box(width, height, params.fallback_size) for _ in kept]
     else:
         boxes = fill_from_neighbours(own)
     return FrameAnalysis(
         boxes=boxes,
         detected=[b is not None for b in own],
+        cuts=cuts,
         maps=maps[:, 0].float(),
         fallback=fallback,
         timings=timings,
@@ -217,6 +254,7 @@ def analyse_clip(
     flow_fn: FlowFn | None = None,
     label: str | None = None,
     segment: tuple[int, int] | None = None,
+    progress: Progress | None = None,
 ) -> ClipResult:
     """Decode a clip, find its motion boxes and build its box record (source pixels).
 
@@ -224,6 +262,7 @@ def analyse_clip(
     messages call the clip (default: ``name`` when given, else the file's basename).
     ``segment=(start, stop)`` analyses only source frames ``start <= i < stop`` (see
     :func:`shared.decode.read_clip`); the record's ``frame_indices`` are source indices.
+    ``progress`` is told (pairs done, pairs in all) as the flow goes (in-thread flow only).
     """
     from shared.decode import read_clip
 
@@ -232,7 +271,19 @@ def analyse_clip(
     t0 = time.perf_counter()
     clip = read_clip(source, params, limits, name=label or name, segment=segment)
     decode_s = time.perf_counter() - t0
-    analysis = analyse_frames(clip.frames, params, device, batch_size, flow_fn)
+    pool = clip.frames
+    if clip.motion_frames is not None and len(clip.motion_frames):
+        pool = np.concatenate((clip.frames, clip.motion_frames))
+    analysis = analyse_frames(
+        pool,
+        params,
+        device,
+        batch_size,
+        flow_fn,
+        kept=list(range(len(clip.frames))),
+        partners=clip.partners,
+        progress=progress,
+    )
     analysis.timings["decode"] = decode_s
 
     if name is None:
@@ -254,5 +305,7 @@ def analyse_clip(
         frames=[to_source(b) for b in analysis.boxes],
         clip_box=to_source(analysis.clip_box),
         fallback=analysis.fallback,
+        own=list(analysis.detected),
+        cuts=[i for i, cut in zip(clip.frame_indices, analysis.cuts, strict=True) if cut],
     )
     return ClipResult(record=record, clip=clip, analysis=analysis)

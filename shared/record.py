@@ -1,17 +1,23 @@
 """The box record: what the CLI prints, the API returns, the cache stores and training reads.
 
-``{schema, video, params, width, height, fps, frame_indices, frames, clip_box, fallback}``.
-Boxes are ``[x1, y1, x2, y2]`` integer pixels of the *source* video, x2/y2 exclusive.
+``{schema, video, params, width, height, fps, frame_indices, frames, clip_box, fallback, own,
+cuts}``. Boxes are ``[x1, y1, x2, y2]`` integer pixels of the *source* video, x2/y2 exclusive.
+
+``mofo.box/2`` added ``own`` (per frame: whether the frame found a box of its own; the others
+took a neighbour's, or the centre fallback) and ``cuts`` (the frames whose motion pair crosses
+a shot boundary, by source index). ``mofo.box/1`` records are still read: every frame counts as
+its own unless the record fell back, and no cut is known.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA = "mofo.box/1"
+SCHEMA = "mofo.box/2"
+READABLE_SCHEMAS = ("mofo.box/1", SCHEMA)
 
 Box = list[int]  # [x1, y1, x2, y2], x2/y2 exclusive
 
@@ -27,7 +33,13 @@ class BoxRecord:
     frames: list[Box | None]
     clip_box: Box
     fallback: bool
+    own: list[bool] | None = None  # None: every frame its own unless the record fell back
+    cuts: list[int] = field(default_factory=list)
     schema: str = SCHEMA
+
+    def __post_init__(self) -> None:
+        if self.own is None:
+            self.own = [not self.fallback] * len(self.frames)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -42,17 +54,24 @@ class BoxRecord:
         """A record from its dict, checked: schema, every field, and each field's type."""
         if not isinstance(data, dict):
             raise ValueError(f"a box record is a JSON object, got {type(data).__name__}")
-        if data.get("schema") != SCHEMA:
-            raise ValueError(
-                f"unknown box record schema {data.get('schema')!r}, expected {SCHEMA!r}"
-            )
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        missing = set(cls.__dataclass_fields__) - set(fields)
+        schema = data.get("schema")
+        if schema not in READABLE_SCHEMAS:
+            readable = ", ".join(READABLE_SCHEMAS)
+            raise ValueError(f"unknown box record schema {schema!r}, expected one of {readable}")
+        names = set(cls.__dataclass_fields__) - {"schema"}
+        if schema != SCHEMA:  # /1: no own flags, no cuts; read as the defaults say
+            names -= {"own", "cuts"}
+        fields = {k: data[k] for k in names if k in data}
+        missing = names - set(fields)
         if missing:
             raise ValueError(f"box record lacks {sorted(missing)}")
-        wrong = [name for name, ok in _FIELD_CHECKS.items() if not ok(fields[name])]
+        wrong = [name for name in sorted(fields) if not _FIELD_CHECKS[name](fields[name])]
         if wrong:
             raise ValueError(f"box record fields of the wrong type: {', '.join(wrong)}")
+        if "own" in fields and len(fields["own"]) != len(fields["frames"]):
+            raise ValueError(
+                f"box record has {len(fields['own'])} own flags for {len(fields['frames'])} frames"
+            )
         return cls(**fields)
 
     @classmethod
@@ -79,6 +98,8 @@ _FIELD_CHECKS = {
     "frames": lambda x: type(x) is list and all(b is None or _is_box(b) for b in x),
     "clip_box": _is_box,
     "fallback": lambda x: type(x) is bool,
+    "own": lambda x: type(x) is list and all(type(v) is bool for v in x),
+    "cuts": _ints,
 }
 
 

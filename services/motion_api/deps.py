@@ -70,11 +70,13 @@ async def _json_body(request: Request, model: type) -> Any:
     if not raw:
         raise Problem(422, "invalid-parameters", "Invalid parameters", "request: body is empty")
     try:
-        return model.model_validate(json.loads(raw))
-    except json.JSONDecodeError as exc:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, too deep, too long
         raise Problem(
             422, "invalid-parameters", "Invalid parameters", f"body: not JSON ({exc})"
         ) from None
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         parts = []
         for err in exc.errors():

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.params import FlowParams, MotionParams
+from shared.params import MotionParams, preset_params
 from shared.record import SCHEMA
 
 Box = Annotated[list[int], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2]")]
@@ -20,12 +20,25 @@ class BoxOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    short_side: int = Field(224, ge=16, le=1024, description="Working size: short side (px).")
+    quality: Literal["fast", "balanced", "paper"] = Field(
+        "balanced",
+        description="Speed/quality preset: working size, TV-L1 budget and region settings "
+        "(paper: OpenCV's default TV-L1 at 224 px).",
+    )
+    short_side: int | None = Field(
+        None, ge=32, le=1024, description="Working size: short side (px); default the preset's."
+    )
     stride: int = Field(1, ge=1, le=1000, description="Keep every N-th frame.")
     fps: float | None = Field(
         None, gt=0, le=240, description="Keep frames nearest to this rate (overrides stride)."
     )
     num_frames: int | None = Field(None, ge=2, le=10_000, description="At most this many frames.")
+    motion_step: int = Field(
+        1, ge=1, le=1000, description="Each kept frame's motion is measured N source frames on."
+    )
+    motion_step_s: float | None = Field(
+        None, gt=0, le=10, description="The motion step in seconds instead (any frame rate)."
+    )
     backend: Literal["auto", "opencv", "torch"] = Field(
         "auto", description="TV-L1 backend; auto = the server's (torch on GPU, opencv on CPU)."
     )
@@ -37,13 +50,16 @@ class BoxOptions(BaseModel):
         backend = default_backend if self.backend == "auto" else self.backend
         if backend == "opencv" and self.stopping == "fixed":
             raise ValueError("stopping=fixed needs backend=torch (OpenCV only stops on epsilon)")
-        return MotionParams(
+        return preset_params(
+            self.quality,
             short_side=self.short_side,
             stride=self.stride,
             fps=self.fps,
             num_frames=self.num_frames,
+            motion_step=self.motion_step,
+            motion_step_s=self.motion_step_s,
             backend=backend,
-            flow=FlowParams(stopping=self.stopping),
+            stopping=self.stopping,
         )
 
 
@@ -80,9 +96,10 @@ class JobRequest(BaseModel):
 
 
 class BoxRecordOut(BaseModel):
-    """The box record (``mofo.box/1``): source pixels, x2/y2 exclusive."""
+    """The box record (``mofo.box/2``): source pixels, x2/y2 exclusive; ``own`` says which
+    frames found a box of their own, ``cuts`` which frames' motion pairs cross a shot boundary."""
 
-    schema_: Literal["mofo.box/1"] = Field(SCHEMA, alias="schema")
+    schema_: Literal["mofo.box/2"] = Field(SCHEMA, alias="schema")
     video: str
     params: str
     width: int
@@ -92,6 +109,8 @@ class BoxRecordOut(BaseModel):
     frames: list[Box | None]
     clip_box: Box
     fallback: bool
+    own: list[bool]
+    cuts: list[int]
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -162,8 +162,10 @@ class MotionService:
     ) -> ClipResult:
         """Decode and analyse one clip on the calling thread, flow through the batcher."""
 
-        def flow_fn(gray: torch.Tensor, p: MotionParams) -> torch.Tensor:
-            return self.batcher.flow(gray, p, cancel)
+        def flow_fn(
+            gray: torch.Tensor, first: list[int], second: list[int], p: MotionParams
+        ) -> torch.Tensor:
+            return self.batcher.flow(gray, first, second, p, cancel)
 
         if cancel.is_set():
             raise Cancelled()

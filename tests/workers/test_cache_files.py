@@ -149,7 +149,7 @@ def test_jsonl_export_is_the_stored_values_and_byte_identical_twice(cache, clien
     lines = gzip.decompress(first).split(b"\n")
     assert lines[-1] == b""
     assert lines[:-1] == list(stored(client).values())  # exactly as stored, in key order
-    assert json.loads(lines[0])["schema"] == "mofo.box/1"
+    assert json.loads(lines[0])["schema"] == "mofo.box/2"
 
 
 def test_jsonl_export_bytes_do_not_depend_on_the_file_name(cache, tmp_path):
@@ -245,8 +245,8 @@ def test_import_of_a_missing_file(cache, tmp_path):
     "bad",
     [
         pytest.param("this is not json", id="not-json"),
-        pytest.param('{"schema": "mofo.box/1", "video": "v"}', id="fields-missing"),
-        pytest.param(RECORDS[0].to_json().replace("mofo.box/1", "mofo.box/0"), id="old-schema"),
+        pytest.param('{"schema": "mofo.box/2", "video": "v"}', id="fields-missing"),
+        pytest.param(RECORDS[0].to_json().replace("mofo.box/2", "mofo.box/0"), id="old-schema"),
         pytest.param(RECORDS[0].to_json()[:40], id="cut-short"),
         pytest.param(
             "[1, 2, 3]",
