@@ -93,7 +93,9 @@ def regions_figures(
             f = flow_cpu.to(dev)
             maps_ms, maps[role] = median_ms(lambda f=f: motion_maps(f, params), dev, reps)
             m = maps[role]
-            boxes_ms, boxes[role] = median_ms(lambda m=m: boxes_from_maps(m, params), dev, reps)
+            boxes_ms, boxes[role] = median_ms(
+                lambda m=m: boxes_from_maps(m, params, None), dev, reps
+            )
             row[role] = {
                 "maps_ms": maps_ms,
                 "boxes_ms": boxes_ms,
@@ -102,7 +104,7 @@ def regions_figures(
                 "frames_with_box": sum(b is not None for b in boxes[role]),
             }
         if fast is not None:
-            same_maps_cpu_labels = boxes_from_maps(maps["cuda"].cpu(), params)
+            same_maps_cpu_labels = boxes_from_maps(maps["cuda"].cpu(), params, None)
             row["cuda_labels_equal_cpu_labels_same_maps"] = box_difference(
                 boxes["cuda"], same_maps_cpu_labels
             )

@@ -56,7 +56,7 @@ def clip_flows(scenario, seed: int, frames: int) -> tuple[torch.Tensor, list]:
 
 def score(flow: torch.Tensor, truth: list, params: MotionParams) -> float:
     maps = motion_maps(flow, params)
-    boxes = fill_from_neighbours(boxes_from_maps(maps, params))  # as the pipeline does
+    boxes = fill_from_neighbours(boxes_from_maps(maps, params, None))  # as the pipeline does
     ious = [0.0 if b is None else box_iou(b, gt) for b, gt in zip(boxes, truth, strict=True) if gt]
     return float(np.mean(ious)) if ious else float("nan")
 

@@ -78,6 +78,12 @@ class MotionParams:
     there); pixels above ``median + max(threshold_abs, threshold_rel · (max − median))`` form
     regions; the ``regions`` strongest regions (by summed motion) of at least ``min_region`` ×
     frame area, and at least ``region_ratio`` × the strongest's, give the frame's box.
+
+    Tight boxes (``refine``, :mod:`shared.refine`): the boundary map peaks on a band each side
+    of a mover's edge, so each region's box is shrunk to the pixels whose flow, less the
+    camera's (a robust affine fit), reaches ``refine_fraction`` of the region's own level, its
+    leading side pulled back by ``refine_lead`` × its motion; a region moving less than
+    ``refine_min_motion`` × short side against the camera is dropped as camera motion.
     """
 
     short_side: int = 224
@@ -98,6 +104,11 @@ class MotionParams:
     region_ratio: float = 0.0
     border: float = 0.05
     outlier_quantile: float = 0.99
+    refine: bool = True
+    refine_fraction: float = 0.5
+    refine_lead: float = 1.0
+    refine_min_motion: float = 0.004
+    cut_threshold: float | None = 0.1  # None: no cut detection
     fallback_size: float = 0.5
 
     def __post_init__(self) -> None:
@@ -119,6 +130,10 @@ class MotionParams:
             raise ValueError(f"temporal_window must be odd and >= 1, got {self.temporal_window}")
         if self.regions < 1:
             raise ValueError(f"regions must be >= 1, got {self.regions}")
+        if not 0.0 < self.refine_fraction < 1.0:
+            raise ValueError(f"refine_fraction must be in (0, 1), got {self.refine_fraction}")
+        if self.cut_threshold is not None and self.cut_threshold <= 0:
+            raise ValueError(f"cut_threshold must be > 0 or None, got {self.cut_threshold}")
         if not 0.0 < self.fallback_size <= 1.0:
             raise ValueError(f"fallback_size must be in (0, 1], got {self.fallback_size}")
 

@@ -16,17 +16,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from shared.cuts import shot_cuts
 from shared.errors import DeviceError
 from shared.flow import optical_flow
 from shared.flow.gray import rgb_to_gray
 from shared.motion_boundary import motion_boundary, temporal_average
 from shared.params import DecodeLimits, FlowBackend, MotionParams
 from shared.record import Box, BoxRecord, centre_box, scale_box, union_box
+from shared.refine import refine_boxes
 from shared.regions import (
     clamp_outliers,
     label_regions,
     smooth,
-    strongest_region_boxes,
+    strongest_regions,
     suppress_border,
     threshold_masks,
 )
@@ -144,13 +146,29 @@ def motion_maps(flow: torch.Tensor, params: MotionParams) -> torch.Tensor:
     return smooth(boundary, params.sigma * short)
 
 
-def boxes_from_maps(maps: torch.Tensor, params: MotionParams) -> list[Box | None]:
-    """Each frame's own motion box from its smoothed map, or None where nothing moves."""
+def boxes_from_maps(
+    maps: torch.Tensor, params: MotionParams, flow: torch.Tensor | None
+) -> list[Box | None]:
+    """Each frame's own motion box from its smoothed map, or None where nothing moves.
+
+    With ``params.refine`` and the maps' ``flow`` (T, 2, H, W), each region's box is shrunk to
+    what moves against the camera (:func:`shared.refine.refine_boxes`); ``flow=None`` keeps the
+    regions' union box as the map gives it.
+    """
     height, width = maps.shape[-2:]
     masks = threshold_masks(maps, params.threshold_rel, params.threshold_abs)
     labels = label_regions(masks)
     min_area = max(1, round(params.min_region * height * width))
-    return strongest_region_boxes(labels, maps[:, 0], params.regions, min_area, params.region_ratio)
+    regions = strongest_regions(labels, maps[:, 0], params.regions, min_area, params.region_ratio)
+    if params.refine and flow is not None:
+        return refine_boxes(
+            flow,
+            regions,
+            fraction=params.refine_fraction,
+            lead=params.refine_lead,
+            min_motion=params.refine_min_motion,
+        )
+    return [union_box(found) for found in regions]
 
 
 def _checked_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -207,12 +225,15 @@ def analyse_frames(
     _sync(dev)
     t1 = time.perf_counter()
     maps = motion_maps(flow, params)  # (T, 1, H, W)
-    own = boxes_from_maps(maps, params)
+    own = boxes_from_maps(maps, params, flow)
+    cuts = [False] * len(kept)
+    if params.cut_threshold is not None:  # a pair across a shot boundary has no motion of its own
+        cuts = shot_cuts(gray[kept], gray[partners], flow, params.cut_threshold).tolist()
+        own = [None if cut else box for box, cut in zip(own, cuts, strict=True)]
     t2 = time.perf_counter()
     timings["flow"] = t1 - t0
     timings["regions"] = t2 - t1
 
-    cuts = [False] * len(kept)
     fallback = all(b is None for b in own)
     if fallback:
         boxes = [centre_box(width, height, params.fallback_size) for _ in kept]

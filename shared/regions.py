@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from kornia.filters import gaussian_blur2d
 
-Box = list[int]
+from shared.record import Box, union_box
 
 
 def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -139,22 +139,22 @@ def region_stats(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     )
 
 
-def strongest_region_boxes(
+def strongest_regions(
     labels: torch.Tensor,
     weights: torch.Tensor,
     regions: int = 2,
     min_area: int = 1,
     ratio: float = 0.0,
-) -> list[Box | None]:
-    """The union box of each frame's ``regions`` regions with the largest summed weight, ignoring
-    regions under ``min_area`` pixels and those weaker than ``ratio`` × the frame's strongest.
-    One box (or None: no region) per frame."""
+) -> list[list[Box]]:
+    """The boxes of each frame's ``regions`` regions with the largest summed weight, strongest
+    first, ignoring regions under ``min_area`` pixels and those weaker than ``ratio`` × the
+    frame's strongest. A list (empty: no region) per frame."""
     batch = labels.shape[0]
+    out: list[list[Box]] = [[] for _ in range(batch)]
     if int(labels.max()) == 0:
-        return [None] * batch
+        return out
     stats = region_stats(labels, weights)[1:].cpu().numpy()  # drop background; one small copy
     stats = stats[stats[:, 1] >= min_area]
-    boxes: list[Box | None] = [None] * batch
     # sort by frame, then by mass descending; take the first `regions` rows of each frame
     order = np.lexsort((-stats[:, 2], stats[:, 0]))
     stats = stats[order]
@@ -162,10 +162,17 @@ def strongest_region_boxes(
     for frame, start in zip(frames.astype(int), first, strict=True):
         rows = stats[start : start + regions]
         rows = rows[(rows[:, 0] == frame) & (rows[:, 2] >= ratio * rows[0, 2])]
-        boxes[frame] = [
-            int(rows[:, 3].min()),
-            int(rows[:, 4].min()),
-            int(rows[:, 5].max()),
-            int(rows[:, 6].max()),
-        ]
-    return boxes
+        out[frame] = [[int(v) for v in row[3:7]] for row in rows]
+    return out
+
+
+def strongest_region_boxes(
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    regions: int = 2,
+    min_area: int = 1,
+    ratio: float = 0.0,
+) -> list[Box | None]:
+    """The union box of each frame's :func:`strongest_regions` (None: no region)."""
+    found = strongest_regions(labels, weights, regions, min_area, ratio)
+    return [union_box(boxes) for boxes in found]

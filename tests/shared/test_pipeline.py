@@ -66,9 +66,10 @@ def test_moving_square_is_boxed(device: torch.device) -> None:
     assert result.fallback is False
     assert len(result.boxes) == 4
     for box, square in zip(result.boxes, squares, strict=True):
-        assert contains(box, square), (box, square)
-        assert box_iou(box, square) > 0.4, (box, square)
-    assert contains(result.clip_box, union_box(squares))
+        # tight: every side within 2 px of the square's (the boundary map's halo is gone)
+        assert max(abs(a - b) for a, b in zip(box, square, strict=True)) <= 2, (box, square)
+        assert box_iou(box, square) > 0.85, (box, square)
+    assert box_iou(result.clip_box, union_box(squares)) > 0.9
     assert result.clip_box == union_box(result.boxes)
     assert result.motion.shape == (4, H, W)
     assert result.motion.dtype == np.float32
@@ -132,10 +133,37 @@ def test_two_frames_are_enough() -> None:
     result = analyse_frames(frames)
     assert result.detected == [True, True]
     # the last frame measures its motion back to the one before: each box sits on its own
-    # frame's square (the flow lives on the first frame of its pair)
-    assert contains(result.boxes[0], squares[0])
-    assert contains(result.boxes[1], squares[1])
-    assert result.boxes[1][0] - result.boxes[0][0] == 1  # 3 px apart, minus the halo's spread
+    # frame's square (the flow lives on the first frame of its pair), within a pixel
+    assert result.boxes == [[19, 24, 35, 40], [23, 24, 39, 40]]
+    assert squares == [[20, 24, 36, 40], [23, 24, 39, 40]]
+
+
+def test_refinement_removes_the_halo() -> None:
+    """The boundary map's box is the square grown by its halo; refined, it is the square."""
+    frames, squares = square_clip([20, 23, 26, 29])
+    loose = analyse_frames(frames, MotionParams(refine=False))
+    tight = analyse_frames(frames, MotionParams())
+    for square, a, b in zip(squares, loose.boxes, tight.boxes, strict=True):
+        assert contains(a, square)
+        assert box_iou(a, square) < 0.7 < 0.85 < box_iou(b, square), (square, a, b)
+
+
+def test_a_shot_cut_pair_gets_no_box_of_its_own() -> None:
+    """Frames 0-2 show one scene, 3-5 another: the pair (2, 3) crosses the cut, so frame 2 takes
+    a neighbour's box, and the clip box is only the movers' (never the whole frame)."""
+    first, first_squares = square_clip([20, 23, 26])
+    other = np.ascontiguousarray(texture(H, W, seed=9)[::-1])
+    second = np.stack([other] * 3)
+    second[:, 30:46, 40:56] = texture(16, 16, seed=3)  # a still square: no motion in shot 2
+    frames = np.concatenate((first, second))
+    result = analyse_frames(frames)
+    assert result.cuts == [False, False, True, False, False, False]
+    assert result.detected[2] is False
+    assert result.boxes[2] == result.boxes[1]
+    assert box_iou(result.clip_box, union_box(first_squares[:2])) > 0.8
+    without = analyse_frames(frames, MotionParams(cut_threshold=None))
+    assert without.cuts == [False] * 6
+    assert without.detected[2] is True  # the cut pair's nonsense flow gave a box
 
 
 @pytest.mark.parametrize(
@@ -282,6 +310,11 @@ CHANGED: dict[str, object] = {
     "region_ratio": 0.3,
     "border": 0.07,
     "outlier_quantile": 0.98,
+    "refine": False,
+    "refine_fraction": 0.3,
+    "refine_lead": 0.0,
+    "refine_min_motion": 0.01,
+    "cut_threshold": None,
     "fallback_size": 0.6,
 }
 

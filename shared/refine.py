@@ -1,0 +1,236 @@
+"""Tight motion boxes: each region's box shrunk to the pixels that move against the camera.
+
+The motion-boundary map (eq. 1) is high on a band each side of a mover's edge (TV-L1's
+regularisation and median filter spread the flow's derivative, the smoothing spreads it more),
+so the boxes of its regions are wider than the mover. The flow itself, less the camera's motion,
+is high on the mover and low around it. :func:`dominant_motion` fits an affine model of each
+frame's flow robustly (least squares reweighted with Tukey's biweight, so movers are outliers);
+:func:`residual_flow` is the flow less that model; :func:`refine_regions` shrinks each region's
+box to the pixels whose residual reaches a fraction of the region's own, pulls back the side the
+mover moves towards (TV-L1 gives the mover's flow to the background it is about to cover) and
+drops regions that hardly move against the camera.
+
+How the defaults were chosen, and what they gain: ``bench/tune_refine.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from shared.record import Box, union_box
+
+
+def _check_flow(flow: torch.Tensor) -> None:
+    if flow.ndim != 4 or flow.shape[1] != 2:
+        raise ValueError(f"expected flow of shape (T, 2, H, W), got {tuple(flow.shape)}")
+
+
+def _coords(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W) pixel coordinates x, y as float32."""
+    ys = torch.arange(height, dtype=torch.float32, device=device)
+    xs = torch.arange(width, dtype=torch.float32, device=device)
+    return xs.view(1, -1).expand(height, width), ys.view(-1, 1).expand(height, width)
+
+
+def dominant_motion(
+    flow: torch.Tensor,
+    *,
+    stride: int = 2,
+    border: float = 0.05,
+    iterations: int = 10,
+    tukey: float = 4.685,
+    min_scale: float = 0.05,
+) -> torch.Tensor:
+    """The camera's motion: an affine model of each frame's flow, (T, 2, H, W) → (T, 2, 3).
+
+    ``A[t] @ [x, y, 1]`` is the modelled flow (u, v) at pixel (x, y). Fitted on every
+    ``stride``-th pixel away from a ``border`` × short side margin, starting from the median
+    flow, by least squares reweighted with Tukey's biweight (cut-off ``tukey`` × the robust
+    residual scale, at least ``min_scale`` px), so movers count as outliers.
+    """
+    _check_flow(flow)
+    t, _, height, width = flow.shape
+    margin = round(border * min(height, width))
+    if min(height, width) - 2 * margin < 2:
+        margin = 0
+    sample = flow[:, :, margin : height - margin : stride, margin : width - margin : stride]
+    xs, ys = _coords(height, width, flow.device)
+    xs = xs[margin : height - margin : stride, margin : width - margin : stride].flatten()
+    ys = ys[margin : height - margin : stride, margin : width - margin : stride].flatten()
+    # normalised coordinates keep the 3 × 3 normal equations well conditioned
+    cx, cy, scale = (width - 1) / 2, (height - 1) / 2, max(height, width) / 2
+    design = torch.stack(((xs - cx) / scale, (ys - cy) / scale, torch.ones_like(xs)), dim=1)
+    target = sample.flatten(2).transpose(1, 2).double()  # (T, N, 2)
+    design = design.double()  # (N, 3)
+
+    theta = torch.zeros(t, 3, 2, dtype=torch.float64, device=flow.device)
+    theta[:, 2] = target.median(dim=1).values  # start: the median translation
+    eye = 1e-9 * torch.eye(3, dtype=torch.float64, device=flow.device)
+    for _ in range(iterations):
+        resid = (target - design @ theta).square().sum(dim=2).sqrt()  # (T, N)
+        sigma = (1.4826 * resid.median(dim=1).values).clamp(min=min_scale)  # (T,)
+        z = resid / (tukey * sigma[:, None])
+        weight = ((1 - z.square()).clamp(min=0)).square()  # (T, N)
+        wd = design * weight[..., None]  # (T, N, 3)
+        normal = design.T @ wd + eye  # (T, 3, 3)
+        theta = torch.linalg.solve(normal, wd.transpose(1, 2) @ target)  # (T, 3, 2)
+
+    # back to pixel coordinates: u = a (x − cx)/s + b (y − cy)/s + c
+    a, b, c = theta[:, 0] / scale, theta[:, 1] / scale, theta[:, 2]  # each (T, 2)
+    offset = c - a * cx - b * cy
+    return torch.stack((a, b, offset), dim=2).to(flow.dtype)  # (T, 2, 3)
+
+
+def residual_flow(flow: torch.Tensor, affine: torch.Tensor | None = None) -> torch.Tensor:
+    """flow − dominant motion, (T, 2, H, W) → (T, 2, H, W) in pixels per frame."""
+    _check_flow(flow)
+    if affine is None:
+        affine = dominant_motion(flow)
+    if affine.shape != (flow.shape[0], 2, 3):
+        raise ValueError(f"expected affine of shape (T, 2, 3), got {tuple(affine.shape)}")
+    xs, ys = _coords(*flow.shape[-2:], flow.device)
+    grid = torch.stack((xs, ys, torch.ones_like(xs)))  # (3, H, W)
+    model = torch.einsum("tij,jhw->tihw", affine.float(), grid)  # (T, 2, H, W)
+    return flow.float() - model
+
+
+def _bounds(mask: torch.Tensor) -> torch.Tensor:
+    """(R, H, W) bool → (R, 4) exclusive bounding boxes; an empty mask gives x2 == x1."""
+    _, height, width = mask.shape
+    rows, cols = mask.any(dim=2).int(), mask.any(dim=1).int()  # (R, H), (R, W)
+    y1 = rows.argmax(dim=1)
+    y2 = height - rows.flip(1).argmax(dim=1)
+    x1 = cols.argmax(dim=1)
+    x2 = width - cols.flip(1).argmax(dim=1)
+    x2 = torch.where(mask.flatten(1).any(dim=1), x2, x1)
+    return torch.stack((x1, y1, x2, y2), dim=1)
+
+
+def _box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(R, 4) exclusive boxes → (R, H, W) bool masks of their pixels."""
+    xs = torch.arange(width, device=boxes.device)
+    ys = torch.arange(height, device=boxes.device)
+    inside_x = (xs >= boxes[:, :1]) & (xs < boxes[:, 2:3])  # (R, W)
+    inside_y = (ys >= boxes[:, 1:2]) & (ys < boxes[:, 3:])  # (R, H)
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def _masked_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q`` quantile of each (R, H, W) row's pixels under ``mask``, 0 where none is."""
+    picked = values.masked_fill(~mask, float("nan")).flatten(1)
+    return picked.nanquantile(q, dim=1).nan_to_num(0.0)
+
+
+def refine_region_boxes(
+    residual: torch.Tensor,
+    frame: torch.Tensor,
+    boxes: torch.Tensor,
+    *,
+    fraction: float = 0.5,
+    quantile: float = 0.9,
+    floor_quantile: float = 0.1,
+    lead: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shrink R region boxes to the pixels that move against the camera, all at once.
+
+    ``residual`` (T, 2, H, W) from :func:`residual_flow`; ``frame`` (R,) int64, the frame of each
+    box; ``boxes`` (R, 4) int64 exclusive [x1, y1, x2, y2]. Inside a box, the region's *level* is
+    the ``quantile`` of the residual's magnitude and its *floor* the ``floor_quantile`` (the
+    background there); the refined box bounds the pixels at or above floor + ``fraction`` ×
+    (level − floor). Its sides ahead of the mover then move back by ``lead`` × the median residual
+    of those pixels. Returns the (R, 4) refined boxes (x2 == x1 where no pixel is left) and the
+    (R,) levels in pixels per frame.
+    """
+    if residual.ndim != 4 or residual.shape[1] != 2:
+        raise ValueError(f"expected residual of shape (T, 2, H, W), got {tuple(residual.shape)}")
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or frame.shape != boxes.shape[:1]:
+        raise ValueError(
+            f"expected boxes (R, 4) and frame (R,), got {tuple(boxes.shape)} {tuple(frame.shape)}"
+        )
+    height, width = residual.shape[-2:]
+    inside = _box_masks(boxes, height, width)  # (R, H, W)
+    vectors = residual[frame]  # (R, 2, H, W)
+    values = vectors.square().sum(dim=1).sqrt()  # (R, H, W)
+    level = _masked_quantile(values, inside, quantile)  # (R,)
+    floor = _masked_quantile(values, inside, floor_quantile)
+    cut = (floor + fraction * (level - floor)).view(-1, 1, 1)
+    keep = inside & (values >= cut) & (level.view(-1, 1, 1) > 0)
+    refined = _bounds(keep)
+    if lead > 0:
+        shift = vectors.masked_fill(~keep[:, None], float("nan")).flatten(2).nanmedian(dim=2)
+        shift = (lead * shift.values.nan_to_num(0.0)).round().long()  # (R, 2): dx, dy
+        # moving left (dx < 0) the left side is ahead: x1 grows by −dx; moving right, x2 shrinks
+        ahead = torch.cat(((-shift).clamp(min=0), -shift.clamp(min=0)), dim=1)  # (R, 4)
+        moved = refined + ahead
+        fits = (moved[:, 2:] > moved[:, :2]).all(dim=1, keepdim=True)
+        refined = torch.where(fits, moved, refined)
+    return refined, level
+
+
+# Pixels per chunk of regions refined at once: bounds memory, and nanquantile's input size.
+_CHUNK_PIXELS = 1 << 22
+
+
+def refine_regions(
+    flow: torch.Tensor,
+    regions: list[list[Box]],
+    *,
+    fraction: float = 0.5,
+    quantile: float = 0.9,
+    floor_quantile: float = 0.1,
+    lead: float = 1.0,
+    min_motion: float = 0.004,
+    affine: torch.Tensor | None = None,
+) -> list[list[Box]]:
+    """Each frame's region boxes, shrunk to the pixels that move against the camera.
+
+    ``flow`` (T, 2, H, W): ``flow[t]`` is the flow of frame t to its partner frame, at working
+    size. ``regions[t]``: the boxes of frame t's regions ([x1, y1, x2, y2] working-size pixels,
+    x2/y2 exclusive), possibly none. A region whose level (see :func:`refine_region_boxes`) is
+    under ``min_motion`` × the short side (pixels per frame) moves with the camera and is dropped,
+    as is one left with no pixel. ``affine`` (T, 2, 3): the camera's motion when already known,
+    else :func:`dominant_motion` fits it. Returns, per frame, the refined boxes of the regions
+    kept, in their order.
+    """
+    _check_flow(flow)
+    if len(regions) != flow.shape[0]:
+        raise ValueError(f"expected regions for {flow.shape[0]} frames, got {len(regions)}")
+    pairs = [(t, box) for t, boxes in enumerate(regions) for box in boxes]
+    out: list[list[Box]] = [[] for _ in regions]
+    if not pairs:
+        return out
+    if any(len(box) != 4 for _, box in pairs):
+        raise ValueError("expected region boxes [x1, y1, x2, y2]")
+    residual = residual_flow(flow, affine)  # (T, 2, H, W)
+    frame = torch.tensor([t for t, _ in pairs], device=flow.device)
+    boxes = torch.tensor([box for _, box in pairs], dtype=torch.int64, device=flow.device)
+    chunk = max(1, _CHUNK_PIXELS // (flow.shape[-2] * flow.shape[-1]))
+    refined, level = [], []
+    for start in range(0, len(pairs), chunk):
+        part = slice(start, start + chunk)
+        r, lv = refine_region_boxes(
+            residual,
+            frame[part],
+            boxes[part],
+            fraction=fraction,
+            quantile=quantile,
+            floor_quantile=floor_quantile,
+            lead=lead,
+        )
+        refined.append(r)
+        level.append(lv)
+    refined_all, level_all = torch.cat(refined), torch.cat(level)
+    min_level = min_motion * min(flow.shape[-2:])
+    ok = (refined_all[:, 2] > refined_all[:, 0]) & (level_all >= min_level)
+    for (t, _), box, good in zip(pairs, refined_all.tolist(), ok.tolist(), strict=True):
+        if good:
+            out[t].append(box)
+    return out
+
+
+def refine_boxes(flow: torch.Tensor, regions: list[list[Box]], **settings: Any) -> list[Box | None]:
+    """Each frame's motion box: the union of its regions refined by :func:`refine_regions` (same
+    keyword settings), or None where none is left."""
+    return [union_box(kept) for kept in refine_regions(flow, regions, **settings)]

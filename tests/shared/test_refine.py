@@ -1,0 +1,232 @@
+"""Tests for shared.refine: the camera's motion, the residual flow and the refined region boxes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import shared.refine
+from shared.refine import (
+    dominant_motion,
+    refine_boxes,
+    refine_region_boxes,
+    refine_regions,
+    residual_flow,
+)
+
+H, W = 32, 40
+PATCH = [12, 10, 20, 18]  # x1, y1, x2, y2 of the mover, exclusive
+HALO = [8, 6, 24, 22]  # its region's box from the motion-boundary map: 4 px too wide each side
+
+
+def grid(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W) pixel coordinates x, y as float32."""
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float32, device=device),
+        torch.arange(W, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
+    return xs, ys
+
+
+def camera_flow(device: torch.device, kind: str, frames: int = 1) -> torch.Tensor:
+    """(T, 2, H, W) flow of a static, panning or zooming camera."""
+    xs, ys = grid(device)
+    if kind == "static":
+        u, v = torch.zeros_like(xs), torch.zeros_like(ys)
+    elif kind == "pan":
+        u, v = torch.full_like(xs, 3.0), torch.full_like(ys, -1.5)
+    elif kind == "zoom":  # 3 % per frame about the frame centre
+        u, v = 0.03 * (xs - (W - 1) / 2), 0.03 * (ys - (H - 1) / 2)
+    else:
+        raise AssertionError(kind)
+    return torch.stack((u, v))[None].repeat(frames, 1, 1, 1)
+
+
+def with_mover(flow: torch.Tensor, box: list[int], motion: tuple[float, float]) -> torch.Tensor:
+    """The flow with a mover's own motion added on ``box`` in every frame."""
+    out = flow.clone()
+    x1, y1, x2, y2 = box
+    out[:, 0, y1:y2, x1:x2] += motion[0]
+    out[:, 1, y1:y2, x1:x2] += motion[1]
+    return out
+
+
+# --------------------------------------------------------------------------- dominant_motion
+
+
+def test_dominant_motion_shape_and_dtype(device: torch.device) -> None:
+    flow = torch.randn(3, 2, H, W, device=device)
+    affine = dominant_motion(flow)
+    assert affine.shape == (3, 2, 3)
+    assert affine.dtype == torch.float32
+    assert affine.device.type == device.type
+
+
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_dominant_motion_recovers_the_camera_despite_a_mover(
+    device: torch.device, kind: str
+) -> None:
+    flow = with_mover(camera_flow(device, kind), PATCH, (2.0, 0.0))
+    expected = {
+        "static": [[0, 0, 0], [0, 0, 0]],
+        "pan": [[0, 0, 3.0], [0, 0, -1.5]],
+        "zoom": [[0.03, 0, -0.03 * (W - 1) / 2], [0, 0.03, -0.03 * (H - 1) / 2]],
+    }[kind]
+    torch.testing.assert_close(
+        dominant_motion(flow)[0].cpu(),
+        torch.tensor(expected, dtype=torch.float32),
+        rtol=0,
+        atol=1e-4,
+    )
+
+
+def test_residual_of_a_camera_flow_is_zero_off_the_mover(device: torch.device) -> None:
+    flow = with_mover(camera_flow(device, "zoom", frames=2), PATCH, (2.0, -1.0))
+    residual = residual_flow(flow)
+    assert residual.shape == (2, 2, H, W)
+    x1, y1, x2, y2 = PATCH
+    mover = torch.zeros(H, W, dtype=torch.bool, device=device)
+    mover[y1:y2, x1:x2] = True
+    assert float(residual[:, :, ~mover].abs().max()) < 1e-4
+    torch.testing.assert_close(
+        residual[:, :, mover].mean(dim=2).cpu(), torch.tensor([[2.0, -1.0]] * 2)
+    )
+
+
+# --------------------------------------------------------------------------- refine_regions
+
+
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_mover_region_shrinks_to_the_mover(device: torch.device, kind: str) -> None:
+    """A square moving by (2, 0): its loose region box shrinks to the square, whatever the
+    camera does. With ``lead=0`` the flow is exactly the mover's."""
+    flow = with_mover(camera_flow(device, kind), PATCH, (2.0, 0.0))
+    assert refine_regions(flow, [[HALO]], lead=0.0) == [[PATCH]]
+
+
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_lead_pulls_back_the_flow_ahead_of_the_mover(device: torch.device, kind: str) -> None:
+    """TV-L1 gives the mover's flow to the 2 px it moves onto next (right of it): the default
+    ``lead=1`` pulls the box's right side back by the mover's own 2 px."""
+    x1, y1, x2, y2 = PATCH
+    flow = with_mover(camera_flow(device, kind), [x1, y1, x2 + 2, y2], (2.0, 0.0))
+    assert refine_regions(flow, [[HALO]], lead=0.0) == [[[x1, y1, x2 + 2, y2]]]
+    assert refine_regions(flow, [[HALO]]) == [[PATCH]]
+    # moving up-left instead: the left and top sides are ahead
+    flow = with_mover(camera_flow(device, kind), [x1 - 2, y1 - 1, x2, y2], (-2.0, -1.0))
+    assert refine_regions(flow, [[HALO]]) == [[PATCH]]
+
+
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_region_moving_with_the_camera_is_dropped(device: torch.device, kind: str) -> None:
+    """No mover: a region the map found (say at a strong edge) has no residual motion."""
+    flow = camera_flow(device, kind, frames=2)
+    assert refine_regions(flow, [[HALO], [HALO, [0, 0, 10, 10]]]) == [[], []]
+    assert refine_boxes(flow, [[HALO], [HALO]]) == [None, None]
+
+
+def test_slow_region_is_dropped_under_min_motion(device: torch.device) -> None:
+    """0.1 px/frame is under the default 0.004 × 32 = 0.128 px; kept when min_motion is 0."""
+    flow = with_mover(camera_flow(device, "pan"), PATCH, (0.1, 0.0))
+    assert refine_regions(flow, [[HALO]]) == [[]]
+    assert refine_regions(flow, [[HALO]], min_motion=0.0, lead=0.0) == [[PATCH]]
+
+
+def test_each_region_refined_on_its_own_frame(device: torch.device) -> None:
+    """Two movers in frame 0 (one 4× slower: a shared threshold would lose it), one in frame 1,
+    none in frame 2; order is kept, and refine_boxes is their union per frame."""
+    other = [28, 4, 34, 12]
+    flow = camera_flow(device, "zoom", frames=3)
+    flow[:1] = with_mover(with_mover(flow[:1], PATCH, (2.0, 0.0)), other, (0.0, 0.5))
+    flow[1:2] = with_mover(flow[1:2], other, (0.0, 0.5))
+    regions = [[HALO, [25, 1, 37, 15]], [[25, 1, 37, 15]], []]
+    assert refine_regions(flow, regions, lead=0.0) == [[PATCH, other], [other], []]
+    assert refine_boxes(flow, regions, lead=0.0) == [[12, 4, 34, 18], other, None]
+
+
+def test_given_affine_is_used(device: torch.device) -> None:
+    flow = with_mover(camera_flow(device, "pan"), PATCH, (2.0, 0.0))
+    affine = dominant_motion(flow)
+    assert refine_regions(flow, [[HALO]], lead=0.0, affine=affine) == [[PATCH]]
+    # told the camera moves like the mover, its surroundings are what moves: nothing is cut
+    like_mover = torch.tensor([[[0.0, 0.0, 5.0], [0.0, 0.0, -1.5]]], device=device)
+    assert refine_regions(flow, [[HALO]], lead=0.0, affine=like_mover) == [[HALO]]
+
+
+def test_no_regions_gives_no_boxes(device: torch.device) -> None:
+    flow = camera_flow(device, "static", frames=2)
+    assert refine_regions(flow, [[], []]) == [[], []]
+    assert refine_boxes(flow, [[], []]) == [None, None]
+
+
+def test_regions_refined_in_chunks_equal_at_once(
+    device: torch.device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    flow = torch.randn(4, 2, H, W, device=device)
+    regions = [[[2, 3, 30, 25], [10, 10, 20, 20]], [[0, 0, W, H]], [], [[5, 5, 9, 9]]]
+    settings = {"min_motion": 0.0}
+    whole = refine_regions(flow, regions, **settings)
+    monkeypatch.setattr(shared.refine, "_CHUNK_PIXELS", H * W)  # one region per chunk
+    assert refine_regions(flow, regions, **settings) == whole
+
+
+def test_refine_region_boxes_returns_levels(device: torch.device) -> None:
+    flow = with_mover(camera_flow(device, "static"), PATCH, (3.0, 4.0))
+    boxes = torch.tensor([HALO, [0, 0, 6, 6]], device=device)
+    refined, level = refine_region_boxes(
+        residual_flow(flow), torch.tensor([0, 0], device=device), boxes, lead=0.0
+    )
+    assert refined.tolist()[0] == PATCH
+    assert refined[1, 2] == refined[1, 0]  # nothing moves there: an empty box
+    torch.testing.assert_close(level.cpu(), torch.tensor([5.0, 0.0]))
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("shape", [(2, H, W), (1, 3, H, W), (2, 2, H)])
+def test_bad_flow_shape_raises_and_names_it(shape: tuple[int, ...]) -> None:
+    flow = torch.zeros(shape)
+    for call in (
+        lambda: dominant_motion(flow),
+        lambda: residual_flow(flow),
+        lambda: refine_regions(flow, [[HALO]]),
+    ):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(shape) in str(info.value)
+
+
+def test_bad_affine_and_region_count_raise() -> None:
+    flow = torch.zeros(2, 2, H, W)
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        residual_flow(flow, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="regions for 2 frames, got 1"):
+        refine_regions(flow, [[HALO]])
+    with pytest.raises(ValueError, match=r"\[x1, y1, x2, y2\]"):
+        refine_regions(flow, [[HALO], [[1, 2, 3]]])
+
+
+def test_bad_residual_and_boxes_raise_and_name_shapes() -> None:
+    frame = torch.zeros(1, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"\(1, 32, 40\)"):
+        refine_region_boxes(torch.zeros(1, H, W), frame, torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"\(1, 3\)"):
+        refine_region_boxes(torch.zeros(1, 2, H, W), frame, torch.zeros(1, 3))
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu() -> None:
+    torch.manual_seed(0)
+    flow = with_mover(camera_flow(torch.device("cpu"), "zoom", frames=3), PATCH, (2.0, 1.0))
+    flow = flow + 0.05 * torch.randn_like(flow)
+    regions = [[HALO], [HALO, [25, 1, 37, 15]], []]
+    torch.testing.assert_close(
+        dominant_motion(flow.cuda()).cpu(), dominant_motion(flow), rtol=0, atol=1e-4
+    )
+    assert refine_regions(flow.cuda(), regions) == refine_regions(flow, regions)
