@@ -34,9 +34,15 @@ RECORD_KEYS = {
 FAST = ["--short-side", "32"]
 
 
-def mofo(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``mofo ARGS`` with a plain environment (no forced colours or terminal width)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR")}
+def mofo(
+    *args: str | Path, cwd: Path | None = None, terminal: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mofo ARGS`` with a plain environment (no forced colours or terminal width); with
+    ``terminal``, stderr is treated as a terminal (Rich's TTY_COMPATIBLE)."""
+    plain = ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE")
+    env = {k: v for k, v in os.environ.items() if k not in plain}
+    if terminal:
+        env["TTY_COMPATIBLE"] = "1"
     return subprocess.run(
         [str(MOFO), *map(str, args)],
         capture_output=True,
@@ -300,3 +306,15 @@ def test_a_bad_tvl1_kernel_stops_serve_and_worker_at_start(
     run = mofo(*command)
     check_clean_failure(run, 2)
     assert "bad settings: tvl1_kernel: Input should be 'triton' or 'compiled'" in run.stderr
+
+
+def test_one_clip_shows_its_frame_pairs_on_a_terminal(clips: tuple[Path, Path]) -> None:
+    """A single long clip shows how many of its frame pairs are done, on a terminal only."""
+    shown = mofo("boxes", clips[0], *FAST, terminal=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "frame pairs" in shown.stderr and "6/6" in shown.stderr
+    assert "motion boxes" not in shown.stderr  # the per-clip bar is for several clips
+    piped = mofo("boxes", clips[0], *FAST)
+    assert piped.returncode == 0 and piped.stderr == ""
+    quiet = mofo("boxes", clips[0], *FAST, "-q", terminal=True)
+    assert "frame pairs" not in quiet.stderr
