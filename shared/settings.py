@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # Requests being worked on at once; one more is answered 429 with Retry-After.
     max_pending: int = Field(32, ge=1, le=4096)
     request_timeout_s: float = Field(120.0, gt=0, le=3600)
+    # Frames an interactive request (boxes, motion map, preview) boxes at most, spread over the
+    # clip, when it asks for no sampling itself; 0 = every frame. Jobs box every frame.
+    interactive_frames: int = Field(64, ge=0, le=100_000)
 
     cache_entries: int = Field(10_000, ge=1)  # in-process cache size (no Redis)
     # Recent analyses (frames + motion maps) kept so /v1/motion-map and /v1/preview of a clip

@@ -46,8 +46,13 @@ class BoxOptions(BaseModel):
         "epsilon", description="TV-L1 stopping: OpenCV's epsilon rule or all iterations (torch)."
     )
 
-    def motion_params(self, default_backend: str) -> MotionParams:
+    def motion_params(self, default_backend: str, default_frames: int = 0) -> MotionParams:
+        """The request's settings; ``default_frames`` (> 0) caps the frames boxed when the
+        request asks for no sampling itself."""
         backend = default_backend if self.backend == "auto" else self.backend
+        num_frames = self.num_frames
+        if default_frames and self.stride == 1 and self.fps is None and num_frames is None:
+            num_frames = max(2, default_frames)
         if backend == "opencv" and self.stopping == "fixed":
             raise ValueError("stopping=fixed needs backend=torch (OpenCV only stops on epsilon)")
         return preset_params(
@@ -55,7 +60,7 @@ class BoxOptions(BaseModel):
             short_side=self.short_side,
             stride=self.stride,
             fps=self.fps,
-            num_frames=self.num_frames,
+            num_frames=num_frames,
             motion_step=self.motion_step,
             motion_step_s=self.motion_step_s,
             backend=backend,

@@ -80,7 +80,9 @@ class RecentResults:
 
     @staticmethod
     def _size(result: ClipResult) -> int:
-        return result.clip.frames.nbytes + result.analysis.maps.numel() * 4
+        extra = result.clip.motion_frames
+        held = result.clip.frames.nbytes + (0 if extra is None else extra.nbytes)
+        return held + result.analysis.maps.numel() * 4
 
     def get(self, video_id: str, params_hash: str) -> ClipResult | None:
         with self._lock:
@@ -151,9 +153,12 @@ class MotionService:
 
     # -- per request ---------------------------------------------------------------------------
 
-    def params(self, options) -> MotionParams:
+    def params(self, options, interactive: bool = True) -> MotionParams:
+        """A request's settings; an interactive one that sets no sampling boxes at most
+        ``interactive_frames`` frames spread over the clip (jobs box every frame)."""
+        frames = self.settings.interactive_frames if interactive else 0
         try:
-            return options.motion_params(self.backend)
+            return options.motion_params(self.backend, frames)
         except ValueError as exc:
             raise Problem(422, "invalid-parameters", "Invalid parameters", str(exc)) from None
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from shared.cli import sample_clip
-from shared.params import FlowParams, MotionParams
+from shared.params import FlowParams, MotionParams, preset_params
 from shared.pipeline import analyse_clip
 from shared.record import BoxRecord
 from shared.render import strip_size
@@ -219,6 +219,30 @@ def test_job_over_paths_keeps_each_clips_outcome(client, expected):
     cached = client.get("/v1/boxes/clips/carphone.mp4", params=FAST)
     assert cached.json() == carphone["record"]
     assert done["ended_at"] >= done["started_at"] >= done["created_at"]
+
+
+def test_interactive_requests_box_a_spread_of_frames_and_jobs_every_frame(client):
+    """A request that sets no sampling boxes at most 64 frames spread over the clip (the
+    server's interactive_frames), named by that setting's hash; a job boxes every frame. Both
+    measure each frame's motion to the next source frame, so their boxes agree."""
+    small = {"short_side": 48}
+    spread = client.post("/v1/boxes", json={"path": "clips/carphone.mp4"}, params=small)
+    assert spread.status_code == 200, spread.text
+    record = spread.json()
+    assert record["frame_indices"] == [round(k * 119 / 63) for k in range(64)]
+    assert record["params"] == preset_params(short_side=48, num_frames=64).hash()
+    job = client.post("/v1/jobs", json={"paths": ["clips/carphone.mp4"]}, params=small)
+    done = _wait_for_job(client, job.json()["status_url"])
+    (outcome,) = done["result"]
+    every = outcome["record"]
+    assert every["frame_indices"] == list(range(120))
+    assert every["params"] == preset_params(short_side=48).hash()
+    for index, box, own in zip(
+        record["frame_indices"], record["frames"], record["own"], strict=True
+    ):
+        assert own == every["own"][index]
+        if own:
+            assert box == every["frames"][index], index
 
 
 def test_job_for_an_uploaded_clip(client, expected):

@@ -36,7 +36,7 @@ async def create_job(
     request: Request,
     response: Response,
 ) -> dict:
-    params = service.params(options)
+    params = service.params(options, interactive=False)
     job_id = await run_in_threadpool(service.jobs.submit, clips, params)
     state = await run_in_threadpool(service.jobs.get, job_id)
     out = _job_out(request, state)
