@@ -1,303 +1,420 @@
-"""Box quality on synthetic clips with exact ground truth: our pipeline against the paper's.
+"""Box quality on synthetic clips with exact ground truth: our pipeline, the previous defaults
+and the paper's public-code pipeline, every frame and at sampled frames.
 
-For every scenario of :data:`bench.synthetic.SCENARIOS` and every seed, render the clip, run the
-paper's public-code pipeline (:mod:`bench.paper_pipeline`, both its public and literal reading,
-on one set of OpenCV TV-L1 flows) and ours (``shared.pipeline.analyse_frames``, default
-``MotionParams``, CPU), and score the mean per-frame IoU against the ground-truth union box of the
-movers (frames without a visible mover are skipped; a missing prediction scores 0).
+For every scenario (``--suite classic`` the eight 10-frame scenes of the first release,
+``extended`` the harder 64–128-frame clips, ``all``) and every seed of the split (``train``:
+seeds 0–1, what tuning may look at; ``heldout``: seeds 2–3, which tuning never sees), render the
+clip and score each method by the mean per-frame IoU against the ground-truth union box of the
+movers (frames without a visible mover are skipped; a missing box scores 0), at the frames each
+sampling keeps:
 
-    python bench/box_quality.py [--seeds N] [--frames T] [--json OUT] [--only NAME ...]
+- ``every``: every frame; ``num_frames=6`` and ``fps=4``: the frames ``mofo boxes --num-frames
+  6`` / ``--fps 4`` would keep (clips are taken as 25 fps).
+- ``ours``: ``analyse_frames`` with a quality preset (default ``balanced``, the library's
+  defaults): each kept frame's motion measured to the next source frame.
+- ``previous``: the first release's defaults (224 px, OpenCV's default TV-L1, its region stage,
+  no refinement, no cut detection), and at sampled frames its flow between consecutive *kept*
+  frames, as it was.
+- ``paper``: the paper's public-code box pipeline (:mod:`bench.paper_pipeline`) on consecutive
+  OpenCV flows, its boxes read at the kept frames.
 
-Prints a table per scenario, the overall and shaky-camera means and the wall time; writes, for
-the first seed, one PNG per scenario under ``bench-out/box_quality/`` (GT green, paper blue,
-paper-literal yellow, ours red; under each frame the eq. 1 map of the pair and our smoothed map).
-When ``shared.pipeline`` cannot be imported, the paper reference still runs and ours is
-reported as not available.
+    python bench/box_quality.py [--suite all] [--split heldout] [--quality balanced]
+                                [--json OUT] [--png] [--only NAME ...]
+
+Prints a table per scenario and sampling, means per camera kind and overall, cut detection's
+precision and recall on clips with a cut, and the wall time. Flows are cached under
+``bench-out/flows/`` (keyed by clip, working size and TV-L1 settings), so a second run costs
+only the region stage; ``bench/frontier.py`` measures speed in its own run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import platform
 import sys
 import time
-import traceback
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from bench.paper_pipeline import motion_boundary, opencv_flows, paper_boxes  # noqa: E402
-from bench.synthetic import SCENARIOS, Scenario, SyntheticClip, make_clip, with_frames  # noqa: E402
-from shared.record import box_iou  # noqa: E402
+from bench import synthetic  # noqa: E402
+from bench.paper_pipeline import opencv_flows, paper_boxes  # noqa: E402
+from shared.decode import motion_partners, plan_frames, working_size  # noqa: E402
+from shared.flow import optical_flow  # noqa: E402
+from shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
+from shared.pipeline import FrameAnalysis, analyse_frames  # noqa: E402
+from shared.record import box_iou, scale_box  # noqa: E402
 
 Box = list[int]
-OursFn = Callable[[np.ndarray], tuple[list[Box | None], np.ndarray, bool]]
-
-GREEN, BLUE, RED, YELLOW = (0, 200, 0), (40, 90, 255), (255, 40, 40), (255, 220, 0)
+TRAIN_SEEDS = (0, 1)
+HELDOUT_SEEDS = (2, 3)
+CLIP_FPS = 25.0  # the rate synthetic clips are taken to have, for --fps sampling
+MODES: dict[str, dict] = {"every": {}, "num_frames=6": {"num_frames": 6}, "fps=4": {"fps": 4.0}}
+METHODS = ("ours", "previous", "paper")
+FLOW_CACHE = ROOT / "bench-out" / "flows"
 OUT_DIR = ROOT / "bench-out" / "box_quality"
 
 
-@dataclass
-class Result:
-    """Scores of one clip (mean per-frame IoU; None where a method did not run)."""
-
-    scenario: str
-    seed: int
-    paper: float | None
-    paper_literal: float | None
-    ours: float | None
-    ours_fallback: bool | None
-    ours_error: str | None
-    paper_s: float
-    ours_s: float | None
-    gt_frames: int
-    per_frame: dict[str, list[float | None]] = field(default_factory=dict)
+def previous_params() -> MotionParams:
+    """The first release's defaults (algorithm version 1): 224 px, OpenCV's default TV-L1, its
+    region stage, nothing refined, no cut detection."""
+    return preset_params("paper", refine=False, cut_threshold=None)
 
 
-def load_ours() -> tuple[OursFn | None, str]:
-    """Our pipeline as ``frames -> (boxes, motion maps, fallback)``, or None and the reason."""
-    try:
-        from shared.params import MotionParams
-        from shared.pipeline import analyse_frames
-    except Exception as exc:  # not written yet, or broken mid-edit: the reference still runs
-        return None, f"{type(exc).__name__}: {exc}"
-
-    def run(frames: np.ndarray) -> tuple[list[Box | None], np.ndarray, bool]:
-        result = analyse_frames(frames, MotionParams(), device="cpu")
-        return list(result.boxes), np.asarray(result.motion), bool(result.fallback)
-
-    return run, "shared.pipeline.analyse_frames, MotionParams() defaults, device=cpu"
+def suite(name: str) -> tuple[synthetic.Scenario, ...]:
+    return {
+        "classic": synthetic.SCENARIOS,
+        "extended": synthetic.EXTENDED,
+        "all": synthetic.ALL,
+    }[name]
 
 
-def frame_ious(gt: list[Box | None], pred: list[Box | None]) -> list[float | None]:
-    """IoU per frame; None where the ground truth has no box, 0 where the prediction has none."""
-    return [
-        None if g is None else (0.0 if p is None else box_iou(g, p))
-        for g, p in zip(gt, pred, strict=True)
+def split_seeds(split: str) -> tuple[int, ...]:
+    return {"train": TRAIN_SEEDS, "heldout": HELDOUT_SEEDS, "all": TRAIN_SEEDS + HELDOUT_SEEDS}[
+        split
     ]
 
 
-def mean_of(values: list[float | None]) -> float | None:
-    """Mean over the frames that count (ground truth present); None when none does."""
+def kept_frames(count: int, mode: str) -> list[int]:
+    """The frames a sampling keeps of a ``count``-frame clip at :data:`CLIP_FPS`."""
+    return plan_frames(np.arange(count) / CLIP_FPS, MotionParams(**MODES[mode]), CLIP_FPS)
+
+
+def to_working(frames: np.ndarray, short_side: int) -> tuple[np.ndarray, float, float]:
+    """Frames resized as decoding resizes them; (frames, sx, sy) to map boxes back."""
+    height, width = frames.shape[1:3]
+    w, h = working_size(width, height, short_side)
+    if (w, h) == (width, height):
+        return frames, 1.0, 1.0
+    small = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+    return small, width / w, height / h
+
+
+# --------------------------------------------------------------------------- cached flows
+
+
+def _flow_key(clip: synthetic.SyntheticClip, size: tuple[int, int], flow: FlowParams, backend):
+    text = json.dumps(
+        [
+            clip.scenario.name,
+            clip.seed,
+            clip.scenario.frames,
+            size,
+            dataclasses.asdict(flow),
+            backend,
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass
+class DenseFlows:
+    """A clip's flows at one working size and TV-L1 setting: frame t to t+1, and the last frame
+    back to the one before (every kept frame's pair with a motion step of 1)."""
+
+    flow: torch.Tensor  # (T, 2, h, w)
+    seconds: float  # what computing them took (one thread)
+
+    def pair(self, first: int, second: int) -> torch.Tensor | None:
+        last = self.flow.shape[0] - 1
+        if second == first + 1 or (first == last and second == last - 1):
+            return self.flow[first]
+        return None
+
+
+def dense_flows(
+    clip: synthetic.SyntheticClip, work: np.ndarray, params: MotionParams
+) -> DenseFlows:
+    """The clip's dense flows at ``params``' size and TV-L1 setting, from the cache or computed."""
+    size = tuple(work.shape[1:3])
+    path = FLOW_CACHE / f"{_flow_key(clip, size, params.flow, params.backend)}.pt"
+    if path.exists():
+        saved = torch.load(path)
+        return DenseFlows(saved["flow"], saved["seconds"])
+    from shared.flow.gray import rgb_to_gray
+
+    gray = rgb_to_gray(torch.from_numpy(work))
+    count = len(work)
+    first = list(range(count))
+    second = motion_partners(first, count, 1)
+    start = time.perf_counter()
+    flow = optical_flow(gray[first], gray[second], params.flow, params.backend)
+    seconds = time.perf_counter() - start
+    FLOW_CACHE.mkdir(parents=True, exist_ok=True)
+    torch.save({"flow": flow, "seconds": seconds}, path)
+    return DenseFlows(flow, seconds)
+
+
+def cached_flow_fn(dense: DenseFlows):
+    """A flow function for ``analyse_frames`` that takes pairs from ``dense`` when it has them."""
+
+    def flow_fn(gray, first, second, params):
+        out = []
+        for a, b in zip(first, second, strict=True):
+            cached = dense.pair(a, b)
+            if cached is None:
+                cached = optical_flow(gray[[a]], gray[[b]], params.flow, params.backend)[0]
+            out.append(cached)
+        return torch.stack(out)
+
+    return flow_fn
+
+
+# --------------------------------------------------------------------------- methods
+
+
+@dataclass
+class MethodResult:
+    boxes: list[Box | None]  # per kept frame, clip pixels
+    cuts: list[bool] = field(default_factory=list)
+    regions_s: float = 0.0
+
+
+def run_pipeline(
+    clip: synthetic.SyntheticClip,
+    params: MotionParams,
+    kept: list[int],
+    old_sampling: bool = False,
+) -> MethodResult:
+    """Our pipeline at ``params`` on the kept frames; with ``old_sampling`` the flow runs between
+    consecutive kept frames, as the first release did."""
+    work, sx, sy = to_working(clip.frames, params.short_side)
+    height, width = clip.frames.shape[1:3]
+    if old_sampling and len(kept) < len(work):
+        analysis = analyse_frames(work[kept], params)
+    else:
+        dense = dense_flows(clip, work, params)
+        partners = motion_partners(kept, len(work), params.motion_step)
+        analysis = analyse_frames(
+            work, params, kept=kept, partners=partners, flow_fn=cached_flow_fn(dense)
+        )
+    return _scaled(analysis, sx, sy, width, height)
+
+
+def _scaled(analysis: FrameAnalysis, sx: float, sy: float, width: int, height: int):
+    boxes = [scale_box(b, sx, sy, width, height) for b in analysis.boxes]
+    return MethodResult(boxes, list(analysis.cuts), analysis.timings.get("regions", 0.0))
+
+
+def run_paper(clip: synthetic.SyntheticClip, kept: list[int]) -> MethodResult:
+    """The public-code pipeline on consecutive OpenCV flows (from the flow cache)."""
+    dense = dense_flows(clip, clip.frames, previous_params())
+    flows = dense.flow[:-1].permute(0, 2, 3, 1).numpy()  # (T-1, H, W, 2)
+    if len(flows) == 0:
+        flows = opencv_flows(clip.frames)
+    boxes = paper_boxes(clip.frames, flows, "public")
+    return MethodResult([boxes[k] for k in kept])
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def frame_ious(truth: Sequence[Box | None], pred: Sequence[Box | None]) -> list[float | None]:
+    """IoU per frame; None where the ground truth has no box, 0 where the prediction has none."""
+    return [
+        None if g is None else (0.0 if p is None else box_iou(g, p))
+        for g, p in zip(truth, pred, strict=True)
+    ]
+
+
+def mean_of(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
 
 
-def _draw_box(image: np.ndarray, box: Box | None, colour: tuple[int, int, int], width: int) -> None:
-    if box is not None:
-        cv2.rectangle(image, (box[0], box[1]), (box[2] - 1, box[3] - 1), colour, width)
+@dataclass
+class ClipScores:
+    scenario: str
+    camera: str
+    seed: int
+    scores: dict[str, dict[str, float | None]]  # method → mode → mean IoU
+    cuts_true: list[int]
+    cuts_found: list[int]
+    seconds: float
 
 
-def _heat(values: np.ndarray, scale: float) -> np.ndarray:
-    """A motion map as an RGB heat image, ``scale`` mapping to full brightness."""
-    grey = np.clip(values / max(scale, 1e-9) * 255, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-
-
-def save_png(
-    path: Path,
-    clip: SyntheticClip,
-    paper: list[Box | None],
-    literal: list[Box | None],
-    ours: list[Box | None] | None,
-    paper_maps: np.ndarray,
-    our_maps: np.ndarray | None,
-    caption: str,
-) -> None:
-    """A grid of the clip's frames with all boxes, and the motion maps under each frame."""
-    frames_n, height, width = clip.frames.shape[:3]
-    half = (width // 2, height // 2)
-    p_scale = float(np.percentile(paper_maps, 99.9)) if paper_maps.size else 1.0
-    o_scale = float(np.percentile(our_maps, 99.9)) if our_maps is not None else 1.0
-    cells = []
-    for t in range(frames_n):
-        image = clip.frames[t].copy()
-        _draw_box(image, clip.boxes[t], GREEN, 2)
-        _draw_box(image, literal[t], YELLOW, 1)
-        _draw_box(image, paper[t], BLUE, 1)
-        if ours is not None:
-            _draw_box(image, ours[t], RED, 1)
-        cv2.putText(image, str(t), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
-        pair = min(t, len(paper_maps) - 1)
-        left = cv2.resize(_heat(paper_maps[pair], p_scale), half, interpolation=cv2.INTER_AREA)
-        _draw_box(left, _half(clip.boxes[t]), GREEN, 1)
-        if our_maps is not None:
-            right = cv2.resize(_heat(our_maps[t], o_scale), half, interpolation=cv2.INTER_AREA)
-            _draw_box(right, _half(clip.boxes[t]), GREEN, 1)
-        else:
-            right = np.zeros_like(left)
-        below = np.hstack([left, right])
-        below = cv2.resize(below, (width, below.shape[0]))
-        cells.append(np.vstack([image, below]))
-    cols = 5
-    while len(cells) % cols:
-        cells.append(np.zeros_like(cells[0]))
-    grid = np.vstack([np.hstack(cells[i : i + cols]) for i in range(0, len(cells), cols)])
-    header = np.zeros((22, grid.shape[1], 3), np.uint8)
-    text = f"{caption}   GT green | paper blue | paper-literal yellow | ours red"
-    cv2.putText(header, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.vstack([header, grid]), cv2.COLOR_RGB2BGR))
-
-
-def _half(box: Box | None) -> Box | None:
-    return None if box is None else [v // 2 for v in box]
-
-
-def run_clip(scenario: Scenario, seed: int, ours: OursFn | None, png: Path | None) -> Result:
-    """Render one clip, run both pipelines, score them, optionally save the PNG."""
-    clip = make_clip(scenario, seed)
-    t0 = time.perf_counter()
-    flows = opencv_flows(clip.frames)
-    paper = paper_boxes(clip.frames, flows, "public")
-    literal = paper_boxes(clip.frames, flows, "literal")
-    paper_s = time.perf_counter() - t0
-
-    our_boxes = our_maps = fallback = error = ours_s = None
-    if ours is not None:
-        t1 = time.perf_counter()
-        try:
-            our_boxes, our_maps, fallback = ours(clip.frames)
-        except Exception:  # one failing clip must not hide the rest of the table
-            error = traceback.format_exc(limit=3).strip().splitlines()[-1]
-        ours_s = time.perf_counter() - t1
-
-    per_frame = {
-        "paper": frame_ious(clip.boxes, paper),
-        "paper_literal": frame_ious(clip.boxes, literal),
-    }
-    if our_boxes is not None:
-        per_frame["ours"] = frame_ious(clip.boxes, our_boxes)
-    if png is not None:
-        maps = np.stack([motion_boundary(f) for f in flows])
-        caption = f"{scenario.name} seed {seed}"
-        save_png(png, clip, paper, literal, our_boxes, maps, our_maps, caption)
-    return Result(
+def score_clip(
+    scenario: synthetic.Scenario, seed: int, params: MotionParams, png: Path | None
+) -> ClipScores:
+    clip = synthetic.make_clip(scenario, seed)
+    start = time.perf_counter()
+    scores: dict[str, dict[str, float | None]] = {m: {} for m in METHODS}
+    found: list[int] = []
+    for mode in MODES:
+        kept = kept_frames(len(clip.frames), mode)
+        truth = [clip.boxes[k] for k in kept]
+        results = {
+            "ours": run_pipeline(clip, params, kept),
+            "previous": run_pipeline(clip, previous_params(), kept, old_sampling=True),
+            "paper": run_paper(clip, kept),
+        }
+        for method, result in results.items():
+            scores[method][mode] = mean_of(frame_ious(truth, result.boxes))
+        if mode == "every":
+            found = [k for k, cut in zip(kept, results["ours"].cuts, strict=True) if cut]
+            if png is not None:
+                save_png(png, clip, {m: r.boxes for m, r in results.items()})
+    return ClipScores(
         scenario=scenario.name,
+        camera=scenario.camera,
         seed=seed,
-        paper=mean_of(per_frame["paper"]),
-        paper_literal=mean_of(per_frame["paper_literal"]),
-        ours=mean_of(per_frame["ours"]) if "ours" in per_frame else None,
-        ours_fallback=fallback,
-        ours_error=error,
-        paper_s=paper_s,
-        ours_s=ours_s,
-        gt_frames=sum(b is not None for b in clip.boxes),
-        per_frame=per_frame,
+        scores=scores,
+        cuts_true=list(getattr(clip, "cuts", [])),
+        cuts_found=found,
+        seconds=time.perf_counter() - start,
     )
 
 
-def _fmt(value: float | None) -> str:
-    return "   n/a" if value is None else f"{value:6.3f}"
+COLOURS = {"truth": (0, 200, 0), "ours": (255, 40, 40), "previous": (255, 220, 0)}
+COLOURS["paper"] = (40, 90, 255)
 
 
-def _mean(results: list[Result], key: str) -> float | None:
-    """Mean of one score over clips; None when any clip lacks it (e.g. ours did not run)."""
-    values = [getattr(r, key) for r in results if r.gt_frames]
-    if not values or any(v is None for v in values):
-        return None
-    return float(np.mean(values))
+def save_png(path: Path, clip: synthetic.SyntheticClip, boxes: dict[str, list]) -> None:
+    """Up to 10 frames spread over the clip with every method's boxes (truth green, ours red,
+    previous yellow, paper blue)."""
+    count = len(clip.frames)
+    picks = np.unique(np.linspace(0, count - 1, min(10, count)).round().astype(int))
+    cells = []
+    for t in picks:
+        image = np.ascontiguousarray(clip.frames[t])
+        drawn = {"truth": clip.boxes[t], **{m: b[t] for m, b in boxes.items()}}
+        for name, box in drawn.items():
+            if box is not None:
+                width = 2 if name == "truth" else 1
+                corner = (box[2] - 1, box[3] - 1)
+                cv2.rectangle(image, (box[0], box[1]), corner, COLOURS[name], width)
+        cv2.putText(image, str(t), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        cells.append(image)
+    while len(cells) % 5:
+        cells.append(np.zeros_like(cells[0]))
+    grid = np.vstack([np.hstack(cells[i : i + 5]) for i in range(0, len(cells), 5)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
-def summarise(results: list[Result], scenarios: list[Scenario]) -> dict[str, dict]:
-    """Means per scenario (over seeds), overall, and over the shaky-camera scenarios."""
-    table: dict[str, dict] = {}
-    groups = {s.name: [r for r in results if r.scenario == s.name] for s in scenarios}
-    groups["mean (all)"] = results
-    groups["mean (shaky)"] = [
-        r for r in results if any(s.name == r.scenario and s.camera == "shaky" for s in scenarios)
-    ]
-    for name, rows in groups.items():
-        if rows:
-            table[name] = {key: _mean(rows, key) for key in ("ours", "paper", "paper_literal")} | {
-                "fallbacks": sum(bool(r.ours_fallback) for r in rows),
-                "errors": sum(r.ours_error is not None for r in rows),
+# --------------------------------------------------------------------------- summary
+
+
+def summarise(rows: list[ClipScores]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean IoU per group (each scenario, each camera kind, all) → method → mode."""
+    groups: dict[str, list[ClipScores]] = {}
+    for row in rows:
+        groups.setdefault(row.scenario, []).append(row)
+    for row in rows:
+        groups.setdefault(f"camera {row.camera}", []).append(row)
+    groups["mean (all)"] = rows
+    table = {}
+    for name, members in groups.items():
+        table[name] = {
+            method: {
+                mode: float(np.mean([r.scores[method][mode] for r in members]))
+                for mode in MODES
+                if all(r.scores[method][mode] is not None for r in members)
             }
+            for method in METHODS
+        }
     return table
 
 
-def print_table(table: dict[str, dict], ours_note: str) -> None:
-    print(f"{'scenario':16s} {'ours':>6s} {'paper':>6s} {'p-lit':>6s}  notes")
+def cut_detection(rows: list[ClipScores]) -> dict[str, float | int]:
+    """Precision and recall of the cuts found (every frame) on the clips that have cuts."""
+    tp = fp = fn = 0
+    for row in rows:
+        truth, found = set(row.cuts_true), set(row.cuts_found)
+        tp += len(truth & found)
+        fp += len(found - truth)
+        fn += len(truth - found)
+    return {
+        "true_cuts": tp + fn,
+        "found": tp + fp,
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+    }
+
+
+def print_table(table: dict) -> None:
+    """One row per group; per sampling, ours / previous / paper."""
+    print(f"{'':24s}" + "".join(f" | {mode:^22s}" for mode in MODES))
+    print(f"{'group':24s}" + " | ours   prev   paper " * len(MODES))
     for name, row in table.items():
-        if name.startswith("mean (all)"):
-            print("-" * 48)
-        notes = []
-        if row["fallbacks"]:
-            notes.append(f"{row['fallbacks']} fallback")
-        if row["errors"]:
-            notes.append(f"{row['errors']} error")
-        line = f"{name:16s} {_fmt(row['ours'])} {_fmt(row['paper'])} {_fmt(row['paper_literal'])}"
-        print(f"{line}  {', '.join(notes)}".rstrip())
-    print(f"ours: {ours_note}")
+        cells = []
+        for mode in MODES:
+            values = [row[method].get(mode) for method in METHODS]
+            cells.append(" | " + " ".join("  n/a " if v is None else f"{v:6.3f}" for v in values))
+        print(f"{name:24s}" + "".join(cells))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per scenario (0..N-1)")
-    parser.add_argument("--frames", type=int, default=10, help="frames per clip")
+    parser.add_argument("--suite", choices=("classic", "extended", "all"), default="all")
+    parser.add_argument("--split", choices=("train", "heldout", "all"), default="heldout")
+    parser.add_argument("--quality", choices=("fast", "balanced", "paper"), default="balanced")
     parser.add_argument("--json", type=Path, default=None, help="write all scores here")
     parser.add_argument("--only", nargs="*", default=None, help="scenario names to run")
-    parser.add_argument("--no-png", action="store_true", help="skip the PNGs of the first seed")
+    parser.add_argument("--png", action="store_true", help="a PNG per scenario (first seed)")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.frames < 2:
-        parser.error("need --seeds >= 1 and --frames >= 2")
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
-    scenarios = [with_frames(s, args.frames) for s in SCENARIOS]
+    scenarios = list(suite(args.suite))
     if args.only:
         unknown = set(args.only) - {s.name for s in scenarios}
         if unknown:
             parser.error(f"unknown scenarios {sorted(unknown)}")
         scenarios = [s for s in scenarios if s.name in args.only]
-
-    ours, ours_note = load_ours()
-    if ours is None:
-        ours_note = f"not available ({ours_note})"
-    print(f"{len(scenarios)} scenarios x {args.seeds} seeds, {args.frames} frames", file=sys.stderr)
+    seeds = split_seeds(args.split)
+    params = preset_params(args.quality)
+    print(
+        f"{len(scenarios)} scenarios x seeds {list(seeds)}, ours = {args.quality}", file=sys.stderr
+    )
 
     start = time.perf_counter()
-    results: list[Result] = []
+    rows = []
     for scenario in scenarios:
-        for seed in range(args.seeds):
-            png = None if args.no_png or seed else OUT_DIR / f"{scenario.name}.png"
-            result = run_clip(scenario, seed, ours, png)
-            results.append(result)
+        for seed in seeds:
+            png = OUT_DIR / f"{scenario.name}.png" if args.png and seed == seeds[0] else None
+            row = score_clip(scenario, seed, params, png)
+            rows.append(row)
+            every = {m: row.scores[m]["every"] for m in METHODS}
             print(
-                f"  {scenario.name} seed {seed}: ours {_fmt(result.ours)} paper "
-                f"{_fmt(result.paper)} literal {_fmt(result.paper_literal)}"
-                + (f"  [ours error: {result.ours_error}]" if result.ours_error else ""),
+                f"  {scenario.name} seed {seed}: "
+                + " ".join(f"{m} {v:.3f}" for m, v in every.items() if v is not None)
+                + f"  ({row.seconds:.0f} s)",
                 file=sys.stderr,
+                flush=True,
             )
     wall = time.perf_counter() - start
-
-    table = summarise(results, scenarios)
-    print_table(table, ours_note)
-    paper_s = sum(r.paper_s for r in results)
-    ours_s = sum(r.ours_s or 0.0 for r in results)
+    table = summarise(rows)
+    print_table(table)
+    cuts = cut_detection([r for r in rows if r.cuts_true])
+    print(f"cut detection (clips with a cut, every frame): {cuts}")
     print(
-        f"wall {wall:.1f} s (paper flows+boxes {paper_s:.1f} s, ours {ours_s:.1f} s) on "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, OpenCV {cv2.getNumThreads()} threads"
+        f"wall {wall:.0f} s on {platform.machine()}, {os.cpu_count()} CPUs, one thread; "
+        f"ours = preset {args.quality!r} ({params.hash()})"
     )
-    if not args.no_png:
-        print(f"PNGs of seed 0: {OUT_DIR}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "command": " ".join(["python", "bench/box_quality.py", *(argv or sys.argv[1:])]),
-            "frames": args.frames,
-            "seeds": args.seeds,
-            "ours": ours_note,
+            "seeds": list(seeds),
+            "quality": args.quality,
+            "params": dataclasses.asdict(params),
             "wall_s": wall,
             "summary": table,
-            "clips": [asdict(r) for r in results],
+            "cuts": cuts,
+            "clips": [dataclasses.asdict(r) for r in rows],
         }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0

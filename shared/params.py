@@ -86,14 +86,14 @@ class MotionParams:
     ``refine_min_motion`` × short side against the camera is dropped as camera motion.
     """
 
-    short_side: int = 224
+    short_side: int = 112  # the "balanced" preset (see QUALITY_PRESETS)
     stride: int = 1
     fps: float | None = None
     num_frames: int | None = None
     motion_step: int = 1
     motion_step_s: float | None = None
     backend: FlowBackend = "opencv"
-    flow: FlowParams = field(default_factory=FlowParams)
+    flow: FlowParams = field(default_factory=lambda: FlowParams(warps=3))
     temporal_window: int = 1
     # Region defaults chosen by bench/tune_regions.py (BENCHMARKS.md §2).
     sigma: float = 0.005
@@ -175,11 +175,12 @@ class DecodeLimits:
 
 Quality = Literal["fast", "balanced", "paper"]
 
-# Named trade-offs of speed for box quality, as fields that differ from MotionParams' defaults
-# (which are "balanced"). "paper" is the paper's setting: OpenCV's default TV-L1 at 224 px with
-# the first release's region stage. Figures: BENCHMARKS.md (the frontier).
+# Named trade-offs of speed for box quality, as the fields that differ from MotionParams'
+# defaults (which are "balanced"), chosen on the frontier's tuning seeds (bench/frontier.py,
+# BENCHMARKS.md): "balanced" 112 px and 3 TV-L1 warps; "fast" also stops each warp at twice
+# OpenCV's epsilon; "paper" is OpenCV's default TV-L1 at 224 px, as the paper measured flow.
 QUALITY_PRESETS: dict[str, dict] = {
-    "fast": {},
+    "fast": {"flow": FlowParams(warps=3, epsilon=0.02)},
     "balanced": {},
     "paper": {"short_side": 224, "flow": FlowParams()},
 }

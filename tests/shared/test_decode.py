@@ -109,7 +109,7 @@ def test_working_size_rejects_nonpositive() -> None:
 
 
 def test_stride_sampling() -> None:
-    clip = read_clip(BIKES, MotionParams(stride=50))
+    clip = read_clip(BIKES, MotionParams(short_side=224, stride=50))
     assert clip.frame_indices == [0, 50, 100, 150, 200]
     assert clip.frames.shape == (5, 224, 528, 3)
     assert clip.frames.dtype == np.uint8
@@ -118,7 +118,7 @@ def test_stride_sampling() -> None:
 
 
 def test_all_frames_and_pixels_match_source() -> None:
-    clip = read_clip(CARPHONE)
+    clip = read_clip(CARPHONE, MotionParams(short_side=224))
     assert clip.frame_indices == list(range(120))
     assert clip.frames.shape == (120, 224, 274, 3)
     # Frame 0 is the source frame resized: compare with an independent RGB decode + OpenCV resize.
@@ -132,32 +132,37 @@ def test_all_frames_and_pixels_match_source() -> None:
 
 
 def test_fps_sampling_picks_nearest_frames() -> None:
-    clip = read_clip(BIKES, MotionParams(fps=3))
+    clip = read_clip(BIKES, MotionParams(short_side=224, fps=3))
     # Targets k/3 s over a 10 s clip at 25 fps: nearest frame is round(25k/3), never a tie.
     assert clip.frame_indices == [round(25 * k / 3) for k in range(30)]
     assert clip.frames.shape == (30, 224, 528, 3)
 
 
 def test_fps_sampling_ntsc_rate_clamps_to_last_frame() -> None:
-    clip = read_clip(CARPHONE, MotionParams(fps=10))
+    clip = read_clip(CARPHONE, MotionParams(short_side=224, fps=10))
     # Frames at k*1001/30000 s; targets k/10 s up to the end of the last frame (4.004 s).
     assert clip.frame_indices == [min(round(k * 3000 / 1001), 119) for k in range(41)]
 
 
 def test_fps_equal_to_stride_and_never_more_frames_than_source() -> None:
-    assert read_clip(CARPHONE, MotionParams(fps=1000)).frame_indices == list(range(120))
-    by_fps = read_clip(CARPHONE, MotionParams(fps=30000 / 1001 / 5, num_frames=50))
+    assert read_clip(CARPHONE, MotionParams(short_side=224, fps=1000)).frame_indices == list(
+        range(120)
+    )
+    by_fps = read_clip(CARPHONE, MotionParams(short_side=224, fps=30000 / 1001 / 5, num_frames=50))
     assert by_fps.frame_indices == list(range(0, 120, 5))
 
 
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        (MotionParams(num_frames=8), [0, 36, 71, 107, 142, 178, 213, 249]),
-        (MotionParams(stride=10, num_frames=4), [0, 80, 160, 240]),
+        (MotionParams(short_side=224, num_frames=8), [0, 36, 71, 107, 142, 178, 213, 249]),
+        (MotionParams(short_side=224, stride=10, num_frames=4), [0, 80, 160, 240]),
         # kept round-half-down(12.5k) for k < 20 (ties go to the earlier frame); linspace 0, 9.5, 19
-        (MotionParams(fps=2, num_frames=3), [0, 125, 237]),
-        (MotionParams(stride=100, num_frames=10), [0, 100, 200]),  # fewer kept than asked
+        (MotionParams(short_side=224, fps=2, num_frames=3), [0, 125, 237]),
+        (
+            MotionParams(short_side=224, stride=100, num_frames=10),
+            [0, 100, 200],
+        ),  # fewer kept than asked
     ],
     ids=["num_frames", "stride+num_frames", "fps+num_frames", "num_frames>kept"],
 )
@@ -168,8 +173,8 @@ def test_num_frames_spreads_evenly(params: MotionParams, expected: list[int]) ->
 
 
 def test_subsampled_frames_equal_full_decode() -> None:
-    full = read_clip(CARPHONE)
-    sub = read_clip(CARPHONE, MotionParams(fps=10, num_frames=5))
+    full = read_clip(CARPHONE, MotionParams(short_side=224))
+    sub = read_clip(CARPHONE, MotionParams(short_side=224, fps=10, num_frames=5))
     assert sub.frame_indices == [0, 30, 60, 90, 119]
     np.testing.assert_array_equal(sub.frames, full.frames[sub.frame_indices])
 
@@ -202,11 +207,13 @@ def test_motion_partners_refuses_bad_input() -> None:
 @pytest.mark.parametrize(
     "params",
     [
-        MotionParams(num_frames=5),
-        MotionParams(fps=2, num_frames=4),
-        MotionParams(stride=30),
-        MotionParams(num_frames=5, motion_step=3),
-        MotionParams(num_frames=5, motion_step_s=0.2),  # 0.2 s at 30000/1001 fps: 6 frames
+        MotionParams(short_side=224, num_frames=5),
+        MotionParams(short_side=224, fps=2, num_frames=4),
+        MotionParams(short_side=224, stride=30),
+        MotionParams(short_side=224, num_frames=5, motion_step=3),
+        MotionParams(
+            short_side=224, num_frames=5, motion_step_s=0.2
+        ),  # 0.2 s at 30000/1001 fps: 6 frames
     ],
     ids=["num_frames", "fps", "stride", "step3", "step_s"],
 )
@@ -240,7 +247,7 @@ def test_short_side_changes_working_size() -> None:
 def test_small_generated_clip(tmp_path: Path) -> None:
     clip = read_clip(badclips.small_clip(tmp_path, frames=8, size=(96, 64)))
     assert clip.frame_indices == list(range(8))
-    assert clip.frames.shape == (8, 224, 336, 3)
+    assert clip.frames.shape == (8, 112, 168, 3)  # the default working size scales up
     assert np.abs(clip.frames[0].astype(int) - clip.frames[-1].astype(int)).mean() > 1.0  # moves
 
 
@@ -248,7 +255,7 @@ def test_small_generated_clip(tmp_path: Path) -> None:
 
 
 def test_bytes_and_file_object_equal_path() -> None:
-    params = MotionParams(num_frames=6)
+    params = MotionParams(short_side=224, num_frames=6)
     by_path = read_clip(CARPHONE, params)
     by_bytes = read_clip(CARPHONE.read_bytes(), params)
     with open(CARPHONE, "rb") as f:
@@ -275,7 +282,7 @@ class _Unseekable(io.RawIOBase):
 
 def test_unseekable_stream(tmp_path: Path) -> None:
     data = badclips.small_clip(tmp_path, frames=8).read_bytes()
-    clip = read_clip(_Unseekable(data), MotionParams(stride=2))
+    clip = read_clip(_Unseekable(data), MotionParams(short_side=224, stride=2))
     assert clip.frame_indices == [0, 2, 4, 6]
     assert clip.info.size_bytes == len(data)
     with pytest.raises(ClipTooLarge, match=r"^<upload>: size \d+ bytes exceeds the limit 100 "):
@@ -363,10 +370,12 @@ def test_one_frame_clip_is_too_short(tmp_path: Path) -> None:
 
 def test_sampling_down_to_one_frame_is_too_short() -> None:
     with pytest.raises(ClipTooShort, match=r"^carphone_pristine\.mp4: sampling keeps 1 of 120"):
-        read_clip(CARPHONE, MotionParams(stride=500))
+        read_clip(CARPHONE, MotionParams(short_side=224, stride=500))
 
 
-@pytest.mark.parametrize("params", [MotionParams(), MotionParams(num_frames=3)])
+@pytest.mark.parametrize(
+    "params", [MotionParams(short_side=224), MotionParams(short_side=224, num_frames=3)]
+)
 def test_truncated_stream_is_refused(tmp_path: Path, params: MotionParams) -> None:
     """A clip cut short decodes some frames; a record of them would look complete, so refuse."""
     path = badclips.truncated_mp4(tmp_path, keep=0.4, faststart=True)
@@ -397,7 +406,7 @@ def test_resolution_limit(tmp_path: Path) -> None:
         probe(path, limits)
     with pytest.raises(ClipTooLarge, match=message):
         read_clip(path, limits=limits)
-    assert read_clip(path).frames.shape == (3, 224, 298, 3)  # fine under default limits
+    assert read_clip(path).frames.shape == (3, 112, 150, 3)  # fine under default limits
 
 
 @pytest.mark.parametrize(
@@ -435,7 +444,7 @@ def test_max_frames_enforced_while_decoding(tmp_path: Path) -> None:
     with pytest.raises(ClipTooLarge, match=message):
         read_clip(path, limits=limits)
     with pytest.raises(ClipTooLarge, match=message):
-        read_clip(path, MotionParams(num_frames=4), limits)
+        read_clip(path, MotionParams(short_side=224, num_frames=4), limits)
     # Exactly at the limit is fine; without timestamps, times come from the frame rate.
-    clip = read_clip(path, MotionParams(fps=5), DecodeLimits(max_frames=30))
+    clip = read_clip(path, MotionParams(short_side=224, fps=5), DecodeLimits(max_frames=30))
     assert clip.frame_indices == [0, 5, 10, 15, 20, 25]

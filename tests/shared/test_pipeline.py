@@ -293,14 +293,14 @@ def test_record_rejects_other_schema_and_missing_fields() -> None:
 
 
 CHANGED: dict[str, object] = {
-    "short_side": 112,
+    "short_side": 160,
     "stride": 2,
     "fps": 10.0,
     "num_frames": 16,
     "motion_step": 2,
     "motion_step_s": 0.1,
     "backend": "torch",
-    "flow": FlowParams(warps=3),
+    "flow": FlowParams(warps=4),
     "temporal_window": 3,
     "sigma": 0.05,
     "threshold_rel": 0.5,

@@ -304,8 +304,9 @@ def test_box_source_specs(root, redis_url, tmp_path):
 
 
 def test_computed_boxes_find_the_mover(items, root, truth):
-    """The pipeline run on the fly (TV-L1 at 64 px, 8 frames) finds boxes overlapping the truth;
-    IoU is ~0.5 here, the motion box spanning where the mover was and is."""
+    """The pipeline run on the fly (TV-L1 at 64 px, 8 frames) finds boxes that hug the mover at
+    most frames (each frame's motion measured to the next source frame; IoU ~0.85 at most frames,
+    a frame or two missed on these tiny compressed clips)."""
     source = ComputedBoxes(MotionParams(short_side=SIZE, num_frames=8), root)
     dataset = VideoClips(items[:2], root, source, frames=8, size=SIZE, train=False)
     for sample in dataset.__getitems__([0, 1]):
@@ -314,7 +315,7 @@ def test_computed_boxes_find_the_mover(items, root, truth):
         taken = sample["frame_indices"].tolist()
         ious = [box_iou([round(v) for v in box.tolist()], true[i])
                 for box, i in zip(sample["boxes"], taken, strict=True)]  # fmt: skip
-        assert np.mean(ious) > 0.3 and min(ious) > 0.1, ious
+        assert np.mean(ious) > 0.45 and np.median(ious) > 0.6, ious
 
 
 # --- clips that fail ----------------------------------------------------------------------------
