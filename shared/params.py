@@ -201,5 +201,6 @@ def preset_params(
     if short_side is not None:
         fields["short_side"] = short_side
     if stopping is not None:
-        fields["flow"] = dataclasses.replace(fields.get("flow", FlowParams()), stopping=stopping)
+        flow = fields.get("flow", MotionParams().flow)
+        fields["flow"] = dataclasses.replace(flow, stopping=stopping)
     return MotionParams(**{**fields, **options})

@@ -161,9 +161,12 @@ def test_compose_services_as_processes(topology, tmp_path):
         # The cache survives a restart of Redis (its append-only file on the volume).
         cache = redis.Redis(port=topology.redis_port)
         keys = set(cache.scan_iter(f"mofo:box:{plan['params']}:*"))
-        # The build's clips, the upload and the API job's clip (the same settings hash).
+        # The build's clips and one more (the same settings hash); the upload, an interactive
+        # request, is under its own (at most 64 frames spread over the clip).
         assert {f"mofo:box:{plan['params']}:{i}".encode() for i in train_ids} <= keys
-        assert len(keys) == len(train_ids) + 2
+        assert len(keys) == len(train_ids) + 1
+        assert record["params"] != plan["params"]
+        assert cache.exists(f"mofo:box:{record['params']}:{record['video']}")
         stop(redis_process)
         assert topology.health("redis").returncode != 0
         assert topology.health("worker").returncode == 1  # Redis unreachable
@@ -203,7 +206,9 @@ def test_compose_services_as_processes(topology, tmp_path):
         assert backup.returncode == 0, backup.stderr
         with gzip.open(tmp_path / "runs" / "boxes.jsonl.gz", "rt") as f:
             exported = {(r["params"], r["video"]) for r in map(json.loads, f)}
-        assert {(plan["params"], i) for i in train_ids} <= exported and len(exported) == len(keys)
+        assert {(plan["params"], i) for i in train_ids} <= exported and len(exported) == len(
+            keys
+        ) + 1  # and the upload
     except BaseException:
         for log in sorted(logs.glob("*.log")):
             print(f"===== {log.name}\n{log.read_text(errors='replace')[-3000:]}")

@@ -113,7 +113,7 @@ def test_torch_backend_on_request(client):
     )
     assert response.status_code == 200, response.text
     params = MotionParams(
-        num_frames=3, short_side=64, backend="torch", flow=FlowParams(stopping="fixed")
+        num_frames=3, short_side=64, backend="torch", flow=FlowParams(warps=3, stopping="fixed")
     )
     assert response.json()["params"] == params.hash()
 
@@ -148,8 +148,8 @@ def test_motion_map_png(client, expected):
     assert response.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(response.content))
     assert image.format == "PNG"
-    # six frames at working size 298x224: one row of frames over one row of maps
-    assert image.size == strip_size(6, 224, 298)
+    # six frames at working size 150x112 (the default preset): one row of frames over one row of maps
+    assert image.size == strip_size(6, 112, 150)
 
 
 def _recent_hits(client: httpx.Client) -> float:
@@ -172,12 +172,12 @@ def test_preview_gif_and_mp4(client):
     assert gif.status_code == 200, gif.text
     assert gif.headers["content-type"] == "image/gif"
     image = Image.open(io.BytesIO(gif.content))
-    assert image.format == "GIF" and image.size == (298, 224) and image.n_frames >= 2
+    assert image.format == "GIF" and image.size == (150, 112) and image.n_frames >= 2
     mp4 = _upload(client, "/v1/preview", _sample_bytes(), format="mp4", **FAST)
     assert mp4.headers["content-type"] == "video/mp4"
     with av.open(io.BytesIO(mp4.content)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(frames) == 6 and frames[0].shape == (224, 298, 3)
+    assert len(frames) == 6 and frames[0].shape == (112, 150, 3)
     _problem(
         _upload(client, "/v1/preview", _sample_bytes(), format="webm"), 422, "invalid-parameters"
     )

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from shared.errors import DeviceError
-from shared.params import FlowParams, MotionParams
+from shared.params import FlowParams, MotionParams, preset_params
 from shared.pipeline import analyse_clip, analyse_frames, default_backend, resolve_device
 from shared.record import Box, BoxRecord, box_iou, centre_box, scale_box, union_box
 from shared.render import encode_mp4
@@ -451,3 +451,16 @@ def test_progress_counts_the_pairs_of_one_clip(mp4: tuple[Path, list[Box]]) -> N
         path, MotionParams(short_side=32), batch_size=4, progress=lambda *a: told.append(a)
     )
     assert told == [(4, 6), (6, 6)]
+
+
+def test_presets_and_options() -> None:
+    """The balanced preset is MotionParams' defaults, whatever options say nothing about."""
+    assert preset_params("balanced", stopping="epsilon") == MotionParams()
+    assert (
+        preset_params(num_frames=6, stopping="epsilon").hash() == MotionParams(num_frames=6).hash()
+    )
+    assert preset_params("paper").flow == FlowParams() and preset_params("paper").short_side == 224
+    assert preset_params("fast").flow == FlowParams(warps=3, epsilon=0.02)
+    assert preset_params("fast", short_side=64).short_side == 64
+    with pytest.raises(ValueError, match="quality must be one of"):
+        preset_params("best")

@@ -50,12 +50,18 @@ async def post_boxes(
     response_model_by_alias=True,
     responses=PROBLEMS,
     summary="The cached box record of a video under the given settings",
+    description="Without sampling options, the interactive record (at most "
+    "MOFO_INTERACTIVE_FRAMES frames) or else the every-frame one a build or job wrote.",
 )
 async def get_boxes(
     video_id: str, service: Service, options: Annotated[LookupOptions, Query()]
 ) -> dict:
     params_hash = options.params or service.params(options).hash()
     record = await service.cached(video_id, params_hash)
+    if record is None and options.params is None:  # every frame, as a build or a job boxed it
+        every = service.params(options, interactive=False).hash()
+        if every != params_hash:
+            record = await service.cached(video_id, every)
     if record is None:
         raise Problem(
             404, "record-not-found", "No cached record",
