@@ -116,6 +116,25 @@ MaxBytesOpt = Annotated[int, typer.Option(help="Refuse larger files (bytes).")]
 _LIMITS = DecodeLimits()
 
 
+def sampling_options(
+    short_side: int | None,
+    stride: int,
+    fps: float | None,
+    num_frames: int | None,
+    motion_step: int,
+    motion_step_s: float | None,
+) -> dict:
+    """The MotionParams fields the sampling options set, for :func:`motion_settings`."""
+    return {
+        "short_side": short_side,
+        "stride": stride,
+        "fps": fps,
+        "num_frames": num_frames,
+        "motion_step": motion_step,
+        "motion_step_s": motion_step_s,
+    }
+
+
 def motion_settings(
     device: str,
     backend: Backend,
@@ -191,14 +210,7 @@ def boxes(
         write_preview,
     )
 
-    sampling = {
-        "short_side": short_side,
-        "stride": stride,
-        "fps": fps,
-        "num_frames": num_frames,
-        "motion_step": motion_step,
-        "motion_step_s": motion_step_s,
-    }
+    sampling = sampling_options(short_side, stride, fps, num_frames, motion_step, motion_step_s)
     dev, params, limits = motion_settings(
         device,
         backend,

@@ -39,6 +39,7 @@ from shared.cli import (
     fail,
     load_settings,
     motion_settings,
+    sampling_options,
 )
 from shared.errors import MofoError
 
@@ -180,14 +181,7 @@ def build(
     from workers.sources import open_source
 
     settings = _redis_settings(redis_url=redis, data_root=data_root)
-    sampling = {
-        "short_side": short_side,
-        "stride": stride,
-        "fps": fps,
-        "num_frames": num_frames,
-        "motion_step": motion_step,
-        "motion_step_s": motion_step_s,
-    }
+    sampling = sampling_options(short_side, stride, fps, num_frames, motion_step, motion_step_s)
     _, params, limits = motion_settings(
         device,
         backend,
