@@ -16,6 +16,6 @@ test: setup
 bench: setup
 	PYTHONPATH=. .venv/bin/python bench/flow_accuracy.py
 	PYTHONPATH=. .venv/bin/python bench/speed.py
-	PYTHONPATH=. .venv/bin/python bench/box_quality.py
+	PYTHONPATH=. .venv/bin/python bench/box_quality.py --suite classic
 	PYTHONPATH=. .venv/bin/python bench/api_load.py
 	PYTHONPATH=. .venv/bin/python bench/cache.py
