@@ -148,7 +148,7 @@ def test_motion_map_png(client, expected):
     assert response.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(response.content))
     assert image.format == "PNG"
-    # six frames at working size 150x112 (the default preset): one row of frames over one row of maps
+    # six frames at the default working size 150x112: frames above their maps
     assert image.size == strip_size(6, 112, 150)
 
 
