@@ -6,6 +6,11 @@ or VideoMAE's mean pooling.
 (``{"action": 174}`` for Something-Something V2; ``{"verb": 97, "noun": 300}`` and more for
 Epic-Kitchens-100). The boxes are those the datasets give (pixels of the model's input, per
 frame or per clip); tokens overlap a box by the same rule as MOFO masking (``box_cells``).
+
+Heads (``training/heads.py``): ``mca`` (the cross-attention block, the released code's reading),
+``mca_literal`` (eqs. 3–6 with no residual) and ``mean``. A checkpoint's classifier config
+carries ``version``: configs without it were written when ``mca`` named the literal head, and
+are read as ``mca_literal``, so older finetuned weights keep loading as what they were.
 """
 
 from __future__ import annotations
@@ -17,12 +22,19 @@ from typing import Literal
 import torch
 from torch import nn
 
-from training.heads import MeanPoolHead, MotionCrossAttentionHead
+from training.heads import (
+    MeanPoolHead,
+    MotionCrossAttentionHead,
+    MotionCrossAttentionLiteralHead,
+)
 from training.masking import box_cells
 from training.models import MAEConfig, VideoEncoder
 
 SSV2_CLASSES = {"action": 174}
 EPIC_CLASSES = {"verb": 97, "noun": 300}
+HEADS = ("mca", "mca_literal", "mean")
+# 2: "mca" is the cross-attention block; 1 (configs without a version): "mca" was the literal head.
+CONFIG_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -31,18 +43,32 @@ class ClassifierConfig:
 
     encoder: MAEConfig
     classes: dict[str, int] = field(default_factory=lambda: dict(SSV2_CLASSES))
-    head: Literal["mca", "mean"] = "mca"
+    head: Literal["mca", "mca_literal", "mean"] = "mca"
     mca_heads: int = 3
     mca_depth: int = 1
+    mca_mlp_ratio: float = 4.0  # the block's MLP (mca only)
     dropout: float = 0.0
     min_overlap: float = 0.5
+    init_scale: float = 0.001  # the classifiers' initial weights x this (VideoMAE's)
+    version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ClassifierConfig:
+        """A saved config; one without ``version`` is of the first format, whose ``mca`` head
+        is today's ``mca_literal``."""
         data = dict(data)
+        version = data.setdefault("version", 1)
+        if version > CONFIG_VERSION:
+            raise ValueError(
+                f"classifier config version {version} is newer than this code reads "
+                f"({CONFIG_VERSION}); update mofo"
+            )
+        if version == 1 and data.get("head") == "mca":
+            data["head"] = "mca_literal"
+        data["version"] = CONFIG_VERSION
         data["encoder"] = MAEConfig.from_dict(data["encoder"])
         return cls(**data)
 
@@ -55,14 +81,21 @@ class VideoClassifier(nn.Module):
         self.cfg = cfg
         self.encoder = VideoEncoder(cfg.encoder)
         width = cfg.encoder.width
+        common = {"dropout": cfg.dropout, "init_scale": cfg.init_scale}
+        self.head: nn.Module
         if cfg.head == "mca":
             self.head = MotionCrossAttentionHead(
-                width, cfg.classes, cfg.mca_heads, cfg.mca_depth, dropout=cfg.dropout
+                width, cfg.classes, cfg.mca_heads, cfg.mca_depth, mlp_ratio=cfg.mca_mlp_ratio,
+                **common,
+            )  # fmt: skip
+        elif cfg.head == "mca_literal":
+            self.head = MotionCrossAttentionLiteralHead(
+                width, cfg.classes, cfg.mca_heads, cfg.mca_depth, **common
             )
         elif cfg.head == "mean":
-            self.head = MeanPoolHead(width, cfg.classes, dropout=cfg.dropout)
+            self.head = MeanPoolHead(width, cfg.classes, **common)
         else:
-            raise ValueError(f"head must be 'mca' or 'mean', got {cfg.head!r}")
+            raise ValueError(f"head must be one of {', '.join(HEADS)}; got {cfg.head!r}")
 
     def inside(self, boxes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Which tokens overlap the motion box: (B, N) bool."""

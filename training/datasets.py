@@ -32,7 +32,7 @@ from shared.errors import ClipError, MofoError
 from shared.params import DecodeLimits, MotionParams
 from shared.paths import resolve_under_root
 from shared.record import BoxRecord
-from training.augment import RandAugmentSettings, rand_augment
+from training.augment import RandAugmentSettings, rand_augment, random_erase
 from training.boxes import boxes_for_frames
 from training.transforms import (
     apply_crop,
@@ -40,6 +40,7 @@ from training.transforms import (
     dense_view_indices,
     move_boxes,
     multi_scale_crop,
+    random_resized_crop,
     segment_indices,
     segment_view_indices,
     view_crops,
@@ -51,6 +52,7 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 SAMPLINGS = ("dense", "segment")
+CROPS = ("multi_scale", "resized")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 EXPORT_SUFFIXES = (".parquet", ".jsonl.gz")
 
@@ -223,8 +225,11 @@ class VideoClips(Dataset):
 
     ``sampling="dense"`` takes ``frames`` frames ``rate`` apart (Something-Something V2,
     Kinetics); ``"segment"`` one frame from each of ``frames`` equal parts of the clip or of the
-    item's segment (Epic-Kitchens). Training draws the start, the frames within the parts, a
-    multi-scale crop and a flip; evaluation (``train=False``) takes the centred span (dense) or
+    item's segment (Epic-Kitchens; Something-Something V2 when finetuning, TSN's sampling).
+    Training draws the start, the frames within the parts, a crop (``crop``: VideoMAE's
+    multi-scale crop of pretraining, or the random resized crop of its finetuning), a flip
+    (when ``flip``), RandAugment (``augment``) and random erasing of frames (``erasing``, after
+    normalising); evaluation (``train=False``) takes the centred span (dense) or
     the middle of each part (segment) and the centre crop. Frames are decoded with the short
     side at ``decode_short_side`` (the source size when None) before cropping.
 
@@ -257,9 +262,14 @@ class VideoClips(Dataset):
         max_replacements: int = 8,
         augment: RandAugmentSettings | None = None,
         views: tuple[int, int] | None = None,
+        crop: str = "multi_scale",
+        erasing: float = 0.0,
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        if crop not in CROPS or not 0.0 <= erasing <= 1.0:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)} and erasing in [0, 1], got "
+                             f"{crop!r} and {erasing}")  # fmt: skip
         if frames < 1 or rate < 1 or size < 1 or max_replacements < 0:
             raise ValueError(
                 "need frames, rate and size >= 1 and max_replacements >= 0, got "
@@ -280,6 +290,8 @@ class VideoClips(Dataset):
         self.limits = limits
         self.max_replacements = max_replacements
         self.augment = augment  # RandAugment when training (finetuning), boxes moved along
+        self.crop = crop  # training crops: "multi_scale" (pretraining) or "resized" (finetuning)
+        self.erasing = erasing  # random erasing's probability per frame, training only
         self.views = tuple(views) if views is not None else None  # test (clips, crops)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -359,7 +371,9 @@ class VideoClips(Dataset):
         else:
             box = self.boxes.kind
             all_boxes, all_valid = boxes_for_frames(record, clip.frame_indices, width, height)
-        if self.train:
+        if self.train and self.crop == "resized":
+            crops = [random_resized_crop(width, height, self.size, decoded.rng, flip=self.flip)]
+        elif self.train:
             crops = [multi_scale_crop(width, height, self.size, decoded.rng, self.scales,
                                       flip=self.flip)]  # fmt: skip
         else:
@@ -374,7 +388,10 @@ class VideoClips(Dataset):
                     video, boxes, valid, _ = rand_augment(
                         video, boxes, valid, decoded.rng, self.augment
                     )
-                views.append((normalise(video), boxes, valid, indices[part]))
+                video = normalise(video)
+                if self.train and self.erasing > 0:
+                    video = random_erase(video, decoded.rng, self.erasing)
+                views.append((video, boxes, valid, indices[part]))
         if self.views is None:
             video, boxes, valid, frame_indices = views[0]
         else:

@@ -34,7 +34,7 @@ import torch
 
 from training.classifier import ClassifierConfig, VideoClassifier
 from training.config import ConfigError
-from training.finetune import FinetuneConfig, open_labelled
+from training.finetune import FinetuneConfig, open_labelled, sampling_of
 from training.finetune import load_config as load_finetune_config
 from training.metrics import average_views, confusion_matrix, per_class_accuracy, summary
 from training.runs import data_loader, init_processes, process_main, resolve_precision
@@ -269,7 +269,7 @@ def evaluate(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     grid = model.cfg.encoder.grid
     dataset = VideoClips(
         source.items, source.root, boxes, frames=grid.frames, rate=d.rate, size=grid.height,
-        sampling=d.sampling or ("segment" if source.kind == "epic" else "dense"), train=False,
+        sampling=sampling_of(d, source.kind), train=False,
         decode_short_side=d.decode_short_side, max_replacements=d.max_replacements,
         views=(e.clips, e.crops),
     )  # fmt: skip

@@ -2,9 +2,13 @@
 
 The pretrained encoder (``model.pt`` of ``mofo pretrain``, or none: from scratch) with the motion
 cross-attention head or mean pooling, trained on the labelled clips of a source (SSV2: 174
-actions; Epic-Kitchens-100: 97 verbs and 300 nouns) with VideoMAE's recipe: layer-wise lr decay
-0.75, drop path 0.1, RandAugment, Mixup / CutMix and label smoothing 0.1, every augmentation
-moving the motion boxes with the pixels.
+actions; Epic-Kitchens-100: 97 verbs and 300 nouns) with VideoMAE's recipe (its SSV2 script):
+base lr 5e-4 × batch / 256, layer-wise lr decay 0.75, drop path 0.1, TSN segment sampling,
+random resized crops, RandAugment ``rand-m7-n4-mstd0.5-inc1``, random erasing 0.25, Mixup /
+CutMix and label smoothing 0.1, classifiers initialised × 0.001, every augmentation moving the
+motion boxes with the pixels. Every random draw is seeded by where it is in the run (samples by
+(seed, epoch, clip); Mixup, drop path and dropout by (seed, step, micro-step, rank)), so a resumed
+run goes on exactly as the run that was never stopped.
 
 Model selection uses a held-out part of the training split (``data.holdout``, drawn by the seed),
 never the evaluation split: after every epoch the model is scored there (top-1 of the first
@@ -53,9 +57,13 @@ from training.runs import (
 @dataclass(frozen=True)
 class FinetuneModelSection:
     name: str = "vit_base_patch16_tubelet2"
-    head: Literal["mca", "mean"] = "mca"
+    # "mca": the cross-attention block (the released code's reading); "mca_literal": eqs. 3-6
+    # with no residual (ablation); "mean": VideoMAE's mean pooling.
+    head: Literal["mca", "mca_literal", "mean"] = "mca"
     mca_heads: int = 3
     mca_depth: int = 1
+    mca_mlp_ratio: float = 4.0
+    init_scale: float = 0.001  # the classifiers' initial weights x this (VideoMAE's init_scale)
     drop_path: float = 0.1
     dropout: float = 0.0
     min_overlap: float = 0.5
@@ -65,9 +73,10 @@ class FinetuneModelSection:
 @dataclass(frozen=True)
 class FinetuneDataSection(DataSection):
     holdout: float = 0.1  # share of the training split kept aside for model selection
-    # Left-right flips: off by default for SSV2 (and the synthetic set), whose classes name
-    # directions ("... from left to right"), on for Epic-Kitchens and folders.
-    flip: bool | None = None
+    # Left-right flips (data.flip): off by default for SSV2 (and the synthetic set), whose
+    # classes name directions ("... from left to right"), on for Epic-Kitchens and folders.
+    # Sampling (data.sampling): segment (TSN) by default for SSV2 and Epic, dense for folders.
+    crop: Literal["resized", "multi_scale"] = "resized"  # training crops
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class AugmentSection:
     ops: int = 4
     magnitude: float = 7.0
     magnitude_std: float = 0.5
+    prob: float = 0.5  # each RandAugment operation applied with this probability (timm's)
+    erasing: float = 0.25  # random erasing's probability per frame (VideoMAE's reprob); 0: off
     mixup: float = 0.8  # Beta(α, α); 0: off
     cutmix: float = 1.0
     mix_prob: float = 1.0
@@ -87,7 +98,7 @@ class AugmentSection:
 class FinetuneOptimSection:
     batch_size: int = 16
     grad_accum: int = 1
-    base_lr: float = 1e-3  # scaled by the global batch / 256
+    base_lr: float = 5e-4  # scaled by the global batch / 256 (VideoMAE's ViT-B SSV2 script)
     min_lr: float = 1e-6
     warmup_epochs: float = 5.0
     epochs: int = 40
@@ -158,6 +169,9 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> FinetuneConfig:
         (cfg.optim.epochs >= 1 and cfg.optim.batch_size >= 1, "[optim] epochs, batch >= 1"),
         (0.0 < cfg.optim.layer_decay <= 1.0, "[optim] layer_decay must be in (0, 1]"),
         (0.0 <= cfg.augment.smoothing < 1.0, "[augment] smoothing must be in [0, 1)"),
+        (0.0 <= cfg.augment.erasing <= 1.0, "[augment] erasing must be in [0, 1]"),
+        (0.0 <= cfg.augment.prob <= 1.0, "[augment] prob must be in [0, 1]"),
+        (cfg.model.mca_heads >= 1 and cfg.model.mca_depth >= 1, "[model] mca_heads, depth >= 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -188,6 +202,13 @@ def task_classes(kind: str, source: Path) -> dict[str, int]:
         if names:
             return {"action": len(names)}
     raise ConfigError(f"{source}: no classes (SSV2 needs labels.json beside it; Epic its CSV)")
+
+
+def sampling_of(d: DataSection, kind: str) -> str:
+    """Finetuning's and evaluation's frame sampling: ``data.sampling``, else segment (TSN, as
+    VideoMAE finetunes and tests SSV2; Epic's segments) for labelled datasets, dense for
+    folders."""
+    return d.sampling or ("dense" if kind == "folder" else "segment")
 
 
 def split_holdout(count: int, share: float, seed: int) -> tuple[list[int], list[int]]:
@@ -225,16 +246,16 @@ def build_data(cfg: FinetuneConfig):
     a = cfg.augment
     augment = None
     if a.randaugment:
-        augment = RandAugmentSettings(a.ops, a.magnitude, a.magnitude_std)
+        augment = RandAugmentSettings(a.ops, a.magnitude, a.magnitude_std, a.prob)
     common = dict(
-        frames=grid.frames, rate=d.rate, size=grid.height,
-        sampling=d.sampling or ("segment" if source.kind == "epic" else "dense"),
+        frames=grid.frames, rate=d.rate, size=grid.height, sampling=sampling_of(d, source.kind),
         decode_short_side=d.decode_short_side, seed=cfg.run.seed,
         max_replacements=d.max_replacements,
     )  # fmt: skip
     flip = d.flip if d.flip is not None else source.kind != "ssv2"
     train = VideoClips([source.items[i] for i in train_idx], source.root, boxes, train=True,
-                       augment=augment, flip=flip, **common)  # fmt: skip
+                       augment=augment, flip=flip, crop=d.crop, erasing=a.erasing,
+                       **common)  # fmt: skip
     held = VideoClips([source.items[i] for i in held_idx], source.root, boxes, train=False,
                       **common)  # fmt: skip
     return train, held, classes
@@ -290,8 +311,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
 
     model_cfg = ClassifierConfig(
         encoder=config(m.name, drop_path=m.drop_path), classes=classes, head=m.head,
-        mca_heads=m.mca_heads, mca_depth=m.mca_depth, dropout=m.dropout,
-        min_overlap=m.min_overlap,
+        mca_heads=m.mca_heads, mca_depth=m.mca_depth, mca_mlp_ratio=m.mca_mlp_ratio,
+        dropout=m.dropout, min_overlap=m.min_overlap, init_scale=m.init_scale,
     )  # fmt: skip
     torch.manual_seed(cfg.run.seed)
     model = VideoClassifier(model_cfg)
@@ -345,7 +366,11 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
                     "held_out": figures, "config": cfg.to_dict()}, out / name)  # fmt: skip
 
     def forward(batch, at: int, micro: int):
-        rng = np.random.default_rng(seed_of(cfg.run.seed, at, micro, rank))
+        seed = seed_of(cfg.run.seed, at, micro, rank)
+        rng = np.random.default_rng(seed)
+        # Drop path and dropout draw from torch's generators: seeded here by where the step is
+        # in the run, each rank its own, so a resumed run draws what the whole run drew.
+        torch.manual_seed(seed)
         # Mixed where the batch will be used: on the GPU, not in this process's CPU.
         device = engine.device
         video, boxes, valid = (batch[k].to(device, non_blocking=True)

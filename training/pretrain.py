@@ -29,7 +29,14 @@ import torch
 
 from shared.params import MotionParams
 from training.config import ConfigError, load_run_config
-from training.masking import TokenGrid, box_cells, clip_boxes, mofo_mask, tube_mask
+from training.masking import (
+    TokenGrid,
+    box_cells,
+    clip_boxes,
+    hidden_shares,
+    mofo_mask,
+    tube_mask,
+)
 from training.models import MAEConfig, VideoMAE, config
 from training.runs import (
     EpochSampler,
@@ -70,6 +77,9 @@ class DataSection:
     decode_short_side: int | None = None  # resize while decoding (None: native size)
     workers: int = 4  # DataLoader processes per rank
     max_replacements: int = 8
+    # Left-right flips: None is the command's default (pretraining: none, as VideoMAE's
+    # pretraining; finetuning: see training/finetune.py).
+    flip: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,9 @@ class MaskingSection:
     kind: Literal["mofo", "tube"] = "mofo"
     ratio: float = 0.9
     inside_ratio: float = 0.75
+    # After the inside quota: the rest drawn from every tube not yet hidden ("anywhere", the
+    # released code's rule) or from outside the box only ("outside", the abstract's words).
+    remainder: Literal["anywhere", "outside"] = "anywhere"
     boxes: Literal["frame", "clip"] = "frame"  # per-frame boxes, or one box for the clip
     min_overlap: float = 0.5
 
@@ -184,20 +197,29 @@ def motion_params(data: DataSection) -> MotionParams:
 # --- the schedule and the data order ------------------------------------------------------------
 
 
+SHARES = {"hidden_in_box": ("hidden_inside", "tokens_inside"),
+          "hidden_outside_box": ("hidden_outside", "tokens_outside")}  # fmt: skip
+
+
 def make_masks(
     batch: dict[str, Any], grid: TokenGrid, masking: MaskingSection, seed: int
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, dict[str, float]]:
     """This micro-batch's masks (B, N) on the CPU, seeded by ``seed``: new every step and
-    sample, and the same again when a run resumes at that step."""
+    sample, and the same again when a run resumes at that step; and the counts of hidden
+    tokens inside the motion boxes and outside them (``hidden_shares``; under tube masking too,
+    where there are boxes, to compare)."""
     generator = torch.Generator().manual_seed(seed)
     size = batch["video"].shape[0]
-    if masking.kind == "tube":
-        return tube_mask(size, grid, masking.ratio, generator)
     boxes, valid = batch["boxes"], batch["valid"]
     if masking.boxes == "clip":
         boxes, valid = clip_boxes(boxes, valid)
     inside = box_cells(boxes, valid, grid, masking.min_overlap)
-    return mofo_mask(inside, grid, masking.ratio, masking.inside_ratio, generator)
+    if masking.kind == "tube":
+        mask = tube_mask(size, grid, masking.ratio, generator)
+    else:
+        mask = mofo_mask(inside, grid, masking.ratio, masking.inside_ratio, generator,
+                         masking.remainder)  # fmt: skip
+    return mask, hidden_shares(mask, inside)
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -261,6 +283,7 @@ def build_data(cfg: PretrainConfig):
         decode_short_side=d.decode_short_side,
         seed=cfg.run.seed,
         max_replacements=d.max_replacements,
+        flip=bool(d.flip),  # VideoMAE pretrains without flips (its multi-scale crop only)
     )
     return source, dataset
 
@@ -326,14 +349,16 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
                          collate_fn=collate, pin_memory=torch.cuda.is_available(),
                          drop_last=True)  # fmt: skip
     loop = StepLoop(engine, schedule, dataset, loader, sampler, plan, o, cfg.run, checkpoints,
-                    log, rank, "pretrain", console)  # fmt: skip
+                    log, rank, "pretrain", console, shares=SHARES)  # fmt: skip
 
     def forward(batch, at: int, micro: int):
         video = batch["video"].to(engine.device, dtype=dtype, non_blocking=True)
-        # Seeded by where it is in the run, so a resumed run draws the same masks.
-        mask = make_masks(
-            batch, model_cfg.grid, cfg.masking, seed_of(cfg.run.seed, at, micro, rank)
-        )
+        # Seeded by where it is in the run, so a resumed run draws the same masks (and, through
+        # torch's generators, the same drop path).
+        seed = seed_of(cfg.run.seed, at, micro, rank)
+        mask, counts = make_masks(batch, model_cfg.grid, cfg.masking, seed)
+        loop.count(counts)
+        torch.manual_seed(seed)
         loss, pred = engine(video, mask.to(engine.device, non_blocking=True))
         return loss, (mask, pred)
 

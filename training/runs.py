@@ -142,20 +142,25 @@ class Tally:
     clips: int = 0
     missing: int = 0
     errors: list[str] = field(default_factory=list)
+    # Counts a run adds up (e.g. hidden tokens inside the boxes); every rank has the same keys.
+    counts: dict[str, float] = field(default_factory=dict)
 
 
 def gather_tally(tally: Tally) -> Tally:
     """The sum of every rank's tally (errors concatenated)."""
+    keys = sorted(tally.counts)
     numbers = torch.tensor(
-        [float(tally.loss), tally.losses, tally.clips, tally.missing], dtype=torch.float64
-    )
+        [float(tally.loss), tally.losses, tally.clips, tally.missing,
+         *(tally.counts[k] for k in keys)], dtype=torch.float64,
+    )  # fmt: skip
     if torch.distributed.get_backend() == "nccl":
         numbers = numbers.cuda()
     torch.distributed.all_reduce(numbers)
     lists: list[list[str]] = [[] for _ in range(torch.distributed.get_world_size())]
     torch.distributed.all_gather_object(lists, tally.errors)
-    loss, losses, clips, missing = numbers.tolist()
-    return Tally(loss, int(losses), int(clips), int(missing), [e for part in lists for e in part])
+    loss, losses, clips, missing, *counts = numbers.tolist()
+    return Tally(loss, int(losses), int(clips), int(missing), [e for part in lists for e in part],
+                 dict(zip(keys, counts, strict=True)))  # fmt: skip
 
 
 def checkpoint_dirs(folder: Path) -> list[Path]:
@@ -307,18 +312,33 @@ class StepLoop:
     wants back in ``after_step(step, epoch, batch, extra, last, epoch_end)``, called once per
     optimiser step before any checkpoint of that step; ``client(step, epoch)`` is the state
     saved with a checkpoint.
+
+    ``shares`` names ratios the log lines carry, ``{name: (numerator, denominator)}`` of counts
+    that ``forward`` adds with :meth:`count` (null in a line when the denominator is 0).
     """
 
     def __init__(self, engine, schedule, dataset, loader, sampler, plan: Plan, optim: Any,
                  run: Any, checkpoints: Path, log: RunLog, rank: int, label: str,
-                 console) -> None:  # fmt: skip
+                 console, shares: dict[str, tuple[str, str]] | None = None) -> None:  # fmt: skip
         self.engine, self.schedule = engine, schedule
         self.dataset, self.loader, self.sampler = dataset, loader, sampler
         self.plan, self.optim, self.run = plan, optim, run
         self.checkpoints, self.log, self.rank = checkpoints, log, rank
         self.label, self.console = label, console
+        self.shares = dict(shares or {})
         self.missing = self.replaced = 0
         self.figures: dict[str, Any] = {}
+        self.tally = self._new_tally()
+
+    def _new_tally(self) -> Tally:
+        """An empty tally holding every count the shares name, so all ranks reduce alike."""
+        return Tally(counts={k: 0.0 for pair in self.shares.values() for k in pair})
+
+    def count(self, counts: dict[str, float]) -> None:
+        """Add a micro-batch's counts (keys named in ``shares``) to this log period's tally."""
+        for key, value in counts.items():
+            if key in self.tally.counts:
+                self.tally.counts[key] += float(value)
 
     def save(self, step: int, epoch: int, client: dict[str, Any]) -> None:
         import shutil
@@ -341,10 +361,13 @@ class StepLoop:
             "clips_per_s": seen.clips / max(1e-9, time.perf_counter() - since),
             "missing_boxes": self.missing, "replaced_clips": self.replaced,
         }  # fmt: skip
+        for name, (num, den) in self.shares.items():
+            total = seen.counts[den]
+            self.figures[name] = round(seen.counts[num] / total, 6) if total else None
         for error in seen.errors:
             self.log.write(event="bad_clip", step=step, clip=error)
         self.log.write(**self.figures)
-        return Tally()
+        return self._new_tally()
 
     def __call__(self, step: int, forward, after_step, client) -> int:
         """Train from ``step`` to the plan's total; the step reached."""
@@ -361,7 +384,7 @@ class StepLoop:
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
                             console=self.console, disable=self.rank != 0)  # fmt: skip
         bar = progress.add_task("steps", total=plan.total, completed=step, info="")
-        tally, since = Tally(), time.perf_counter()
+        self.tally, since = self._new_tally(), time.perf_counter()
         engine.train()
         with progress:
             while step < plan.total:
@@ -370,6 +393,7 @@ class StepLoop:
                 self.sampler.start(epoch, done_in_epoch * o.grad_accum * o.batch_size)
                 micro = 0
                 for batch in self.loader:
+                    tally = self.tally
                     loss, extra = forward(batch, step, micro % o.grad_accum)
                     engine.backward(loss)
                     lr = self.schedule.get_last_lr()[-1]  # this step's (the head's, finetuning)
@@ -386,7 +410,8 @@ class StepLoop:
                     last = step == plan.total
                     epoch_end = step % plan.steps_per_epoch == 0
                     if step % run.log_every == 0 or last or epoch_end:
-                        tally, since = self._log(tally, step, epoch, lr, since), time.perf_counter()
+                        self.tally = self._log(tally, step, epoch, lr, since)
+                        since = time.perf_counter()
                         progress.update(bar, info=f"loss {self.figures['loss']:.4f}")
                     after_step(step, epoch, batch, extra, last, epoch_end)
                     if step % run.save_every == 0 or last:

@@ -4,9 +4,12 @@ input, each moving the motion boxes with the pixels (the public code moves the p
 Frame sampling follows VideoMAE: ``dense_indices`` takes ``count`` frames ``rate`` apart from a
 random start (Something-Something V2, Kinetics); ``segment_indices`` cuts a range into ``count``
 equal parts and takes one frame from each (Epic-Kitchens segments; the middle of each part
-when testing). The spatial pipeline follows VideoMAE's multi-scale crop: a crop whose sides are
-drawn from ``scales`` × the short side, at one of five places (corners or centre), resized to
-``size`` × ``size``, then flipped left-right with probability one half when asked.
+when testing). The spatial pipeline of pretraining follows VideoMAE's multi-scale crop
+(``GroupMultiScaleCrop`` with its defaults): a crop whose sides are drawn from ``scales`` × the
+short side (a side within 3 px of ``size`` taken as ``size``), at one of thirteen places (corners,
+centre, edge middles and quarter points), resized to ``size`` × ``size``; that of finetuning
+VideoMAE's random resized crop (area 8–100 % of the frame, aspect ratio 3/4–4/3). Either is
+flipped left-right with probability one half when asked.
 
 Boxes are ``[x1, y1, x2, y2]`` float pixels with x2/y2 exclusive, one per frame (T, 4), and a
 ``valid`` flag per frame; a box that leaves the crop entirely is no longer valid.
@@ -14,6 +17,7 @@ Boxes are ``[x1, y1, x2, y2]`` float pixels with x2/y2 exclusive, one per frame 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,16 +102,55 @@ def multi_scale_crop(
     flip: bool = True,
 ) -> Crop:
     """VideoMAE's multi-scale crop: crop sides from ``scales`` × the short side (width and height
-    scales at most ``max_distort`` steps apart), at a corner or the centre, and a coin-flip."""
+    scales at most ``max_distort`` steps apart; a side within 3 px of ``size`` is ``size``), at
+    one of the 13 places of its ``more_fix_crop`` grid, and a coin-flip."""
     short = min(width, height)
-    sides = [int(short * s) for s in scales]
-    pairs = [(w, h) for i, w in enumerate(sides) for j, h in enumerate(sides)
+    sides = [size if abs(int(short * s) - size) < 3 else int(short * s) for s in scales]
+    pairs = [(w, h) for i, h in enumerate(sides) for j, w in enumerate(sides)
              if abs(i - j) <= max_distort]  # fmt: skip
     w, h = pairs[int(rng.integers(len(pairs)))]
+    w, h = min(w, width), min(h, height)
+    x, y = FIXED_PLACES[int(rng.integers(len(FIXED_PLACES)))]
     dx, dy = (width - w) // 4, (height - h) // 4
-    places = [(0, 0), (4 * dx, 0), (0, 4 * dy), (4 * dx, 4 * dy), (2 * dx, 2 * dy)]
-    x, y = places[int(rng.integers(len(places)))]
-    return Crop(x, y, w, h, size, flip and bool(rng.integers(2)))
+    return Crop(x * dx, y * dy, w, h, size, flip and bool(rng.integers(2)))
+
+
+# Where a multi-scale crop may sit, in quarters of the room left: the corners and centre, then
+# the edge middles and quarter points (VideoMAE's fill_fix_offset with more_fix_crop).
+FIXED_PLACES = ((0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
+                (1, 1), (3, 1), (1, 3), (3, 3))  # fmt: skip
+
+
+def random_resized_crop(
+    width: int,
+    height: int,
+    size: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: bool = False,
+) -> Crop:
+    """VideoMAE's finetuning crop (Inception-style): an area of ``scale`` × the frame's, an
+    aspect ratio drawn log-uniformly from ``ratio``, anywhere in the frame, 10 tries, else the
+    centred crop of the nearest allowed ratio; and a coin-flip when ``flip``."""
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            y = int(rng.integers(0, height - h + 1))
+            x = int(rng.integers(0, width - w + 1))
+            return Crop(x, y, w, h, size, flip and bool(rng.integers(2)))
+    shape = width / height
+    if shape < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif shape > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return Crop((width - w) // 2, (height - h) // 2, w, h, size, flip and bool(rng.integers(2)))
 
 
 def centre_crop(width: int, height: int, size: int) -> Crop:

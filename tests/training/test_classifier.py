@@ -18,7 +18,7 @@ def _batch(size: int = 2):
     return video, boxes, torch.ones(size, dtype=torch.bool)
 
 
-@pytest.mark.parametrize("head", ["mca", "mean"])
+@pytest.mark.parametrize("head", ["mca", "mca_literal", "mean"])
 def test_both_heads_classify_every_task(head):
     torch.manual_seed(0)
     model = VideoClassifier(ClassifierConfig(TINY, dict(EPIC_CLASSES), head=head))
@@ -59,6 +59,27 @@ def test_another_architecture_is_refused(tmp_path):
     model = VideoClassifier(ClassifierConfig(TINY))
     with pytest.raises(ValueError, match="does not fit this encoder"):
         model.load_pretrained(path)
+
+
+def test_an_old_checkpoint_of_the_literal_head_loads_as_mca_literal():
+    torch.manual_seed(3)
+    old = VideoClassifier(ClassifierConfig(TINY, head="mca_literal"))
+    saved = old.cfg.to_dict()
+    # What a checkpoint of the first format held: no version, no init_scale, "mca" literal.
+    for key in ("version", "init_scale", "mca_mlp_ratio"):
+        del saved[key]
+    saved["head"] = "mca"
+    cfg = ClassifierConfig.from_dict(saved)
+    assert cfg.head == "mca_literal" and cfg.version == 2
+    model = VideoClassifier(cfg)
+    model.load_state_dict(old.state_dict())  # the same parameter names
+    video, boxes, valid = _batch()
+    with torch.no_grad():
+        assert torch.equal(model(video, boxes, valid)["action"], old(video, boxes, valid)["action"])
+    # Today's configs keep their head, and a newer format is refused in words.
+    assert ClassifierConfig.from_dict(ClassifierConfig(TINY).to_dict()).head == "mca"
+    with pytest.raises(ValueError, match="version 3 is newer than this code reads"):
+        ClassifierConfig.from_dict({**ClassifierConfig(TINY).to_dict(), "version": 3})
 
 
 def test_bad_configs():

@@ -1,11 +1,13 @@
 """``mofo finetune`` as users run it: real DeepSpeed on the CPU, the tiny encoder loaded from a
 pretraining ``model.pt``, the motion cross-attention head, synthetic clips with their classes and
-boxes (an export file), RandAugment and Mixup/CutMix; model selection on the held-out part of the
-training split after every epoch; a second run resumes and goes on."""
+boxes (an export file), RandAugment, random erasing and Mixup/CutMix; model selection on the
+held-out part of the training split after every epoch; a second run resumes and goes on; a run
+stopped after a checkpoint resumes exactly as the whole run went on, drop path and dropout on."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,7 +17,14 @@ import torch
 from shared.cache_files import write_records
 from tests.training.commands import mofo
 from training.classifier import ClassifierConfig, VideoClassifier
-from training.finetune import load_config, soft_cross_entropy, split_holdout, task_classes
+from training.config import ConfigError
+from training.finetune import (
+    load_config,
+    sampling_of,
+    soft_cross_entropy,
+    split_holdout,
+    task_classes,
+)
 from training.models import VideoMAE, config
 from training.synth import truth_records, write_dataset
 
@@ -110,6 +119,47 @@ def test_finetune_selects_on_the_held_out_part_and_resumes(labelled, tmp_path):
     assert [h["step"] for h in after if h.get("event") == "held_out"] == [9]
 
 
+def test_a_resumed_run_with_drop_path_equals_the_whole_run(labelled, tmp_path):
+    """Two processes, 3 steps an epoch, 4 epochs; drop path 0.5 and dropout 0.5 make every step
+    draw from torch's generators. The whole run, then a copy of its folder as a run killed
+    right after its checkpoint at step 5 (mid-epoch) would leave it, started again."""
+    settings = ["--nproc", "2", "--set", "model.drop_path=0.5", "--set", "model.dropout=0.5",
+                "--set", "optim.batch_size=3", "--set", "optim.epochs=4",
+                "--set", "run.save_every=5", "--set", "run.keep_checkpoints=5"]  # fmt: skip
+    config_path = write_config(tmp_path / "whole", labelled)
+    whole = run(config_path, *settings)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run_dir = tmp_path / "whole" / "run"
+    lines = log_lines(run_dir)
+    assert lines[0]["steps"] == 12 and lines[0]["steps_per_epoch"] == 3
+    losses = {line["step"]: line["loss"] for line in lines if "loss" in line}
+    assert sorted(losses) == list(range(1, 13))
+
+    # What a kill right after the step-5 checkpoint leaves: that checkpoint as the latest, the
+    # log up to it, no later checkpoint and no final weights.
+    stopped = tmp_path / "stopped" / "run"
+    shutil.copytree(run_dir, stopped)
+    for later in ("step00000010", "step00000012"):
+        shutil.rmtree(stopped / "checkpoints" / later)
+    (stopped / "checkpoints" / "latest").write_text("step00000005")
+    cut = next(i for i, line in enumerate(lines)
+               if line.get("event") == "checkpoint" and line["step"] == 5)  # fmt: skip
+    (stopped / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines[: cut + 1]))
+    for name in ("model.pt", "best.pt"):
+        (stopped / name).unlink()
+    config_path = write_config(tmp_path / "stopped", labelled)
+    resumed = run(config_path, *settings)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = log_lines(stopped)[cut + 1 :]
+    assert after[0]["event"] == "resume" and after[0]["step"] == 5
+    again = {line["step"]: line["loss"] for line in after if "loss" in line}
+    assert sorted(again) == list(range(6, 13))
+    for step, loss in again.items():  # the same batches, Mixup, drop path and dropout
+        assert loss == pytest.approx(losses[step], rel=1e-4, abs=1e-6), (step, loss, losses[step])
+    held = [h["action_top1"] for h in lines if h.get("event") == "held_out" and h["step"] > 5]
+    assert [h["action_top1"] for h in after if h.get("event") == "held_out"] == held
+
+
 def test_an_unlabelled_split_and_bad_settings_are_refused(labelled, tmp_path):
     (labelled / "synth" / "test.json").write_text(json.dumps([{"id": "100000"}]))
     config_path = write_config(tmp_path, labelled)
@@ -133,9 +183,21 @@ def test_parts():
         float(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])))
     )
     assert task_classes("epic", Path("x.csv")) == {"verb": 97, "noun": 300}
+    d = load_config(None, ["data.source=x.json"]).data
+    kinds = ("ssv2", "epic", "folder")
+    assert [sampling_of(d, k) for k in kinds] == ["segment", "segment", "dense"]
     cfg = load_config(None, ["data.source=x.json", "model.head=mean"])
     assert cfg.optim.layer_decay == 0.75 and cfg.model.drop_path == 0.1 and cfg.model.head == "mean"
     assert cfg.augment.smoothing == 0.1 and cfg.augment.mixup == 0.8 and cfg.augment.cutmix == 1.0
+    # VideoMAE's SSV2 recipe: lr, erasing, RandAugment's coin, crops, classifier init.
+    assert cfg.optim.base_lr == 5e-4 and cfg.augment.erasing == 0.25 and cfg.augment.prob == 0.5
+    assert cfg.data.crop == "resized" and cfg.model.init_scale == 0.001
+    assert cfg.data.sampling is None and cfg.data.flip is None  # segment sampling; no SSV2 flips
+    assert load_config(None, ["data.source=x.json", "model.head=mca_literal"]).model.head == (
+        "mca_literal"
+    )
+    with pytest.raises(ConfigError, match="is not one of 'mca', 'mca_literal', 'mean'"):
+        load_config(None, ["data.source=x.json", "model.head=cls"])
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
-"""Tube and MOFO masking (the paper's §2.2): exact counts, the inside share, the box on the token
-grid (x is columns), per-frame boxes, the edge cases, and fresh masks for every sample and call."""
+"""Tube and MOFO masking (the paper's §2.2): exact counts, the inside share, the remainder drawn
+anywhere (the default: the box hidden at least as much as the clip) or only outside the box, the
+box on the token grid (x is columns), per-frame boxes, the edge cases, and fresh masks for every
+sample and call."""
 
 from __future__ import annotations
 
@@ -8,7 +10,14 @@ import math
 import pytest
 import torch
 
-from training.masking import TokenGrid, box_cells, masked_per_slot, mofo_mask, tube_mask
+from training.masking import (
+    TokenGrid,
+    box_cells,
+    hidden_shares,
+    masked_per_slot,
+    mofo_mask,
+    tube_mask,
+)
 
 GRID = TokenGrid()  # 16 x 224 x 224, tubelet 2, patch 16: 8 x 14 x 14 tokens
 SMALL = TokenGrid(frames=4, height=64, width=96, patch=16, tubelet=2)  # 2 x 4 x 6
@@ -50,22 +59,63 @@ def test_a_cell_is_inside_when_the_box_covers_half_of_it():
     assert cells.sum() == 36
 
 
-@pytest.mark.parametrize(
+BOXES = pytest.mark.parametrize(
     ("box", "expected_inside"),
-    [([50, 60, 150, 160], 36), ([0, 0, 224, 224], 196), ([100, 100, 105, 104], 1)],
-    ids=["box", "everything", "less-than-a-patch"],
-)
-def test_mofo_hides_the_inside_share_and_the_rest_outside(box, expected_inside):
+    [([50, 60, 150, 160], 36), ([0, 0, 224, 224], 196), ([100, 100, 105, 104], 1),
+     ([0, 0, 224, 208], 182)],
+    ids=["box", "everything", "less-than-a-patch", "most-of-the-frame"],
+)  # fmt: skip
+
+
+@BOXES
+def test_outside_rule_hides_the_inside_share_and_the_rest_outside(box, expected_inside):
     inside = _inside([box] * 16)
-    masks = mofo_mask(inside, GRID, 0.9, 0.75, _gen()).view(16, 8, 196)
+    masks = mofo_mask(inside, GRID, 0.9, 0.75, _gen(), remainder="outside").view(16, 8, 196)
     n_in = inside.sum(-1)
     assert (n_in == expected_inside).all()
     hidden_in = (masks & inside).sum(-1)
     hidden_out = (masks & ~inside).sum(-1)
     want_in = max(math.ceil(0.75 * expected_inside), 176 - (196 - expected_inside))
-    assert (hidden_in == min(want_in, 176)).all()
-    assert (hidden_in >= torch.ceil(0.75 * n_in)).all()  # at least the inside share
+    assert (hidden_in == min(want_in, 176)).all()  # exactly: the quota, more only if need be
     assert (hidden_in + hidden_out == 176).all()  # exact count per slot
+
+
+@BOXES
+def test_anywhere_rule_hides_at_least_the_quota_and_the_box_at_least_the_ratio(
+    box, expected_inside
+):
+    inside = _inside([box] * 64)
+    masks = mofo_mask(inside, GRID, 0.9, 0.75, _gen()).view(64, 8, 196)
+    n_in = int(inside.sum(-1)[0, 0])
+    assert n_in == expected_inside
+    hidden_in = (masks & inside).sum(-1)
+    assert (masks.sum(-1) == 176).all()  # exact count per slot
+    assert (hidden_in >= min(math.ceil(0.75 * n_in), 176)).all()  # the quota, always
+    # The remainder comes from every cell not yet hidden: the box's share of it is its share of
+    # those cells, so the box is hidden at least as much as the clip (in expectation, exactly:
+    # quota + (I - quota) * rest / (196 - quota) of the I cells).
+    quota = min(math.ceil(0.75 * n_in), 176)
+    expected = (quota + (n_in - quota) * (176 - quota) / (196 - quota)) / n_in
+    assert expected >= 176 / 196
+    share = float(hidden_in.float().mean()) / n_in
+    assert share == pytest.approx(expected, abs=0.02)
+    assert share >= 176 / 196 - 0.01
+
+
+def test_the_two_rules_for_a_typical_box():
+    """A 6 x 6 box of 196 cells: 27 of 36 hidden by quota; the outside rule fills the rest of
+    the 176 from the 160 outside cells (149: 93 %), leaving the box at 75 %; the anywhere rule
+    spreads the 149 over the 169 cells left, 9 of them inside the box on average (97.9 %)."""
+    inside = _inside([[50, 60, 150, 160]] * 500)
+    shares = {}
+    for rule in ("outside", "anywhere"):
+        masks = mofo_mask(inside, GRID, 0.9, 0.75, _gen(1), remainder=rule)
+        counts = hidden_shares(masks, inside)
+        assert counts["tokens_inside"] == 500 * 8 * 36 and counts["tokens_outside"] == 500 * 8 * 160
+        assert counts["hidden_inside"] + counts["hidden_outside"] == 500 * 8 * 176
+        shares[rule] = counts["hidden_inside"] / counts["tokens_inside"]
+    assert shares["outside"] == 27 / 36
+    assert shares["anywhere"] == pytest.approx((27 + 9 * 149 / 169) / 36, abs=0.005)
 
 
 def test_a_box_smaller_than_a_patch_marks_the_cell_of_its_centre():
@@ -80,6 +130,9 @@ def test_no_box_or_a_fallback_is_plain_tube_masking():
     assert not inside.any()
     ours = mofo_mask(inside, GRID, 0.9, 0.75, _gen(3))
     assert torch.equal(ours, tube_mask(4, GRID, 0.9, _gen(3)))
+    outside = mofo_mask(inside, GRID, 0.9, 0.75, _gen(3), remainder="outside")
+    slots = outside.view(4, 8, 196)
+    assert (slots.sum(-1) == 176).all() and (slots == slots[:, :1]).all()
     empty = _inside([[10, 10, 10, 50]])  # zero width: no box
     assert not empty.any()
 
@@ -95,34 +148,46 @@ def test_per_frame_boxes_take_the_union_of_a_tubelets_frames():
     assert cells[1, 3, 5] and cells[1].sum() == 1
 
 
-def test_a_moving_box_moves_the_inside_share():
+@pytest.mark.parametrize("rule", ["anywhere", "outside"])
+def test_a_moving_box_moves_the_inside_share(rule):
     boxes = torch.zeros(8, 16, 4)
     for f in range(16):  # a 64 px box sliding right by 8 px a frame
         boxes[:, f] = torch.tensor([8.0 * f, 80, 8.0 * f + 64, 144])
     inside = box_cells(boxes, torch.ones(8, 16, dtype=torch.bool), GRID)
-    masks = mofo_mask(inside, GRID, 0.9, 0.75, _gen()).view(8, 8, 196)
+    masks = mofo_mask(inside, GRID, 0.9, 0.75, _gen(), remainder=rule).view(8, 8, 196)
     assert not (inside[:, 0] == inside[:, -1]).all()  # the box moved between slots
     n_in = inside.sum(-1)
-    assert ((masks & inside).sum(-1) == torch.ceil(0.75 * n_in).long()).all()
+    hidden_in = (masks & inside).sum(-1)
+    if rule == "outside":
+        assert (hidden_in == torch.ceil(0.75 * n_in).long()).all()
+    else:
+        assert (hidden_in >= torch.ceil(0.75 * n_in).long()).all()
     assert (masks.sum(-1) == 176).all()
 
 
-def test_masks_differ_across_samples_and_calls_and_repeat_with_the_seed():
+@pytest.mark.parametrize("rule", ["anywhere", "outside"])
+def test_masks_differ_across_samples_and_calls_and_repeat_with_the_seed(rule):
     inside = _inside([[50, 60, 150, 160]] * 32)
     gen = _gen(7)
-    first, second = mofo_mask(inside, GRID, generator=gen), mofo_mask(inside, GRID, generator=gen)
+    first = mofo_mask(inside, GRID, generator=gen, remainder=rule)
+    second = mofo_mask(inside, GRID, generator=gen, remainder=rule)
     assert len({tuple(m.nonzero().flatten().tolist()) for m in first}) == 32
     assert not torch.equal(first, second)  # the next epoch draws new masks
-    assert torch.equal(first, mofo_mask(inside, GRID, generator=_gen(7)))  # reproducible
+    again = mofo_mask(inside, GRID, generator=_gen(7), remainder=rule)
+    assert torch.equal(first, again)  # reproducible
 
 
 def test_inside_share_of_every_inside_cell_is_met_on_average():
-    """Every inside cell is hidden with probability ceil(0.75 I) / I, outside ones evenly."""
+    """Outside rule: every inside cell is hidden with probability ceil(0.75 I) / I, outside ones
+    evenly. Anywhere: inside cells 27/36 + 9/36 · 149/169, outside ones 149/169, evenly."""
     inside = _inside([[50, 60, 150, 160]] * 2000)
-    masks = mofo_mask(inside, GRID, generator=_gen(1)).view(2000, 8, 196)[:, 0].float()
     cells = inside[0, 0]
-    assert torch.allclose(masks[:, cells].mean(0), torch.full((36,), 27 / 36), atol=0.05)
-    assert torch.allclose(masks[:, ~cells].mean(0), torch.full((160,), 149 / 160), atol=0.05)
+    for rule, p_in, p_out in (("outside", 27 / 36, 149 / 160),
+                              ("anywhere", (27 + 9 * 149 / 169) / 36, 149 / 169)):  # fmt: skip
+        masks = mofo_mask(inside, GRID, generator=_gen(1), remainder=rule)
+        first = masks.view(2000, 8, 196)[:, 0].float()
+        assert torch.allclose(first[:, cells].mean(0), torch.full((36,), p_in), atol=0.05), rule
+        assert torch.allclose(first[:, ~cells].mean(0), torch.full((160,), p_out), atol=0.05)
 
 
 def test_bad_arguments_are_refused():
@@ -134,3 +199,5 @@ def test_bad_arguments_are_refused():
         box_cells(torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), GRID)
     with pytest.raises(ValueError, match="inside_ratio"):
         mofo_mask(torch.zeros(1, 8, 196, dtype=torch.bool), GRID, inside_ratio=1.5)
+    with pytest.raises(ValueError, match="remainder must be one of anywhere, outside"):
+        mofo_mask(torch.zeros(1, 8, 196, dtype=torch.bool), GRID, remainder="inside")

@@ -115,6 +115,10 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
     steps = [line for line in lines if "loss" in line]
     assert all(s["missing_boxes"] == 0 and s["replaced_clips"] == 0 for s in steps)
     assert all(s["clips_per_s"] > 0 for s in steps)
+    # The hidden shares each line logs: the box's quota (ceil(0.75 I) of I cells) is always
+    # hidden, so the box's share is never below 0.75, here the overall ratio too.
+    assert all(1.0 >= s["hidden_in_box"] >= 0.75 for s in steps), steps
+    assert all(0.0 < s["hidden_outside_box"] <= 0.75 for s in steps)
     assert steps[0]["lr"] < steps[1]["lr"] and steps[-1]["lr"] < max(s["lr"] for s in steps)
 
     # Checkpoints from every rank, each carrying the model config and the step; two kept.

@@ -112,14 +112,23 @@ def test_masks_are_new_each_step_and_the_same_when_repeated():
     batch = {"video": torch.zeros(4, 3, 4, 32, 32), "boxes": boxes,
              "valid": torch.ones(4, 4, dtype=torch.bool)}  # fmt: skip
     masking = MaskingSection(ratio=0.75, inside_ratio=0.75)
-    a, b, again = (make_masks(batch, grid, masking, seed) for seed in (1, 2, 1))
+    assert masking.remainder == "anywhere"
+    (a, counts), (b, _), (again, _) = (make_masks(batch, grid, masking, s) for s in (1, 2, 1))
     assert torch.equal(a, again) and not torch.equal(a, b)
     assert (a.sum(1) == 2 * 12).all()  # int(0.75 * 16) per slot, 2 slots
-    inside = box_cells(boxes, batch["valid"], grid)  # 2 x 2 cells inside per slot
-    assert (a.view(4, 2, 16) & inside).sum(-1).ge(3).all()  # ceil(0.75 * 4) always hidden
+    inside = box_cells(boxes, batch["valid"], grid)  # 5 cells at least half covered per slot
+    assert (inside.sum(-1) == 5).all()
+    assert (a.view(4, 2, 16) & inside).sum(-1).ge(4).all()  # ceil(0.75 * 5) always hidden
     assert len({tuple(m.tolist()) for m in a}) == 4  # every sample its own mask
-    tube = make_masks(batch, grid, MaskingSection(kind="tube", ratio=0.75), 1)
-    assert (tube.sum(1) == 24).all()
+    # The counts the step log turns into hidden shares: 4 samples x 2 slots x 5 inside cells.
+    assert counts["tokens_inside"] == 40 and counts["tokens_outside"] == 4 * 2 * 11
+    assert counts["hidden_inside"] == float((a.view(4, 2, 16) & inside).sum())
+    assert counts["hidden_inside"] + counts["hidden_outside"] == 4 * 24
+    outside = MaskingSection(ratio=0.75, inside_ratio=0.75, remainder="outside")
+    _, exact = make_masks(batch, grid, outside, 1)
+    assert exact["hidden_inside"] == 4 * 2 * 4  # the quota exactly: ceil(0.75 * 5) per slot
+    tube, tube_counts = make_masks(batch, grid, MaskingSection(kind="tube", ratio=0.75), 1)
+    assert (tube.sum(1) == 24).all() and tube_counts["tokens_inside"] == 40
 
 
 def test_clip_boxes_unite_the_valid_frames():

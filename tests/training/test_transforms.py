@@ -15,6 +15,7 @@ from training.transforms import (
     dense_view_indices,
     move_boxes,
     multi_scale_crop,
+    random_resized_crop,
     segment_indices,
     segment_view_indices,
     view_crops,
@@ -101,6 +102,36 @@ def test_multi_scale_crops_vary_in_size_place_and_flip():
     assert len({(c.x, c.y) for c in crops}) >= 5 and {c.flip for c in crops} == {True, False}
     for c in crops:
         assert c.x >= 0 and c.x + c.w <= 320 and c.y >= 0 and c.y + c.h <= 240
+
+
+def test_multi_scale_crops_sit_at_videomaes_thirteen_places_and_snap_to_the_size():
+    rng = np.random.default_rng(1)
+    crops = [multi_scale_crop(320, 240, 224, rng, scales=(0.75,), flip=False)
+             for _ in range(400)]  # fmt: skip
+    assert {(c.w, c.h) for c in crops} == {(180, 180)}
+    dx, dy = (320 - 180) // 4, (240 - 180) // 4  # 35, 15
+    quarters = {(c.x // dx, c.y // dy) for c in crops}
+    assert quarters == {(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
+                        (1, 1), (3, 1), (1, 3), (3, 3)}  # fmt: skip
+    assert not any(c.flip for c in crops)
+    # A side within 3 px of the output size is the output size (256 x 0.875 = 224, 226 -> 224).
+    snapped = {multi_scale_crop(300, 258, 224, rng, scales=(0.875,)).w for _ in range(5)}
+    assert snapped == {224}
+
+
+def test_random_resized_crops_cover_8_to_100_percent_at_three_quarters_to_four_thirds():
+    rng = np.random.default_rng(2)
+    crops = [random_resized_crop(320, 240, 224, rng) for _ in range(300)]
+    for c in crops:
+        assert c.x >= 0 and c.y >= 0 and c.x + c.w <= 320 and c.y + c.h <= 240
+        assert 0.07 <= c.w * c.h / (320 * 240) <= 1.0 and c.size == 224 and not c.flip
+        assert 0.7 <= c.w / c.h <= 1.4
+    assert min(c.w * c.h for c in crops) < 0.2 * 320 * 240 < max(c.w * c.h for c in crops)
+    flips = {random_resized_crop(64, 64, 32, rng, flip=True).flip for _ in range(40)}
+    assert flips == {True, False}
+    # Ten failed tries (a frame far too tall): the centred crop of the nearest allowed ratio.
+    fallback = random_resized_crop(10, 400, 32, np.random.default_rng(0), scale=(0.99, 1.0))
+    assert (fallback.x, fallback.w, fallback.h) == (0, 10, 13) and fallback.y == (400 - 13) // 2
 
 
 # --- test views ---------------------------------------------------------------------------------
