@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -179,6 +180,30 @@ def plot(path: Path, rows: list[dict], chosen: str) -> None:
     cv2.imwrite(str(path), image)
 
 
+LOG_ROW = re.compile(
+    r"^\s+(?P<name>\S+)\s+(?P<speed>[\d.]+) pairs/s\s+train (?P<train>[\d.]+)\s+"
+    r"held-out (?P<every>[\d.]+) / (?P<six>[\d.]+)"
+)
+
+
+def rows_from_log(path: Path) -> list[dict]:
+    """The rows of an earlier run's log (its per-setting lines), to plot them again."""
+    rows = []
+    for line in path.read_text().splitlines():
+        if (m := LOG_ROW.match(line)) is not None:
+            rows.append(
+                {
+                    "name": m["name"],
+                    "pairs_per_s": float(m["speed"]),
+                    "train": {"every": float(m["train"])},
+                    "heldout": {"every": float(m["every"]), "num_frames=6": float(m["six"])},
+                }
+            )
+    if not rows:
+        raise SystemExit(f"error: no setting lines in {path}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=("classic", "extended", "all"), default="all")
@@ -187,7 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=32, help="longest clip scored")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument(
+        "--from-log", type=Path, default=None, help="only plot an earlier run's log (with --plot)"
+    )
+    parser.add_argument("--chosen", default="112/w3", help="drawn as chosen (--from-log)")
     args = parser.parse_args(argv)
+    if args.from_log is not None:
+        if args.plot is None:
+            parser.error("--from-log needs --plot")
+        plot(args.plot, rows_from_log(args.from_log), args.chosen)
+        return 0
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
