@@ -45,6 +45,12 @@ class _Work:
     parts: list[torch.Tensor] = field(default_factory=list)
     done_pairs: int = 0
     started: bool = False
+    # Clear while the flow thread computes some of its pairs: a cancelled request waits for it,
+    # so that when its thread ends no flow of it is running (the pending count stays true).
+    idle: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
 
     @property
     def pairs(self) -> int:
@@ -112,7 +118,8 @@ class FlowBatcher:
                 return work.future.result(timeout=0.05 if cancel is not None else None)
             except TimeoutError:
                 if cancel is not None and cancel.is_set():
-                    work.future.cancel()  # the flow thread drops it at its next batch
+                    work.future.cancel()  # the flow thread drops it at its next pair or batch
+                    work.idle.wait()
                     raise Cancelled() from None
             except CancelledError:
                 raise Cancelled() from None
@@ -193,25 +200,41 @@ class FlowBatcher:
                 if not w.started:
                     w.started = True
                     waits.append(now - w.enqueued)
+            busy = list({id(w): w for w, _, _ in slices}.values())
+            for w in busy:
+                w.idle.clear()
+            ran = 0
             try:
-                self._run_batch(slices)
+                ran = self._run_batch(slices)
             except Exception as exc:  # a backend failure fails the works in this batch, not us
                 log.exception("flow batch failed")
-                for w in {id(w): w for w, _, _ in slices}.values():
+                for w in busy:
                     self._finish(w, error=exc)
+            finally:
+                for w in busy:
+                    w.idle.set()
             if self.on_batch is not None:
-                self.on_batch(sum(b - a for _, a, b in slices), waits)
+                self.on_batch(ran, waits)
 
-    def _run_batch(self, slices: list[tuple[_Work, int, int]]) -> None:
+    def _run_batch(self, slices: list[tuple[_Work, int, int]]) -> int:
+        """Run the slices' pairs (those of cancelled works skipped): how many ran."""
         _, _, flow_params, backend = slices[0][0].key
+        ran = 0
         if backend == "opencv":
-            # OpenCV goes pair by pair anyway: run each request's slice on its own, so a request
-            # cancelled meanwhile is skipped instead of holding the others up.
+            # OpenCV goes pair by pair anyway: run each pair on its own, so a request cancelled
+            # meanwhile stops at its next pair instead of holding the others up.
             for w, a, b in slices:
-                if not w.future.cancelled():
-                    self._deliver([(w, a, b)], self._flow([(w, a, b)], flow_params, backend))
+                for p in range(a, b):
+                    if w.future.cancelled():
+                        break
+                    self._deliver(
+                        [(w, p, p + 1)], self._flow([(w, p, p + 1)], flow_params, backend)
+                    )
+                    ran += 1
         else:
             self._deliver(slices, self._flow(slices, flow_params, backend))
+            ran = sum(b - a for _, a, b in slices)
+        return ran
 
     @staticmethod
     def _flow(slices: list[tuple[_Work, int, int]], flow_params: FlowParams, backend: str):

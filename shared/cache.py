@@ -8,6 +8,8 @@ default of a service started without Redis (bounded, least recently used goes fi
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,7 +19,17 @@ from typing import Protocol
 from shared.errors import MofoError
 from shared.record import BoxRecord
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX = "mofo:box"
+PROBE_KEY = "mofo:ready:probe"  # written by readiness checks: does Redis take writes?
+UPLOAD_ID = re.compile(r"^sha256-[0-9a-f]{32}$")  # the id of an uploaded clip (its content)
+
+# A record is written once: SET NX, else the stored record comes back to be compared.
+_PUT_NX = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return false end
+return redis.call('GET', KEYS[1])
+"""
 MGET_CHUNK = 1000  # keys per MGET: large enough to amortise round trips, small enough to not block
 
 
@@ -25,19 +37,49 @@ class CacheUnavailable(MofoError):
     """The cache's Redis server cannot be reached."""
 
 
+class CacheFull(CacheUnavailable):
+    """The cache's Redis server answers but refuses writes: full under ``noeviction``, a read-only
+    replica, or persistence failing (``MISCONF``)."""
+
+
 class QueueUnavailable(CacheUnavailable):
     """The job queue's Redis server cannot be reached."""
 
 
+class QueueFull(QueueUnavailable):
+    """The job queue's Redis server answers but refuses writes (see :class:`CacheFull`)."""
+
+
+def refusal(exc: Exception) -> str | None:
+    """Why a Redis error means the server takes no writes now (and may again later), or None."""
+    import redis
+
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
+        return "it is full (used memory over its maxmemory, and it evicts nothing)"
+    if isinstance(exc, redis.exceptions.ReadOnlyError) or text.startswith("READONLY"):
+        return "it is a read-only replica"
+    if text.startswith("MISCONF"):
+        return "it cannot save to disk (MISCONF)"
+    return None
+
+
 @contextmanager
 def unavailable_as(error: type[CacheUnavailable], what: str, url: str) -> Iterator[None]:
-    """Turn Redis connection failures inside the block into ``error`` naming ``what``."""
+    """Turn Redis connection failures inside the block into ``error`` naming ``what``, and
+    refused writes (a full Redis) into its ``…Full`` kind."""
     import redis
 
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise error(f"{what} at {safe_url(url)} unreachable: {exc}") from None
+    except redis.ResponseError as exc:
+        why = refusal(exc)
+        if why is None:
+            raise
+        full = QueueFull if issubclass(error, QueueUnavailable) else CacheFull
+        raise full(f"{what} at {safe_url(url)} refuses writes: {why}") from None
 
 
 def box_key(params_hash: str, video_id: str, prefix: str = KEY_PREFIX) -> str:
@@ -49,10 +91,16 @@ class BoxCache(Protocol):
 
     def get_many(self, video_ids: Sequence[str], params_hash: str) -> list[BoxRecord | None]: ...
 
-    def put(self, record: BoxRecord) -> None: ...
+    def put(self, record: BoxRecord) -> BoxRecord:
+        """Store ``record`` unless one is stored for its clip and settings; the stored one."""
+        ...
+
+    def replace(self, record: BoxRecord) -> None:
+        """Store ``record`` over any stored one (an explicit recompute: ``refresh``)."""
+        ...
 
     def ping(self) -> None:
-        """Raise :class:`CacheUnavailable` when the cache cannot be used."""
+        """Raise :class:`CacheUnavailable` when the cache cannot be read or written."""
 
 
 class MemoryBoxCache:
@@ -82,13 +130,24 @@ class MemoryBoxCache:
                 out.append(None if value is None else BoxRecord.from_json(value))
         return out
 
-    def put(self, record: BoxRecord) -> None:
+    def put(self, record: BoxRecord) -> BoxRecord:
         key = box_key(record.params, record.video)
         with self._lock:
-            self._items[key] = record.to_json()
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+            stored = self._items.get(key)
+            if stored is None:
+                self._store(key, record.to_json())
+                return record
+        return _kept(BoxRecord.from_json(stored), record)
+
+    def replace(self, record: BoxRecord) -> None:
+        with self._lock:
+            self._store(box_key(record.params, record.video), record.to_json())
+
+    def _store(self, key: str, value: str) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
 
     def ping(self) -> None:
         return None
@@ -103,6 +162,7 @@ class RedisBoxCache:
         self.redis = client
         self.url = url
         self.prefix = prefix
+        self._script = None
 
     @classmethod
     def from_url(cls, url: str, prefix: str = KEY_PREFIX, timeout_s: float = 5.0) -> RedisBoxCache:
@@ -127,19 +187,48 @@ class RedisBoxCache:
             values.extend(self._call(self.redis.mget, keys[start : start + MGET_CHUNK]))
         return [None if v is None else BoxRecord.from_json(v) for v in values]
 
-    def put(self, record: BoxRecord) -> None:
-        self._call(
-            self.redis.set, box_key(record.params, record.video, self.prefix), record.to_json()
-        )
+    def put(self, record: BoxRecord) -> BoxRecord:
+        key = box_key(record.params, record.video, self.prefix)
+        stored = self._call(self._put_nx, [key], [record.to_json()])
+        return record if stored is None else _kept(BoxRecord.from_json(stored), record)
+
+    def replace(self, record: BoxRecord) -> None:
+        key = box_key(record.params, record.video, self.prefix)
+        self._call(self.redis.set, key, record.to_json())
 
     def put_many(self, records: Iterable[BoxRecord]) -> None:
+        """Store the records not stored yet (a stored one stays, as with :meth:`put`)."""
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
-            pipe.set(box_key(record.params, record.video, self.prefix), record.to_json())
+            pipe.set(box_key(record.params, record.video, self.prefix), record.to_json(), nx=True)
         self._call(pipe.execute)
 
     def ping(self) -> None:
-        self._call(self.redis.ping)
+        """Reachable and taking writes: a full Redis (``noeviction``) still answers PING."""
+        self._call(self.redis.set, PROBE_KEY, b"1", 60)
+
+    @property
+    def _put_nx(self):
+        if self._script is None:
+            self._script = self.redis.register_script(_PUT_NX)
+        return lambda keys, args: self._script(keys=keys, args=args)
+
+
+def is_upload_id(video_id: str) -> bool:
+    """Whether ``video_id`` is in the uploads' id space (paths and dataset ids must not be)."""
+    return UPLOAD_ID.match(video_id) is not None
+
+
+def _kept(stored: BoxRecord, computed: BoxRecord) -> BoxRecord:
+    """The stored record stays; a recompute that differs from it is logged, not written."""
+    if stored != computed:
+        log.warning(
+            "kept the stored record of %s (settings %s); a new computation differs from it "
+            "(refresh=true replaces it)",
+            computed.video,
+            computed.params,
+        )
+    return stored
 
 
 def safe_url(url: str) -> str:

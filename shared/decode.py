@@ -30,8 +30,10 @@ from shared.errors import (
     CorruptClip,
     EmptyClip,
     FileTooLarge,
+    FrameSizeChanged,
     NotAVideo,
     ResolutionTooHigh,
+    WorkTooLarge,
 )
 from shared.params import DecodeLimits, MotionParams
 
@@ -94,6 +96,7 @@ class _Input:
     size: int
     target: str | BinaryIO
     start: int = 0
+    where: str = ""  # ": <path>" where messages may show the path (not the service's)
 
     @contextlib.contextmanager
     def open(self) -> Iterator[av.container.InputContainer]:
@@ -109,7 +112,7 @@ class _Input:
         try:
             container = av.open(self.target, mode="r")
         except FileNotFoundError as e:  # av.error.FileNotFoundError subclasses this
-            raise ClipNotFound(f"{self.name}: no such file: {self.target}") from e
+            raise ClipNotFound(f"{self.name}: no such file{self.where}") from e
         except PermissionError as e:
             raise ClipError(f"{self.name}: cannot read file: permission denied") from e
         except (av.FFmpegError, OSError, ValueError) as e:
@@ -153,11 +156,10 @@ def _resolve(source: Source, limits: DecodeLimits, name: str | None = None) -> _
     """Name and size a source, and refuse empty or oversized inputs without opening them.
 
     ``name`` replaces the name messages give the clip (the service names uploads by their
-    filename and paths relative to its data root, never by server paths).
+    filename and paths relative to its data root, never by server paths); messages then leave
+    the path out.
     """
-    inp = _resolve_unnamed(source, limits)
-    if name is not None:
-        inp.name = name
+    inp = _resolve_unnamed(source, limits, name)
     if inp.size == 0:
         raise EmptyClip(f"{inp.name}: is empty (0 bytes)")
     if inp.size > limits.max_bytes:
@@ -167,25 +169,39 @@ def _resolve(source: Source, limits: DecodeLimits, name: str | None = None) -> _
     return inp
 
 
-def _resolve_unnamed(source: Source, limits: DecodeLimits) -> _Input:
+# What a path that is not a regular file is, for messages (a FIFO or /dev/zero reads as 0 bytes).
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "named pipe (FIFO)"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _resolve_unnamed(source: Source, limits: DecodeLimits, name: str | None = None) -> _Input:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        inp = _Input(UPLOAD_NAME, len(data), io.BytesIO(data))
+        inp = _Input(name or UPLOAD_NAME, len(data), io.BytesIO(data))
     elif isinstance(source, (str, os.PathLike)):
         path = os.fsdecode(os.fspath(source))
-        name = os.path.basename(path.rstrip("/\\")) or path
+        where = "" if name is not None else f": {path}"
+        name = name or os.path.basename(path.rstrip("/\\")) or path
         try:
             st = os.stat(path)
         except FileNotFoundError as e:
-            raise ClipNotFound(f"{name}: no such file: {path}") from e
+            raise ClipNotFound(f"{name}: no such file{where}") from e
         except OSError as e:
             raise ClipError(f"{name}: cannot read file: {e.strerror or e}") from e
         if stat.S_ISDIR(st.st_mode):
-            raise ClipNotFound(f"{name}: is a directory, not a video file: {path}")
-        inp = _Input(name, st.st_size, path)
+            raise ClipNotFound(f"{name}: is a directory, not a video file{where}")
+        for is_kind, kind in _SPECIAL_FILES:
+            if is_kind(st.st_mode):  # decoding reads a clip more than once: it needs a file
+                raise NotAVideo(f"{name}: is a {kind}, not a regular file{where}")
+        inp = _Input(name, st.st_size, path, where=where)
     elif hasattr(source, "read"):
         raw_name = getattr(source, "name", None)
-        name = os.path.basename(raw_name) if isinstance(raw_name, str) else UPLOAD_NAME
+        if name is None:
+            name = os.path.basename(raw_name) if isinstance(raw_name, str) else UPLOAD_NAME
         seekable = getattr(source, "seekable", lambda: False)()
         if seekable:
             start = source.tell()
@@ -307,6 +323,68 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     if width <= height:
         return even(short_side), even(height * short_side / width)
     return even(width * short_side / height), even(short_side)
+
+
+@dataclass(frozen=True)
+class WorkPlan:
+    """What motion analysis of a clip holds at most: ``frames`` frames of ``width`` x ``height``
+    working pixels (kept frames and their motion partners)."""
+
+    width: int
+    height: int
+    frames: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height * self.frames
+
+
+def _work_size(
+    name: str, info: VideoInfo, short_side: int, limits: DecodeLimits
+) -> tuple[int, int]:
+    """The working size, refused when its long side exceeds ``limits.max_work_side`` (an extreme
+    aspect ratio: one flow pair at 16x2160 and short side 224 is 224x30240 pixels)."""
+    w, h = working_size(info.width, info.height, short_side)
+    if max(w, h) > limits.max_work_side:
+        ratio = max(info.width, info.height) / min(info.width, info.height)
+        raise WorkTooLarge(
+            f"{name}: aspect ratio {ratio:.4g}:1 ({info.width}x{info.height}) gives a working "
+            f"size of {w}x{h} at short side {short_side}; the long side exceeds the limit "
+            f"{limits.max_work_side} px"
+        )
+    return w, h
+
+
+def frames_held(count: int, fps: float, params: MotionParams) -> int:
+    """At most how many of a clip's ``count`` frames (at ``fps``) sampling holds: the kept
+    frames (stride or target rate, then at most num_frames) and one motion partner each."""
+    if params.fps is not None:
+        kept = math.ceil(count / (fps or 25.0) * params.fps) + 1
+    else:
+        kept = math.ceil(count / params.stride)
+    if params.num_frames is not None:
+        kept = min(kept, params.num_frames)
+    return min(count, 2 * kept)
+
+
+def _check_work(name: str, plan: WorkPlan, limits: DecodeLimits) -> None:
+    """Refuse a plan over ``limits.max_work_pixels`` before any frame is decoded."""
+    if plan.pixels > limits.max_work_pixels:
+        raise WorkTooLarge(
+            f"{name}: {plan.frames} frames at working size {plan.width}x{plan.height} are "
+            f"{plan.pixels} pixels of work, over the limit {limits.max_work_pixels}; "
+            "sample fewer frames (stride, fps, num_frames) or lower short_side"
+        )
+
+
+def _too_much_work(
+    name: str, size: tuple[int, int], frames: int, limits: DecodeLimits
+) -> WorkTooLarge:
+    """The error for a stream found, while decoding, to need more frames than its header said."""
+    return WorkTooLarge(
+        f"{name}: more than {frames} frames at working size {size[0]}x{size[1]} found while "
+        f"decoding, over the work limit of {limits.max_work_pixels} pixels"
+    )
 
 
 def _times(raw: list[float | None], fps: float) -> np.ndarray:
@@ -442,13 +520,26 @@ def _resizer(info: VideoInfo, size: tuple[int, int]) -> Callable[[av.VideoFrame]
     return resize
 
 
-def _check_frame_size(name: str, index: int, frame: av.VideoFrame, limits: DecodeLimits) -> None:
-    """Refuse a decoded frame larger than the limits (streams may change size mid-way)."""
+def _check_frame_size(
+    name: str, index: int, frame: av.VideoFrame, info: VideoInfo, limits: DecodeLimits
+) -> None:
+    """Refuse a decoded frame larger than the limits, or of another size than the header's
+    (streams may change size mid-way; a record has one width and height)."""
     if frame.width > limits.max_width or frame.height > limits.max_height:
         raise ResolutionTooHigh(
             f"{name}: frame {index} is {frame.width}x{frame.height}, exceeds "
             f"the limit {limits.max_width}x{limits.max_height}"
         )
+    if frame.width != info.width or frame.height != info.height:
+        raise FrameSizeChanged(
+            f"{name}: frame {index} is {frame.width}x{frame.height}, the stream began at "
+            f"{info.width}x{info.height}; clips whose frame size changes are not supported"
+        )
+
+
+def _holds(size: tuple[int, int], limits: DecodeLimits) -> int:
+    """How many frames of working ``size`` the work limit lets decoding hold."""
+    return max(2, limits.max_work_pixels // (size[0] * size[1]))
 
 
 def _decode(
@@ -457,8 +548,10 @@ def _decode(
     limits: DecodeLimits,
     size: tuple[int, int],
     keep: Callable[[int], bool],
+    most: int | None = None,
 ) -> _Decoded:
-    """Decode every frame, resizing and storing those ``keep`` accepts; enforce frame limits."""
+    """Decode every frame, resizing and storing those ``keep`` accepts; enforce frame limits,
+    and hold at most ``most`` frames (the work limit) when given."""
     resize = _resizer(info, size)
     kept: dict[int, np.ndarray] = {}
     raw: list[float | None] = []
@@ -471,9 +564,11 @@ def _decode(
             for index, frame in enumerate(frames):
                 if index >= limits.max_frames:
                     raise _too_many_frames(inp.name, info, limits)
-                _check_frame_size(inp.name, index, frame, limits)
+                _check_frame_size(inp.name, index, frame, info, limits)
                 raw.append(frame.time)
                 if keep(index):
+                    if most is not None and len(kept) >= most:  # a header that undercounts
+                        raise _too_much_work(inp.name, size, most, limits)
                     kept[index] = resize(frame)
         except av.FFmpegError as e:  # e.g. reformat of a broken frame
             frames.error = e
@@ -579,6 +674,7 @@ def _decode_span(
     segment: Segment,
     keep: Callable[[int], bool],
     seek_s: float | None,
+    most: int | None = None,
 ) -> _Decoded:
     """Decode ``segment`` after seeking to ``seek_s`` seconds, or from the start when None.
 
@@ -603,10 +699,12 @@ def _decode_span(
                 last = _timed_index(frame, t0, info.fps, last, start) if timed else ordinal
                 if last >= stop:
                     break
-                _check_frame_size(inp.name, last, frame, limits)
+                _check_frame_size(inp.name, last, frame, info, limits)
                 if last >= start:
                     raw.append(frame.time)
                     if keep(last - start):
+                        if most is not None and len(kept) >= most:
+                            raise _too_much_work(inp.name, size, most, limits)
                         kept[last - start] = resize(frame)
         except av.FFmpegError as e:  # e.g. reformat of a broken frame
             frames.error = e
@@ -624,6 +722,7 @@ def _decode_segment(
     size: tuple[int, int],
     segment: Segment,
     keep: Callable[[int], bool],
+    most: int | None = None,
 ) -> _Decoded:
     """Decode the frames of ``segment``, storing those whose position in it ``keep`` accepts.
 
@@ -638,12 +737,12 @@ def _decode_segment(
         if seek_s <= 0:
             break
         try:
-            return _decode_span(inp, info, limits, size, segment, keep, seek_s)
+            return _decode_span(inp, info, limits, size, segment, keep, seek_s, most)
         except _SeekOvershot:
             continue
         except _SeekFailed:
             break
-    return _decode_span(inp, info, limits, size, segment, keep, None)
+    return _decode_span(inp, info, limits, size, segment, keep, None, most)
 
 
 @dataclass
@@ -731,17 +830,55 @@ def _open_clip(
     return inp, info, segment
 
 
+def _planned_work(
+    inp: _Input,
+    info: VideoInfo,
+    params: MotionParams,
+    limits: DecodeLimits,
+    segment: Segment | None,
+) -> WorkPlan:
+    """The work of a probed clip from its header (its packets when the header has no count),
+    refused over the work limits."""
+    w, h = _work_size(inp.name, info, params.short_side, limits)
+    if segment is not None:
+        count = segment[1] - segment[0]
+    else:
+        count = info.frame_count or len(_scan_times(inp, info, limits))
+    plan = WorkPlan(w, h, frames_held(max(count, 2), info.fps, params))
+    _check_work(inp.name, plan, limits)
+    return plan
+
+
+def plan_work(
+    source: Source,
+    params: MotionParams = _DEFAULT_PARAMS,
+    limits: DecodeLimits = _DEFAULT_LIMITS,
+    name: str | None = None,
+    segment: Segment | None = None,
+) -> WorkPlan:
+    """What :func:`read_clip` and the analysis after it would hold, from the header alone, and
+    refused as read_clip refuses it: the service reserves this much before decoding.
+
+    Decoding holds to it too: a stream found to have more frames than its header said is
+    refused once the frames kept pass the work limit.
+    """
+    inp, info, segment = _open_clip(source, limits, name, segment)
+    return _planned_work(inp, info, params, limits, segment)
+
+
 def _decoder(
     inp: _Input,
     info: VideoInfo,
     limits: DecodeLimits,
     size: tuple[int, int],
     segment: Segment | None,
+    most: int | None = None,
 ) -> Callable[[Callable[[int], bool]], _Decoded]:
-    """``decode(keep)`` over the whole clip or the segment; positions are within the segment."""
+    """``decode(keep)`` over the whole clip or the segment; positions are within the segment;
+    at most ``most`` frames held when given."""
     if segment is None:
-        return lambda keep: _decode(inp, info, limits, size, keep)
-    return lambda keep: _decode_segment(inp, info, limits, size, segment, keep)
+        return lambda keep: _decode(inp, info, limits, size, keep, most)
+    return lambda keep: _decode_segment(inp, info, limits, size, segment, keep, most)
 
 
 def _check_decoded(name: str, info: VideoInfo, decoded: _Decoded, segment: Segment | None) -> None:
@@ -785,8 +922,9 @@ def read_clip(
     a frame its box is measured between the two, never across a sampling gap.
     """
     inp, info, segment = _open_clip(source, limits, name, segment)
-    size = working_size(info.width, info.height, params.short_side)
-    decode = _decoder(inp, info, limits, size, segment)
+    plan = _planned_work(inp, info, params, limits, segment)
+    size = (plan.width, plan.height)
+    decode = _decoder(inp, info, limits, size, segment, _holds(size, limits))
 
     if segment is None:
         # Plan from packet timestamps so only the chosen frames are resized and held.

@@ -49,6 +49,15 @@ class ClipTooLong(ClipTooLarge):
     """The clip lasts longer, or holds more frames, than allowed."""
 
 
+class WorkTooLarge(ClipTooLarge):
+    """Motion analysis of the clip would exceed a work limit (working size × frames, or a working
+    long side from an extreme aspect ratio), found before its frames are decoded."""
+
+
+class FrameSizeChanged(ClipError):
+    """The frame size changes mid-stream; boxes for one size cannot be given in another."""
+
+
 class ClipTooShort(ClipError):
     """The clip has fewer than two usable frames, so no motion can be measured."""
 

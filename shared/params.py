@@ -164,13 +164,21 @@ class MotionParams:
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """Hard limits checked from the container header before any frame is decoded."""
+    """Hard limits checked from the container header before any frame is decoded.
+
+    The work limits bound what motion analysis holds, whatever the clip's size on disk:
+    ``max_work_pixels`` caps working-size pixels × frames held (kept frames and their motion
+    partners; about 100 bytes each through flow and regions), ``max_work_side`` the working
+    long side (a 3840×2 clip at short side 112 would be 215040 px long).
+    """
 
     max_bytes: int = 2 * 1024**3
     max_frames: int = 100_000
     max_duration_s: float = 3 * 3600.0
     max_width: int = 7680
     max_height: int = 4320
+    max_work_pixels: int = 64_000_000
+    max_work_side: int = 1024
 
 
 Quality = Literal["fast", "balanced", "paper"]

@@ -16,6 +16,19 @@ from shared.params import CudaKernel, DecodeLimits
 MiB = 1024**2
 
 
+def masked_url(url: str) -> str:
+    """A URL with any password (what lies between ``user:`` and ``@``) shown as ``***``, for
+    messages; it needs no valid URL."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{head}{sep}{user}:***@{host}"
+
+
 class Settings(BaseSettings):
     """Everything ``mofo serve`` (and later ``mofo worker``) can be told. Defaults need nothing:
     no Redis (an in-process cache and job runner), no data root (uploads only), CPU or GPU as
@@ -77,6 +90,38 @@ class Settings(BaseSettings):
     worker_abandon_s: int = Field(60, ge=2, le=86_400)
     worker_maintenance_s: int = Field(30, ge=1, le=3600)
 
+    # -- Uploads, job uploads and Redis outages -------------------------------------------------
+    # Request bodies being received at once, and the body bytes of all requests in progress
+    # (from Content-Length before the body is read, else as it arrives; held until the answer
+    # has gone): one more gets 503 with Retry-After. A body must arrive within body_timeout_s,
+    # with no gap over body_idle_s (408).
+    max_uploads: int = Field(16, ge=1, le=4096)
+    # ... and of them from one client address (behind a proxy: its X-Forwarded-For, when the
+    # proxy is trusted, else the proxy's own); 0 = no limit per client.
+    max_uploads_per_client: int = Field(4, ge=0, le=4096)
+    max_spool_bytes: int = Field(1024 * MiB, ge=1)
+    body_timeout_s: float = Field(300.0, gt=0, le=86_400)
+    body_idle_s: float = Field(20.0, gt=0, le=3600)
+    # Job uploads waiting for a worker (in Redis, or this process's spool without Redis): at
+    # most this many clips and bytes together; one more gets 503 with Retry-After.
+    max_job_uploads: int = Field(64, ge=1, le=100_000)
+    max_job_upload_bytes: int = Field(2048 * MiB, ge=1)
+    # How long `mofo worker` waits for its Redis to come back before a call fails.
+    worker_redis_outage_s: float = Field(300.0, gt=0, le=86_400)
+
+    # -- Work per request ------------------------------------------------------------------------
+    # Motion analysis holds working-size pixels x frames (the kept frames and their motion
+    # partners; about 100 bytes each at the peak of flow and regions). One clip may hold at most
+    # max_work_pixels (more is refused, 422), the clips being worked on at once together at most
+    # work_budget_pixels (a clip waits for room, within its deadline). The working long side is
+    # at most max_work_side (an extreme aspect ratio is refused). Interactive requests may ask for
+    # a short side of at most 448 (schemas.MAX_SHORT_SIDE).
+    max_work_pixels: int = Field(48_000_000, ge=1, le=DecodeLimits.max_work_pixels)
+    work_budget_pixels: int = Field(64_000_000, ge=1)
+    max_work_side: int = Field(1024, ge=32, le=16_384)
+    # JSON bodies (paths under the data root) are parsed only up to this many bytes.
+    max_json_bytes: int = Field(1 * MiB, ge=64, le=64 * MiB)
+
     def export_process_settings(self) -> None:
         """Settings read deeper down from the environment, set for this process."""
         os.environ["MOFO_TVL1_KERNEL"] = self.tvl1_kernel
@@ -99,13 +144,37 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"redis URL must start with redis://, rediss:// or unix://: {value!r}")
+            raise ValueError(
+                f"redis URL must start with redis://, rediss:// or unix://: {masked_url(value)!r}"
+            )
+        from redis.connection import parse_url
+
+        try:  # a bad port or query fails here, not in a traceback at the first connection
+            parse_url(value)
+        except ValueError as exc:
+            raise ValueError(f"redis URL {masked_url(value)!r} is not valid: {exc}") from None
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.queue_redis_url and not self.redis_url:
             raise ValueError("queue_redis_url needs redis_url too: the box cache lives there")
+        for name in ("max_spool_bytes", "max_job_upload_bytes"):
+            if getattr(self, name) < self.max_upload_bytes:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be at least max_upload_bytes "
+                    f"({self.max_upload_bytes}), or an upload within the limit is never taken"
+                )
+        if self.body_idle_s > self.body_timeout_s:
+            raise ValueError(
+                f"body_idle_s ({self.body_idle_s:g}) must be at most body_timeout_s "
+                f"({self.body_timeout_s:g})"
+            )
+        if self.work_budget_pixels < self.max_work_pixels:
+            raise ValueError(
+                f"work_budget_pixels ({self.work_budget_pixels}) must be at least "
+                f"max_work_pixels ({self.max_work_pixels}), or a clip within the limit never runs"
+            )
         if self.worker_heartbeat_s * 2 > self.worker_abandon_s:
             raise ValueError(
                 f"worker_heartbeat_s ({self.worker_heartbeat_s:g}) must be at most half of "
@@ -125,4 +194,6 @@ class Settings(BaseSettings):
             max_duration_s=self.max_duration_s,
             max_width=self.max_width,
             max_height=self.max_height,
+            max_work_pixels=self.max_work_pixels,
+            max_work_side=self.max_work_side,
         )

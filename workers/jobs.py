@@ -18,7 +18,6 @@ from shared.errors import ClipError
 from shared.params import DecodeLimits, MotionParams
 from shared.record import BoxRecord
 
-UPLOAD_KEY_PREFIX = "mofo:upload:"
 JOB_FUNCTION = "workers.jobs.box_clips_job"
 
 log = logging.getLogger("mofo.worker")
@@ -55,8 +54,10 @@ def box_clips_job(
     into Redis, and write each record to the box cache; progress goes to the job's meta."""
     from rq import get_current_job
 
+    from shared.cache import is_upload_id
     from shared.paths import resolve_under_root
     from shared.pipeline import analyse_clip
+    from shared.uploads import JobUploads, UploadQuota
     from workers.worker import worker_context
 
     job = get_current_job()
@@ -71,6 +72,8 @@ def box_clips_job(
             if data is None:
                 raise ClipError(f"{item['name']}: the uploaded clip expired before a worker ran")
             source: Any = data
+        elif is_upload_id(item["path"]):  # the uploads' id space: never a path's record
+            raise ClipError(f"{item['path']}: the name of an uploaded clip's id, not a path")
         else:
             source = resolve_under_root(ctx.data_root(None), item["path"])[0]
         result = analyse_clip(
@@ -82,17 +85,18 @@ def box_clips_job(
             label=item.get("name"),
             flow_fn=ctx.batcher.flow,
         )
-        ctx.cache.put(result.record)
-        return result.record
+        return ctx.cache.put(result.record)  # a stored record stays: it is the outcome
 
     def progress(done: int, failed: int, total: int) -> None:
         job.meta["progress"] = {"done": done, "failed": failed, "total": total}
         job.save_meta()
 
     outcomes = box_clips(items, analyse, progress)
-    uploads = [item["upload"] for item in items if "upload" in item]
-    if uploads:
-        job.connection.delete(*uploads)
+    # This job is done with its uploads; one that another job still needs stays for it.
+    uploads = JobUploads(job.connection, UploadQuota(0, 0), ttl_s=0)
+    for item in items:
+        if "upload" in item:
+            uploads.release(item["upload"], job.id)
     return outcomes
 
 

@@ -82,6 +82,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         name="docs-assets",
     )
     # Outermost first: metrics see every answer, 413s included.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        max_uploads=settings.max_uploads,
+        max_per_client=settings.max_uploads_per_client,
+        max_spool_bytes=settings.max_spool_bytes,
+        timeout_s=settings.body_timeout_s,
+        idle_s=settings.body_idle_s,
+        metrics=service.metrics,
+    )
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app

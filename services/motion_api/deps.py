@@ -65,16 +65,54 @@ def _unsupported(content_type: str) -> Problem:
     )  # fmt: skip
 
 
-async def _json_body(request: Request, model: type) -> Any:
+# The longest number a JSON body may hold (the bodies hold strings; this bounds int() work).
+MAX_JSON_DIGITS = 32
+
+
+def _short(text: str) -> str:
+    if len(text) > MAX_JSON_DIGITS:
+        raise ValueError(f"a number of {len(text)} characters; at most {MAX_JSON_DIGITS}")
+    return text
+
+
+def _json_int(text: str) -> int:
+    return int(_short(text))
+
+
+def _json_float(text: str) -> float:
+    return float(_short(text))
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes, max_bytes: int) -> Any:
+    """A JSON body parsed within bounds: at most ``max_bytes``, numbers of at most
+    MAX_JSON_DIGITS characters, nesting within the interpreter's recursion limit; else 413 or
+    422 ``invalid-json``."""
+    if len(raw) > max_bytes:
+        raise Problem(
+            413, "too-large", "Body too large",
+            f"the JSON body is {len(raw)} bytes, over the limit of {max_bytes} bytes; "
+            "send fewer paths per request, or upload the clip as multipart/form-data",
+        )  # fmt: skip
+    try:
+        return json.loads(
+            raw, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
+        )
+    except RecursionError:
+        why = "nested too deeply"
+    except ValueError as exc:  # not JSON, not UTF-8, a number too long
+        why = str(exc)
+    raise Problem(422, "invalid-json", "Invalid JSON", f"body: not valid JSON ({why})")
+
+
+async def _json_body(request: Request, model: type, max_bytes: int) -> Any:
     raw = await request.body()
     if not raw:
         raise Problem(422, "invalid-parameters", "Invalid parameters", "request: body is empty")
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, too deep, too long
-        raise Problem(
-            422, "invalid-parameters", "Invalid parameters", f"body: not JSON ({exc})"
-        ) from None
+    data = parse_json(raw, max_bytes)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -88,6 +126,8 @@ async def _json_body(request: Request, model: type) -> Any:
 async def _upload(request: Request) -> tuple[UploadFile, Any]:
     try:
         form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
+    except Problem:  # the body refused while it streamed in (too large, too slow, busy)
+        raise
     except Exception as exc:  # malformed multipart: the client's fault, say what went wrong
         raise Problem(
             400, "bad-multipart", "Malformed upload", f"cannot read the form: {exc}"
@@ -124,7 +164,7 @@ async def _named_clips(
         finally:
             await form.close()
     elif content_type == "application/json":
-        body = await _json_body(request, model)
+        body = await _json_body(request, model, service.settings.max_json_bytes)
         paths = body.paths if isinstance(body, JobRequest) else [body.path]
         limit = service.settings.max_job_clips
         if len(paths) > limit:

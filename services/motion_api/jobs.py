@@ -5,22 +5,48 @@ them, on this host or another)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
+from services.motion_api.problems import Problem
 from services.motion_api.schemas import JobState
 from services.motion_api.service import ClipSource, MotionService
 from shared.cache import QueueUnavailable, unavailable_as
 from shared.params import MotionParams
 from shared.record import BoxRecord
-from workers.jobs import JOB_FUNCTION, UPLOAD_KEY_PREFIX, box_clips, limits_dict
+from shared.uploads import JobUploads, UploadQuota, UploadQuotaFull
+from workers.jobs import JOB_FUNCTION, box_clips, limits_dict
 
 JOB_ID = r"^[0-9a-f]{32}$"
+QUOTA_RETRY_S = 60  # Retry-After of a full job-upload quota: jobs take minutes, not seconds
+
+
+def quota_problem(what: str) -> Problem:
+    return Problem(
+        503, "job-uploads-full", "Job uploads full",
+        f"{what}, the most this server keeps for workers; retry in {QUOTA_RETRY_S} s, "
+        "or name clips under the data root instead",
+        headers={"Retry-After": str(QUOTA_RETRY_S)},
+    )  # fmt: skip
+
+
+def _size(file: IO[bytes]) -> int:
+    file.seek(0, os.SEEK_END)
+    size = file.tell()
+    file.seek(0)
+    return size
+
+
+def _take_over(file: IO[bytes]) -> IO[bytes]:
+    """A handle of its own on a request's spooled upload, so the job reads the one stored copy
+    after the request has closed its file (the data stays while a handle is open)."""
+    fd = os.dup(file.fileno())  # fileno() moves a small in-memory spool to its temporary file
+    handle = os.fdopen(fd, "rb")
+    handle.seek(0)
+    return handle
 
 
 class Jobs(Protocol):
@@ -42,17 +68,34 @@ class LocalJobs:
 
     kind = "local"
 
-    def __init__(self, service: MotionService, workers: int, ttl_s: float):
+    def __init__(
+        self, service: MotionService, workers: int, ttl_s: float, quota: UploadQuota | None = None
+    ):
         self.service = service
         self.ttl_s = ttl_s
+        self.quota = quota or UploadQuota(
+            service.settings.max_job_uploads, service.settings.max_job_upload_bytes
+        )
         self._jobs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="mofo-job")
-        self._spool = tempfile.mkdtemp(prefix="mofo-jobs-")
+        self._held = [0, 0]  # uploads and bytes that queued or running jobs hold
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        shutil.rmtree(self._spool, ignore_errors=True)
+
+    def _reserve(self, sizes: list[int]) -> None:
+        with self._lock:
+            count, held = self._held
+            if count + len(sizes) > self.quota.max_uploads:
+                raise quota_problem(f"{self.quota.max_uploads} job uploads are waiting")
+            if held + sum(sizes) > self.quota.max_bytes:
+                raise quota_problem(f"job uploads waiting would pass {self.quota.max_bytes} bytes")
+            self._held = [count + len(sizes), held + sum(sizes)]
+
+    def _unreserve(self, sizes: list[int]) -> None:
+        with self._lock:
+            self._held = [self._held[0] - len(sizes), self._held[1] - sum(sizes)]
 
     def _prune(self) -> None:
         now = time.time()
@@ -65,19 +108,24 @@ class LocalJobs:
                 del self._jobs[job_id]
 
     def submit(self, clips: list[ClipSource], params: MotionParams) -> str:
-        """Take the clips (uploads are copied: the request's file closes with the response)."""
+        """Take the clips: an upload's spooled file is kept open for the job (not copied), and
+        counts against the job-upload quota until the job ends."""
         self._prune()
         job_id = uuid.uuid4().hex
-        sources: list[str] = []
-        for clip in clips:
-            if isinstance(clip.source, str):
-                sources.append(clip.source)
-                continue
-            path = os.path.join(self._spool, f"{job_id}-{len(sources)}")
-            clip.source.seek(0)
-            with open(path, "wb") as out:
-                shutil.copyfileobj(clip.source, out)
-            sources.append(path)
+        sizes = [_size(c.source) for c in clips if not isinstance(c.source, str)]
+        self._reserve(sizes)
+        sources: list[str | IO[bytes]] = []
+        try:
+            for clip in clips:
+                sources.append(
+                    clip.source if isinstance(clip.source, str) else _take_over(clip.source)
+                )
+        except BaseException:
+            self._unreserve(sizes)
+            for source in sources:
+                if not isinstance(source, str):
+                    source.close()
+            raise
         state = {
             "id": job_id,
             "status": JobState.queued,
@@ -90,14 +138,15 @@ class LocalJobs:
         }
         with self._lock:
             self._jobs[job_id] = state
-        self._executor.submit(self._run, state, clips, sources, params)
+        self._executor.submit(self._run, state, clips, sources, sizes, params)
         return job_id
 
     def _run(
         self,
         state: dict[str, Any],
         clips: list[ClipSource],
-        sources: list[str],
+        sources: list[str | IO[bytes]],
+        sizes: list[int],
         params: MotionParams,
     ) -> None:
         state["status"] = JobState.running
@@ -122,8 +171,9 @@ class LocalJobs:
         finally:
             state["ended_at"] = time.time()
             for source in sources:
-                if source.startswith(self._spool):
-                    os.unlink(source)
+                if not isinstance(source, str):
+                    source.close()
+            self._unreserve(sizes)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         self._prune()
@@ -161,6 +211,9 @@ class RQJobs:
         self.url = redis_url
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.queue = Queue(queue_name, connection=self.redis)
+        settings = service.settings
+        quota = UploadQuota(settings.max_job_uploads, settings.max_job_upload_bytes)
+        self.uploads = JobUploads(self.redis, quota, ttl_s)
 
     def close(self) -> None:
         self.redis.close()
@@ -174,19 +227,30 @@ class RQJobs:
             return self._get(job_id)
 
     def _submit(self, clips: list[ClipSource], params: MotionParams) -> str:
+        job_id = uuid.uuid4().hex
+        items = []
+        stored: list[str] = []
+        try:
+            for clip in clips:
+                item: dict[str, Any] = {"video": clip.video_id, "name": clip.name}
+                if isinstance(clip.source, str):
+                    item["path"] = clip.video_id  # relative to the data root, for the worker
+                else:
+                    size = _size(clip.source)
+                    item["upload"] = self.uploads.store(clip.video_id, clip.source, size, job_id)
+                    stored.append(item["upload"])
+                items.append(item)
+            return self._enqueue(job_id, items, params)
+        except BaseException as exc:
+            for key in stored:  # not enqueued: the uploads are not needed for this job
+                self.uploads.release(key, job_id)
+            if isinstance(exc, UploadQuotaFull):
+                raise quota_problem(exc.what) from None
+            raise
+
+    def _enqueue(self, job_id: str, items: list[dict[str, Any]], params: MotionParams) -> str:
         from rq import Retry
 
-        items = []
-        for clip in clips:
-            item: dict[str, Any] = {"video": clip.video_id, "name": clip.name}
-            if isinstance(clip.source, str):
-                item["path"] = clip.video_id  # relative to the data root, resolved by the worker
-            else:
-                key = UPLOAD_KEY_PREFIX + clip.video_id
-                clip.source.seek(0)
-                self.redis.set(key, clip.source.read(), ex=self.ttl_s)
-                item["upload"] = key
-            items.append(item)
         job = self.queue.enqueue(
             JOB_FUNCTION,
             items,
@@ -197,7 +261,7 @@ class RQJobs:
             failure_ttl=self.ttl_s,
             retry=Retry(max=2, interval=[5, 30]),
             meta={"progress": {"total": len(items), "done": 0, "failed": 0}},
-            job_id=uuid.uuid4().hex,
+            job_id=job_id,
         )
         return job.id
 

@@ -47,6 +47,11 @@ class Metrics:
         self.rejected = Counter(
             "mofo_rejected_requests", "Requests refused by load limits", ["reason"], registry=r
         )
+        self.uploads = Gauge("mofo_uploads_in_flight", "Request bodies coming in now", registry=r)
+        self.upload_bytes = Gauge(
+            "mofo_upload_bytes", "Bytes of the bodies coming in (declared, else received)",
+            registry=r,
+        )  # fmt: skip
 
     def observe_batch(self, pairs: int, waits: list[float]) -> None:
         self.batch_pairs.observe(pairs)

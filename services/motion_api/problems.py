@@ -4,14 +4,16 @@ own status, ``type`` and a ``detail`` a user can act on; nothing else is lost wh
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.cache import CacheUnavailable, QueueUnavailable
+from shared.cache import CacheFull, CacheUnavailable, QueueFull, QueueUnavailable
 from shared.errors import (
     ClipError,
     ClipNotFound,
@@ -21,10 +23,12 @@ from shared.errors import (
     DeviceError,
     EmptyClip,
     FileTooLarge,
+    FrameSizeChanged,
     MofoError,
     NotAVideo,
     PathOutsideRoot,
     ResolutionTooHigh,
+    WorkTooLarge,
 )
 
 log = logging.getLogger(__name__)
@@ -40,11 +44,15 @@ _MOFO_ERRORS: list[tuple[type[MofoError], int, str, str]] = [
     (FileTooLarge, 413, "too-large", "Clip too large"),
     (ClipTooLong, 422, "too-long", "Clip too long"),
     (ResolutionTooHigh, 422, "resolution-too-high", "Resolution over the limit"),
+    (WorkTooLarge, 422, "too-much-work", "Too much work"),
+    (FrameSizeChanged, 422, "frame-size-changed", "Frame size changes"),
     (ClipTooShort, 422, "too-short", "Clip too short"),
     (ClipNotFound, 404, "clip-not-found", "Clip not found"),
     (PathOutsideRoot, 403, "outside-data-root", "Path outside the data root"),
     (ClipError, 422, "bad-clip", "Clip cannot be used"),
     (DeviceError, 503, "device-unavailable", "Device unavailable"),
+    (QueueFull, 503, "queue-full", "Job queue full"),
+    (CacheFull, 503, "cache-full", "Box cache full"),
     (QueueUnavailable, 503, "queue-unavailable", "Job queue unavailable"),
     (CacheUnavailable, 503, "cache-unavailable", "Box cache unavailable"),
     (MofoError, 400, "bad-request", "Bad request"),
@@ -84,10 +92,22 @@ def problem_response(problem: Problem, instance: str | None = None) -> JSONRespo
     )
 
 
+def public_detail(exc: CacheUnavailable) -> str:
+    """A Redis error as clients may read it: without the server's address (host, port, db) or
+    the connection error after "unreachable"; the log keeps the whole message."""
+    text = re.sub(r" at \S+", "", str(exc), count=1)
+    head, unreachable, _ = text.partition(" unreachable")
+    return head + unreachable if unreachable else text
+
+
 def from_mofo_error(exc: MofoError) -> Problem:
+    detail = str(exc)
+    if isinstance(exc, CacheUnavailable):
+        log.warning("%s", exc)
+        detail = public_detail(exc)
     for cls, status, slug, title in _MOFO_ERRORS:
         if isinstance(exc, cls):
-            return Problem(status, slug, title, str(exc))
+            return Problem(status, slug, title, detail)
     raise AssertionError("MofoError is in the table")  # pragma: no cover
 
 
@@ -134,10 +154,38 @@ def install(app: FastAPI) -> None:
         problem = Problem(exc.status_code, slug, title, detail, headers=dict(exc.headers or {}))
         return problem_response(problem, request.url.path)
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        problem = Problem(
-            500, "internal-error", "Internal error", "the server failed; the error is logged"
-        )
-        return problem_response(problem, request.url.path)
+    # Innermost of the middlewares added so far (app.py adds the body limit and metrics after).
+    app.add_middleware(UnhandledErrors)
+
+
+class UnhandledErrors:
+    """A bug becomes a 500 problem, its traceback logged once, the connection kept.
+
+    (A handler for ``Exception`` would run in Starlette's outermost middleware, which raises the
+    error again after answering: the server then logs it a second time and drops the connection.)
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # nothing can be said now; the server closes the connection
+                return
+            problem = Problem(
+                500, "internal-error", "Internal error", "the server failed; the error is logged"
+            )
+            await problem_response(problem, scope.get("path"))(scope, receive, send)

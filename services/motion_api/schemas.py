@@ -13,6 +13,9 @@ from shared.record import SCHEMA
 
 Box = Annotated[list[int], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2]")]
 PARAMS_HASH = r"^[0-9a-f]{16}$"
+# The largest working short side a request may ask for: twice the "paper" preset's 224 px. The
+# work a clip holds grows with its square (MOFO_MAX_WORK_PIXELS bounds it as a whole).
+MAX_SHORT_SIDE = 448
 
 
 class BoxOptions(BaseModel):
@@ -26,7 +29,10 @@ class BoxOptions(BaseModel):
         "(paper: OpenCV's default TV-L1 at 224 px).",
     )
     short_side: int | None = Field(
-        None, ge=32, le=1024, description="Working size: short side (px); default the preset's."
+        None,
+        ge=32,
+        le=MAX_SHORT_SIDE,
+        description="Working size: short side (px); default the preset's.",
     )
     stride: int = Field(1, ge=1, le=1000, description="Keep every N-th frame.")
     fps: float | None = Field(

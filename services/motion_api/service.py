@@ -12,8 +12,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
@@ -24,7 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from services.motion_api.metrics import Metrics
 from services.motion_api.problems import Problem
 from shared.batcher import Cancelled, FlowBatcher
-from shared.cache import BoxCache, MemoryBoxCache, RedisBoxCache
+from shared.cache import BoxCache, MemoryBoxCache, RedisBoxCache, is_upload_id
+from shared.decode import plan_work
 from shared.params import MotionParams
 from shared.paths import resolve_under_root
 from shared.pipeline import DEFAULT_BATCH, ClipResult, analyse_clip, default_backend, resolve_device
@@ -34,6 +36,8 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# How often a request waiting for its clip checks that its client is still connected (s).
+DISCONNECT_POLL_S = 0.5
 HASH_CHUNK = 1 << 20
 UPLOAD_ID_PREFIX = "sha256-"
 
@@ -65,6 +69,12 @@ def clip_under_root(root: Path | None, relative: str) -> ClipSource:
             "this server has no data root (MOFO_DATA_ROOT); upload the clip instead",
         )  # fmt: skip
     path, rel = resolve_under_root(root, relative)
+    if is_upload_id(rel):  # its record would be an upload's: keep the two id spaces apart
+        raise Problem(
+            422, "reserved-name", "Reserved name",
+            f"path {rel!r} is named like an uploaded clip's id (sha256- and 32 hex digits); "
+            "rename the file or upload it",
+        )  # fmt: skip
     return ClipSource(video_id=rel, name=rel, source=str(path))
 
 
@@ -108,6 +118,35 @@ class RecentResults:
                 self._bytes -= dropped
 
 
+class WorkBudget:
+    """Working pixels x frames that the clips being worked on may hold together
+    (``MOFO_WORK_BUDGET_PIXELS``): each clip reserves its plan before decoding and waits for
+    room, so memory stays bounded however many requests are admitted. Thread-safe."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+        self._room = threading.Condition()
+
+    @contextmanager
+    def reserve(self, pixels: int, cancel: threading.Event) -> Iterator[None]:
+        """Hold ``pixels`` (at most ``total``) for the block; waiting ends when ``cancel`` is set
+        (:class:`Cancelled`)."""
+        pixels = min(pixels, self.total)
+        with self._room:
+            while self.used + pixels > self.total:
+                if cancel.is_set():
+                    raise Cancelled()
+                self._room.wait(0.1)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self._room:
+                self.used -= pixels
+                self._room.notify_all()
+
+
 class MotionService:
     """Everything the routes share: settings, device, batcher, cache, metrics, admission."""
 
@@ -129,6 +168,7 @@ class MotionService:
             else MemoryBoxCache(settings.cache_entries)
         )
         self.recent = RecentResults(settings.recent_bytes)
+        self.work = WorkBudget(settings.work_budget_pixels)
         self.flow_warmed = threading.Event()
         self.warmup_error: str | None = None
         self._executor = ThreadPoolExecutor(settings.max_pending, thread_name_prefix="mofo-clip")
@@ -165,24 +205,34 @@ class MotionService:
     def analyse(
         self, clip: ClipSource, params: MotionParams, cancel: threading.Event
     ) -> ClipResult:
-        """Decode and analyse one clip on the calling thread, flow through the batcher."""
+        """Decode and analyse one clip on the calling thread, flow through the batcher.
+
+        Its work is planned from the header first (a clip over the work limits is refused before
+        decoding) and reserved from the server's work budget until the analysis is done.
+        """
 
         def flow_fn(
             gray: torch.Tensor, first: list[int], second: list[int], p: MotionParams
         ) -> torch.Tensor:
+            if cancel.is_set():
+                raise Cancelled()
             return self.batcher.flow(gray, first, second, p, cancel)
 
         if cancel.is_set():
             raise Cancelled()
-        result = analyse_clip(
-            clip.source,
-            params,
-            self.limits,
-            self.device,
-            name=clip.video_id,
-            flow_fn=flow_fn,
-            label=clip.name,
-        )
+        plan = plan_work(clip.source, params, self.limits, name=clip.name)
+        with self.work.reserve(plan.pixels, cancel):
+            if cancel.is_set():
+                raise Cancelled()
+            result = analyse_clip(
+                clip.source,
+                params,
+                self.limits,
+                self.device,
+                name=clip.video_id,
+                flow_fn=flow_fn,
+                label=clip.name,
+            )
         self.cache.put(result.record)
         self.recent.put(result)
         return result
@@ -201,8 +251,17 @@ class MotionService:
         self.metrics.cache.labels("hit" if record else "miss").inc()
         return record
 
-    async def run(self, work: Callable[[threading.Event], T]) -> T:
-        """Run ``work(cancel)`` on a request thread under the load limits."""
+    async def run(
+        self,
+        work: Callable[[threading.Event], T],
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> T:
+        """Run ``work(cancel)`` on a request thread under the load limits.
+
+        ``cancel`` is set at the deadline (504) and when ``disconnected()`` says the client has
+        gone: the flow stops at its next frame pair, and the request counts as pending until
+        its thread has ended.
+        """
         with self._pending_lock:
             if self._pending >= self.settings.max_pending:
                 self.metrics.rejected.labels("queue_full").inc()
@@ -223,10 +282,25 @@ class MotionService:
                 self.metrics.pending.set(self._pending)
                 self._recent_s = 0.8 * self._recent_s + 0.2 * (time.perf_counter() - start)
 
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, work, cancel)
         future.add_done_callback(release)
+        deadline = loop.time() + self.settings.request_timeout_s
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout_s)
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({future}, timeout=min(left, DISCONNECT_POLL_S))
+                if done:
+                    return future.result()
+                if disconnected is not None and await disconnected():
+                    cancel.set()
+                    self.metrics.rejected.labels("disconnected").inc()
+                    raise Problem(
+                        499, "client-closed", "Client closed the request",
+                        "the client disconnected before the clip was done",
+                    )  # fmt: skip
         except TimeoutError:
             cancel.set()
             self.metrics.rejected.labels("timeout").inc()

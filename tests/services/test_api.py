@@ -449,7 +449,7 @@ def test_bad_bodies(client):
     not_json = client.post(
         "/v1/boxes", content=b"{nope", headers={"content-type": "application/json"}
     )
-    _problem(not_json, 422, "invalid-parameters")
+    _problem(not_json, 422, "invalid-json")
     body = _problem(client.post("/v1/boxes", json={"file": "x"}), 422, "invalid-parameters")
     assert "path: Field required" in body["detail"]
     _problem(client.post("/v1/boxes", content=b"--b\r\nbroken", headers={

@@ -137,14 +137,14 @@ def test_redis_outage_is_a_503_and_recovers(api, redis_server):
             assert ready.status_code == 503
             body = ready.json()
             assert body["ready"] is False and body["cache_reachable"] is False
-            assert body["detail"].startswith(f"box cache at {redis_server.url} unreachable")
+            assert body["detail"] == "box cache unreachable"  # no Redis address for clients
             lookup = client.get("/v1/boxes/clips/sample.mp4", params=FAST)
             assert lookup.status_code == 503
             assert lookup.json()["type"] == "urn:mofo:problem:cache-unavailable"
             job = client.post("/v1/jobs", json={"paths": ["clips/sample.mp4"]}, params=FAST)
             assert job.status_code == 503
             assert job.json()["type"] == "urn:mofo:problem:queue-unavailable"
-            assert job.json()["detail"].startswith(f"job queue at {redis_server.url} unreachable")
+            assert job.json()["detail"] == "job queue unreachable"
             status = client.get("/v1/jobs/" + "0" * 32)
             assert status.status_code == 503
             assert client.get("/healthz").status_code == 200

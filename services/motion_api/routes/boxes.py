@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from services.motion_api.deps import CLIP_BODY, Clip, Service
 from services.motion_api.problems import Problem
@@ -32,14 +33,24 @@ def _location(video_id: str, params_hash: str) -> str:
     summary="Motion boxes of an uploaded clip or of a clip under the data root",
 )
 async def post_boxes(
-    clip: Clip, service: Service, options: Annotated[ComputeOptions, Query()], response: Response
+    clip: Clip,
+    service: Service,
+    options: Annotated[ComputeOptions, Query()],
+    request: Request,
+    response: Response,
 ) -> dict:
     params = service.params(options)
     record = None if options.refresh else await service.cached(clip.video_id, params.hash())
     response.headers["X-Mofo-Cache"] = "hit" if record else "miss"
     if record is None:
-        result = await service.run(lambda cancel: service.analyse(clip, params, cancel))
+        result = await service.run(
+            lambda cancel: service.analyse(clip, params, cancel), request.is_disconnected
+        )
         record = result.record
+        if options.refresh:  # asked for: the new record replaces a stored one
+            await run_in_threadpool(service.cache.replace, record)
+        else:  # records are written once: a request that raced ours may have stored first
+            record = await service.cached(clip.video_id, params.hash()) or record
     response.headers["Content-Location"] = _location(record.video, record.params)
     return record.to_dict()
 

@@ -8,8 +8,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from services.motion_api.deps import Service
+from services.motion_api.problems import public_detail
 from services.motion_api.schemas import Health, Readiness
-from shared.cache import CacheUnavailable
+from shared.cache import CacheFull, CacheUnavailable
 
 router = APIRouter(tags=["health"])
 
@@ -23,20 +24,23 @@ async def healthz() -> dict:
     "/readyz",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready; `detail` says why"}},
-    summary="Ready to serve: flow warmed up, and Redis reachable when configured",
+    summary="Ready to serve: flow warmed up, and Redis reachable and taking writes when configured",
 )
 async def readyz(service: Service):
     detail = None
     reachable = True
+    writable = True
     try:
-        await run_in_threadpool(service.cache.ping)
+        await run_in_threadpool(service.cache.ping)  # a write: a full Redis is not ready
+    except CacheFull as exc:
+        writable, detail = False, public_detail(exc)
     except CacheUnavailable as exc:
-        reachable, detail = False, str(exc)
+        reachable, detail = False, public_detail(exc)
     warmed = service.flow_warmed.is_set()
     if not warmed:
         detail = service.warmup_error or "flow backend warming up"
     body = Readiness(
-        ready=warmed and reachable,
+        ready=warmed and reachable and writable,
         device=str(service.device),
         backend=service.backend,
         flow_warmed=warmed,

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from services.motion_api.deps import CLIP_BODY, Clip, Service
 from services.motion_api.routes.boxes import PROBLEMS
@@ -33,7 +33,9 @@ def _render(write, suffix: str) -> bytes:
     responses={200: {"content": {"image/png": {}}}, **PROBLEMS},
     summary="PNG strip: frames with their boxes above their motion-boundary maps",
 )
-async def motion_map(clip: Clip, service: Service, options: Annotated[BoxOptions, Query()]):
+async def motion_map(
+    clip: Clip, service: Service, options: Annotated[BoxOptions, Query()], request: Request
+):
     params = service.params(options)
 
     def work(cancel) -> bytes:
@@ -50,7 +52,7 @@ async def motion_map(clip: Clip, service: Service, options: Annotated[BoxOptions
             "png",
         )
 
-    png = await service.run(work)
+    png = await service.run(work, request.is_disconnected)
     return Response(png, media_type=MEDIA_TYPES["png"])
 
 
@@ -61,7 +63,9 @@ async def motion_map(clip: Clip, service: Service, options: Annotated[BoxOptions
     responses={200: {"content": {"image/gif": {}, "video/mp4": {}}}, **PROBLEMS},
     summary="The clip at working size with its motion boxes drawn (GIF or MP4)",
 )
-async def preview(clip: Clip, service: Service, options: Annotated[PreviewOptions, Query()]):
+async def preview(
+    clip: Clip, service: Service, options: Annotated[PreviewOptions, Query()], request: Request
+):
     params = service.params(options)
 
     def work(cancel) -> bytes:
@@ -78,5 +82,5 @@ async def preview(clip: Clip, service: Service, options: Annotated[PreviewOption
             options.format,
         )
 
-    data = await service.run(work)
+    data = await service.run(work, request.is_disconnected)
     return Response(data, media_type=MEDIA_TYPES[options.format])

@@ -17,8 +17,37 @@ from services.motion_api.schemas import BoxOptions, JobOut
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
+# Server addresses in a message (a Redis URL; an absolute path: a data root, a spool file):
+# clients see where they stood, not what they were.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
+_SERVER_PATH = re.compile(r"(?<![\w.~-])/(?:[\w.@%+=,~-]+/?)+")
+_ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\blocalhost:\d+\b")
+
+
+def public_error(text: str | None) -> str | None:
+    """A job's or clip's error as clients may read it: URLs, server paths and IP addresses
+    replaced by ``<url>``, ``<path>`` and ``<address>``."""
+    if text is None:
+        return None
+    text = _SERVER_PATH.sub("<path>", _URL.sub("<url>", text))
+    return _ADDRESS.sub("<address>", text)
+
+
 def _job_out(request: Request, state: dict) -> dict:
-    return {**state, "status_url": str(request.url_for("get_job", job_id=state["id"]))}
+    """A job's state for clients; its URL is relative to this server (never built from the
+    request's Host header) and its errors show no server paths."""
+    status_url = request.scope.get("root_path", "") + request.app.url_path_for(
+        "get_job", job_id=state["id"]
+    )
+    result = state.get("result")
+    if result:
+        result = [{**o, "error": public_error(o.get("error"))} for o in result]
+    return {
+        **state,
+        "result": result,
+        "error": public_error(state.get("error")),
+        "status_url": status_url,
+    }
 
 
 @router.post(
