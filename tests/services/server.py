@@ -77,3 +77,17 @@ def start_server(log_dir: Path, ready_timeout: float = 60.0, **settings: object)
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"mofo serve not ready after {ready_timeout} s:\n{server.log_text()}")
+
+
+PROBLEM = "application/problem+json"
+
+
+def problem(response: httpx.Response, status: int, slug: str) -> dict:
+    """The problem document of ``response``, checked to be ``status`` with type ``slug``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["type"] == f"urn:mofo:problem:{slug}"
+    assert body["status"] == status
+    assert body["detail"]
+    return body

@@ -21,9 +21,8 @@ from shared.pipeline import analyse_clip
 from shared.record import BoxRecord
 from shared.render import strip_size
 from tests import badclips
-from tests.services.server import Server
+from tests.services.server import Server, problem
 
-PROBLEM = "application/problem+json"
 FAST = {"num_frames": 6}  # six frames: enough motion, quick on two cores
 
 
@@ -33,16 +32,6 @@ def _sample_bytes() -> bytes:
 
 def _upload(client: httpx.Client, route: str, data: bytes, name: str = "clip.mp4", **params):
     return client.post(route, files={"file": (name, data, "video/mp4")}, params=params)
-
-
-def _problem(response: httpx.Response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["type"] == f"urn:mofo:problem:{slug}"
-    assert body["status"] == status
-    assert body["detail"]
-    return body
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +118,14 @@ def test_get_cached_record_by_options_or_params_hash(client):
     by_hash = client.get("/v1/boxes/clips/sample.mp4", params={"params": posted["params"]})
     assert by_hash.json() == posted
     other = client.get("/v1/boxes/clips/sample.mp4", params={"num_frames": 7})
-    body = _problem(other, 404, "record-not-found")
+    body = problem(other, 404, "record-not-found")
     hash7 = MotionParams(num_frames=7, backend="opencv").hash()
     assert body["detail"] == (
         f"no record for video 'clips/sample.mp4' under settings {hash7}; "
         "POST /v1/boxes computes one"
     )
-    _problem(client.get("/v1/boxes/never-seen"), 404, "record-not-found")
-    _problem(client.get("/v1/boxes/x", params={"params": "not-a-hash"}), 422, "invalid-parameters")
+    problem(client.get("/v1/boxes/never-seen"), 404, "record-not-found")
+    problem(client.get("/v1/boxes/x", params={"params": "not-a-hash"}), 422, "invalid-parameters")
 
 
 # -- pictures ------------------------------------------------------------------------------------
@@ -178,7 +167,7 @@ def test_preview_gif_and_mp4(client):
     with av.open(io.BytesIO(mp4.content)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 6 and frames[0].shape == (112, 150, 3)
-    _problem(
+    problem(
         _upload(client, "/v1/preview", _sample_bytes(), format="webm"), 422, "invalid-parameters"
     )
 
@@ -255,15 +244,15 @@ def test_job_for_an_uploaded_clip(client, expected):
 
 
 def test_unknown_job(client):
-    body = _problem(client.get("/v1/jobs/" + "0" * 32), 404, "job-not-found")
+    body = problem(client.get("/v1/jobs/" + "0" * 32), 404, "job-not-found")
     assert body["detail"] == f"no job '{'0' * 32}' (or it expired)"
-    _problem(client.get("/v1/jobs/not-an-id"), 404, "job-not-found")
+    problem(client.get("/v1/jobs/not-an-id"), 404, "job-not-found")
 
 
 def test_job_errors(client):
-    _problem(client.post("/v1/jobs", json={"paths": []}), 422, "invalid-parameters")
-    _problem(client.post("/v1/jobs", json={"paths": ["../secret.mp4"]}), 403, "outside-data-root")
-    _problem(client.post("/v1/jobs", json={"paths": ["clips/nope.mp4"]}), 404, "clip-not-found")
+    problem(client.post("/v1/jobs", json={"paths": []}), 422, "invalid-parameters")
+    problem(client.post("/v1/jobs", json={"paths": ["../secret.mp4"]}), 403, "outside-data-root")
+    problem(client.post("/v1/jobs", json={"paths": ["clips/nope.mp4"]}), 404, "clip-not-found")
 
 
 # -- health, metrics, docs -----------------------------------------------------------------------
@@ -333,42 +322,42 @@ def test_page_is_served(client):
 
 def test_no_file(client):
     response = client.post("/v1/boxes", files={"other": ("a.mp4", b"x")})
-    body = _problem(response, 422, "no-file")
+    body = problem(response, 422, "no-file")
     assert body["detail"] == "no file: send the clip as the multipart/form-data field 'file'"
 
 
 def test_empty_upload(client):
-    body = _problem(_upload(client, "/v1/boxes", b"", name="e.mp4"), 400, "empty-clip")
+    body = problem(_upload(client, "/v1/boxes", b"", name="e.mp4"), 400, "empty-clip")
     assert body["detail"] == "e.mp4: the upload is empty (0 bytes)"
 
 
 def test_not_a_video(client, tmp_path):
     text = _upload(client, "/v1/boxes", b"hello, this is text\n" * 50, name="notes.txt")
-    assert _problem(text, 415, "not-a-video")["detail"].startswith("notes.txt: is not a readable")
+    assert problem(text, 415, "not-a-video")["detail"].startswith("notes.txt: is not a readable")
     png = badclips.image_file(tmp_path).read_bytes()
-    body = _problem(_upload(client, "/v1/boxes", png, name="p.png"), 415, "not-a-video")
+    body = problem(_upload(client, "/v1/boxes", png, name="p.png"), 415, "not-a-video")
     assert body["detail"] == "p.png: is an image, not a video"
     wav = badclips.audio_only(tmp_path).read_bytes()
-    body = _problem(_upload(client, "/v1/boxes", wav, name="t.wav"), 415, "not-a-video")
+    body = problem(_upload(client, "/v1/boxes", wav, name="t.wav"), 415, "not-a-video")
     assert body["detail"] == "t.wav: has no video stream"
 
 
 def test_corrupt_clip(client, tmp_path):
     data = badclips.truncated_mp4(tmp_path).read_bytes()
-    body = _problem(_upload(client, "/v1/boxes", data, name="cut.mp4"), 422, "corrupt-clip")
+    body = problem(_upload(client, "/v1/boxes", data, name="cut.mp4"), 422, "corrupt-clip")
     assert body["detail"].startswith("cut.mp4: is ") and "truncated" in body["detail"]
 
 
 def test_too_short(client, tmp_path):
     data = badclips.one_frame_clip(tmp_path).read_bytes()
-    body = _problem(_upload(client, "/v1/boxes", data, name="one.mp4"), 422, "too-short")
+    body = problem(_upload(client, "/v1/boxes", data, name="one.mp4"), 422, "too-short")
     assert body["detail"] == "one.mp4: has 1 frame; motion needs at least 2"
 
 
 def test_upload_too_large_is_refused_while_streaming(client, server):
     big = b"\0" * 2_500_000  # the server's limit is 2,000,000 bytes
     declared = _upload(client, "/v1/boxes", big)
-    body = _problem(declared, 413, "too-large")
+    body = problem(declared, 413, "too-large")
     assert body["detail"].startswith("the request body exceeds the upload limit of 2000000 bytes")
 
     def chunks():  # no Content-Length: the limit must bite while the body streams
@@ -383,7 +372,7 @@ def test_upload_too_large_is_refused_while_streaming(client, server):
         content=chunks(),
         headers={"content-type": "multipart/form-data; boundary=xyz"},
     )
-    body = _problem(streamed, 413, "too-large")
+    body = problem(streamed, 413, "too-large")
     assert body["detail"] == (
         "the request body exceeds the upload limit of 2000000 bytes (more than 2000000 bytes sent)"
     )
@@ -392,16 +381,16 @@ def test_upload_too_large_is_refused_while_streaming(client, server):
 
 def test_too_long_and_too_many_frames(client, tmp_path):
     slow = badclips.slow_clip(tmp_path, frames=40, fps=1.0).read_bytes()  # 40 s > 30 s
-    body = _problem(_upload(client, "/v1/boxes", slow, name="slow.mp4"), 422, "too-long")
+    body = problem(_upload(client, "/v1/boxes", slow, name="slow.mp4"), 422, "too-long")
     assert body["detail"] == "slow.mp4: duration 40 s exceeds the limit 30 s"
     many = badclips.small_clip(tmp_path, frames=450, size=(32, 32)).read_bytes()  # 18 s, 450 > 400
-    body = _problem(_upload(client, "/v1/boxes", many, name="many.mp4"), 422, "too-long")
+    body = problem(_upload(client, "/v1/boxes", many, name="many.mp4"), 422, "too-long")
     assert body["detail"] == "many.mp4: frame count 450 exceeds the limit 400"
 
 
 def test_resolution_over_the_cap(client, tmp_path):
     wide = badclips.huge_resolution_clip(tmp_path, size=(2000, 32)).read_bytes()
-    body = _problem(_upload(client, "/v1/boxes", wide, name="w.mp4"), 422, "resolution-too-high")
+    body = problem(_upload(client, "/v1/boxes", wide, name="w.mp4"), 422, "resolution-too-high")
     assert body["detail"] == "w.mp4: resolution 2000x32 exceeds the limit 1920x1080"
 
 
@@ -410,17 +399,15 @@ def test_resolution_over_the_cap(client, tmp_path):
     ["../secret.mp4", "/etc/passwd", "clips/../../secret.mp4", "clips/escape.mp4", "C:/x.mp4"],
 )
 def test_paths_outside_the_data_root(client, path):
-    body = _problem(client.post("/v1/boxes", json={"path": path}), 403, "outside-data-root")
+    body = problem(client.post("/v1/boxes", json={"path": path}), 403, "outside-data-root")
     assert repr(path) in body["detail"]
     assert "/tmp" not in body["detail"].replace(repr(path), "")  # no server paths leak
 
 
 def test_missing_path(client):
-    body = _problem(
-        client.post("/v1/boxes", json={"path": "clips/nope.mp4"}), 404, "clip-not-found"
-    )
+    body = problem(client.post("/v1/boxes", json={"path": "clips/nope.mp4"}), 404, "clip-not-found")
     assert body["detail"] == "clips/nope.mp4: no such file under the data root"
-    _problem(client.post("/v1/boxes", json={"path": "clips"}), 404, "clip-not-found")
+    problem(client.post("/v1/boxes", json={"path": "clips"}), 404, "clip-not-found")
 
 
 @pytest.mark.parametrize(
@@ -439,26 +426,26 @@ def test_missing_path(client):
 )
 def test_bad_parameters(client, params, detail):
     response = _upload(client, "/v1/boxes", _sample_bytes(), **params)
-    assert _problem(response, 422, "invalid-parameters")["detail"] == detail
+    assert problem(response, 422, "invalid-parameters")["detail"] == detail
 
 
 def test_bad_bodies(client):
-    body = _problem(client.post("/v1/boxes", content=b"x", headers={"content-type": "text/plain"}),
+    body = problem(client.post("/v1/boxes", content=b"x", headers={"content-type": "text/plain"}),
                     415, "unsupported-media-type")  # fmt: skip
     assert "multipart/form-data" in body["detail"]
     not_json = client.post(
         "/v1/boxes", content=b"{nope", headers={"content-type": "application/json"}
     )
-    _problem(not_json, 422, "invalid-json")
-    body = _problem(client.post("/v1/boxes", json={"file": "x"}), 422, "invalid-parameters")
+    problem(not_json, 422, "invalid-json")
+    body = problem(client.post("/v1/boxes", json={"file": "x"}), 422, "invalid-parameters")
     assert "path: Field required" in body["detail"]
-    _problem(client.post("/v1/boxes", content=b"--b\r\nbroken", headers={
+    problem(client.post("/v1/boxes", content=b"--b\r\nbroken", headers={
         "content-type": "multipart/form-data; boundary=b"}), 422, "no-file")  # fmt: skip
 
 
 def test_unknown_route_and_method(client):
-    _problem(client.get("/v2/boxes"), 404, "not-found")
-    _problem(client.put("/v1/boxes"), 405, "method-not-allowed")
+    problem(client.get("/v2/boxes"), 404, "not-found")
+    problem(client.put("/v1/boxes"), 405, "method-not-allowed")
 
 
 def test_server_survived_every_error(client, server, expected):

@@ -22,9 +22,8 @@ import pytest
 from shared.cli import sample_clip
 from tests.hostile_corpus import write_corpus
 from tests.redis_server import start_redis
-from tests.services.server import Server, start_server
+from tests.services.server import PROBLEM, Server, problem, start_server
 
-PROBLEM = "application/problem+json"
 MiB = 1024**2
 # The test server's work limits: one clip at most 4 M working pixels x frames, all clips at once
 # 6 M. Motion analysis peaks at about 100 bytes per pixel-frame (measured on the CPU backend:
@@ -77,15 +76,6 @@ def _upload(url: str, path: Path, timeout: float = 300, **params) -> httpx.Respo
         )
 
 
-def _problem(response: httpx.Response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["type"] == f"urn:mofo:problem:{slug}"
-    assert body["status"] == status
-    return body
-
-
 # (corpus clip, query, status, problem type, detail) of every refusal; None: detail not checked.
 REFUSALS = [
     ("long_tiny", {"fps": 15}, 422, "too-much-work",
@@ -132,7 +122,7 @@ REFUSALS = [
     ids=[f"{r[0]}-{'-'.join(map(str, r[1].values())) or 'default'}" for r in REFUSALS],
 )
 def test_hostile_clip_is_refused(server, corpus, name, params, status, slug, detail):
-    body = _problem(_upload(server.url, corpus[name], **params), status, slug)
+    body = problem(_upload(server.url, corpus[name], **params), status, slug)
     if detail is not None:
         assert body["detail"] == detail
 
@@ -273,7 +263,7 @@ def test_flow_stops_when_its_request_times_out(deadline_server):
         params={"refresh": "true", "num_frames": 250},
         timeout=120,
     )
-    body = _problem(slow, 504, "timeout")
+    body = problem(slow, 504, "timeout")
     assert body["detail"] == "the clip took longer than 4 s; use POST /v1/jobs for long clips"
     # Once pending is 0 no pair of the abandoned clip runs: the next request's 3 pairs are all.
     assert _pairs_then_one_request(deadline_server) == 3
@@ -331,9 +321,9 @@ def test_redis_address_is_not_in_503_bodies_or_readyz(tmp_path_factory, data_roo
             assert ready.status_code == 503
             assert ready.json()["detail"] == "box cache unreachable"
             lookup = client.get("/v1/boxes/clips/sample.mp4")
-            assert _problem(lookup, 503, "cache-unavailable")["detail"] == "box cache unreachable"
+            assert problem(lookup, 503, "cache-unavailable")["detail"] == "box cache unreachable"
             job = client.post("/v1/jobs", json={"paths": ["clips/sample.mp4"]})
-            assert _problem(job, 503, "queue-unavailable")["detail"] == "job queue unreachable"
+            assert problem(job, 503, "queue-unavailable")["detail"] == "job queue unreachable"
             for response in (ready, lookup, job):
                 assert port not in response.text and "127.0.0.1" not in response.text
         assert port in api.log_text()  # the operator's log says where
