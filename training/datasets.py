@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from shared.cache import KEY_PREFIX
-from shared.decode import Clip, read_frames
+from shared.decode import Clip, read_training_frames
 from shared.errors import ClipError, MofoError
 from shared.params import DecodeLimits, MotionParams
 from shared.paths import resolve_under_root
@@ -231,7 +231,10 @@ class VideoClips(Dataset):
     (when ``flip``), RandAugment (``augment``) and random erasing of frames (``erasing``, after
     normalising); evaluation (``train=False``) takes the centred span (dense) or
     the middle of each part (segment) and the centre crop. Frames are decoded with the short
-    side at ``decode_short_side`` (the source size when None) before cropping.
+    side at ``decode_short_side`` (the source size when None) before cropping, by
+    :func:`~shared.decode.read_training_frames`: on the loader process's one thread, only up to
+    the last frame the sample takes, skipping frames nothing needs (the frames of
+    :func:`~shared.decode.read_frames`, faster).
 
     Multi-view testing: ``views=(clips, crops)`` (evaluation only) gives every sample
     ``clips × crops`` views stacked in a leading dimension, temporal view by temporal view, the
@@ -350,7 +353,7 @@ class VideoClips(Dataset):
 
     def _read(self, item: ClipItem, rng: np.random.Generator) -> Clip:
         path = resolve_under_root(self.root, item.path)[0]
-        return read_frames(
+        return read_training_frames(
             path,
             self._pick(rng),
             self.decode_short_side,

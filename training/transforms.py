@@ -181,7 +181,9 @@ def apply_crop(frames: torch.Tensor, crop: Crop) -> torch.Tensor:
     """(T, H, W, C) uint8 frames → (C, T, size, size) float in [0, 1], cropped, resized
     (bilinear, antialiased when shrinking) and flipped."""
     x = frames[:, crop.y : crop.y + crop.h, crop.x : crop.x + crop.w]
-    x = x.permute(0, 3, 1, 2).float() / 255.0  # (T, C, h, w)
+    # (T, C, h, w), made contiguous while still uint8: the resize runs faster on planar input
+    # and gives the same values.
+    x = x.permute(0, 3, 1, 2).contiguous().float() / 255.0
     x = F.interpolate(x, size=(crop.size, crop.size), mode="bilinear", antialias=True,
                       align_corners=False)  # fmt: skip
     if crop.flip:
