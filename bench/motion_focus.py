@@ -128,13 +128,27 @@ def texture(rng: np.random.Generator, side: int) -> np.ndarray:
     return noise[..., None] * a + (1 - noise[..., None]) * b
 
 
-def actor_path(pattern: int, frames: int, size: int, rng: np.random.Generator):
+@dataclass(frozen=True)
+class Look:
+    """How big and how fast things are, as shares of the frame's side: the actor's side, its
+    motion's amplitude (a straight move spans ``span``, circles and shaking have radius
+    ``radius``), the camera's largest pan and the distractors' random-walk step, per frame."""
+
+    actor: float = 1 / 4
+    span: float = 1 / 2
+    radius: float = 1 / 5
+    pan: float = 1 / 50
+    walk: float = 1 / 50
+
+
+def actor_path(pattern: int, frames: int, size: int, rng: np.random.Generator,
+               look: Look = Look()):  # fmt: skip
     """Per frame: the actor's centre (x, y) and side, for motion pattern ``pattern``."""
-    side0 = size / 6
+    side0 = size * look.actor
     cx, cy = rng.uniform(0.35, 0.65, 2) * size
     t = np.arange(frames) / max(1, frames - 1)
     x, y, side = np.full(frames, cx), np.full(frames, cy), np.full(frames, side0)
-    span, radius, phase = size / 3, size / 7, rng.uniform(0, 2 * math.pi)
+    span, radius, phase = size * look.span, size * look.radius, rng.uniform(0, 2 * math.pi)
     if pattern in (0, 1):  # right, left
         x = cx + (t - 0.5) * span * (1 if pattern == 0 else -1)
     elif pattern in (2, 3):  # circles (y grows downwards: +angle is clockwise on screen)
@@ -171,6 +185,7 @@ class Spec:
     frames: int
     bias: float
     seed: int
+    look: Look = Look()
 
 
 def class_and_photo(spec: Spec, rng: np.random.Generator) -> tuple[int, int]:
@@ -198,11 +213,11 @@ def make_clip(spec: Spec, backgrounds: list[np.ndarray]) -> tuple[str, int, np.n
     s, t = spec.size, spec.frames
     room_y, room_x = bg.shape[0] - s, bg.shape[1] - s
     start = rng.uniform(0.2, 0.8, 2) * (room_x, room_y)
-    pan = rng.uniform(-1, 1, 2) * s / 24  # px per frame: a slow camera
+    pan = rng.uniform(-1, 1, 2) * s * spec.look.pan  # px per frame: a slow camera
     actor = texture(rng, 32)
-    ax, ay, aside = actor_path(pattern, t, s, rng)
+    ax, ay, aside = actor_path(pattern, t, s, rng, spec.look)
     movers = [(texture(rng, 32), rng.uniform(0.15, 0.85, 2) * s) for _ in range(2)]
-    steps = [rng.normal(0, s / 24, (t, 2)).cumsum(0) for _ in movers]
+    steps = [rng.normal(0, s * spec.look.walk, (t, 2)).cumsum(0) for _ in movers]
     video, boxes = np.zeros((t, s, s, 3), np.uint8), []
     for f in range(t):
         x0, y0 = np.clip(start + pan * f, 0, (room_x, room_y)).round().astype(int)
@@ -228,13 +243,14 @@ def split_of(index: int) -> str:
     return "validation" if index % 5 == 0 else "matched" if index % 5 == 1 else "train"
 
 
-def write_dataset(out: Path, clips: int, size: int, frames: int, bias: float, seed: int) -> None:
+def write_dataset(out: Path, clips: int, size: int, frames: int, bias: float, seed: int,
+                  look: Look = Look()) -> None:  # fmt: skip
     """The clips, a label file per split (and ``evaluation.json``, both evaluation splits),
     labels.json, the truth (class and the actor's box per frame)."""
     if not (out / "labels.json").exists():
         (out / "videos").mkdir(parents=True, exist_ok=True)
         names = [TEMPLATE.format(p) for p in PATTERNS]
-        specs = [Spec(i, split_of(i), size, frames, bias, seed) for i in range(clips)]
+        specs = [Spec(i, split_of(i), size, frames, bias, seed, look) for i in range(clips)]
         with ProcessPoolExecutor(2) as pool:
             rows = list(pool.map(_write, specs, [str(out)] * clips, chunksize=8))
         for split in ("train", *SPLITS):
@@ -290,7 +306,7 @@ def covers(box: list[float], actor: list[float]) -> float:
     return area(inter) / area(actor) if area(actor) > 0 else 0.0
 
 
-def cached_boxes(out: Path, data: Path, size: int) -> tuple[Path, str, dict]:
+def cached_boxes(out: Path, data: Path, size: int, quality: str) -> tuple[Path, str, dict]:
     """Every split's boxes through a private Redis, exported to a file: (file, params hash,
     agreement with the truth: IoU of the clip boxes, the share of the actor's
     path inside the box, the box's share of the frame; and the cost)."""
@@ -305,7 +321,8 @@ def cached_boxes(out: Path, data: Path, size: int) -> tuple[Path, str, dict]:
         wall = cpu = 0.0
         try:
             steps = [("cache", "build", str(data / f"{split}.json"), "--short-side", str(size),
-                      "--redis", server.url) for split in ("train", *SPLITS)]  # fmt: skip
+                      "--quality", quality, "--redis", server.url)
+                     for split in ("train", *SPLITS)]  # fmt: skip
             for step in steps:
                 w, c = mofo(*step, log=out / "boxes.log")
                 wall, cpu = wall + w, cpu + c
@@ -360,11 +377,14 @@ class Chain:
         return f"{self.kind}{'' if self.kind == 'tube' else self.inside}"
 
 
-def grid(seeds: list[int], sweep_seeds: list[int], smoke: bool = False) -> list[Chain]:
+def grid(seeds: list[int], sweep_seeds: list[int], smoke: bool = False,
+         control: bool = False) -> list[Chain]:  # fmt: skip
     """The runs in the order they go: the main comparison seed by seed, then the sweeps."""
     heads = {"tube": ("mean", "mca", "mca_literal"), "mofo": ("mean", "mca", "mca_literal")}
     if smoke:  # the two ends of the main comparison
         heads = {"tube": ("mean",), "mofo": ("mca",)}
+    if control:  # no boxes: tube + mean only
+        return [Chain("tube", 0.75, seed, (Finetuning("mean"),)) for seed in seeds]
     chains = [Chain(kind, 0.75, seed, tuple(Finetuning(h) for h in heads[kind]))
               for seed in seeds for kind in ("tube", "mofo")]  # fmt: skip
     for seed in sweep_seeds:
@@ -406,6 +426,7 @@ class Runner:
                     "--set", f"masking.inside_ratio={chain.inside}",
                     "--set", f"run.seed={chain.seed}", "--set", f"optim.epochs={a.pretrain_epochs}",
                     "--set", f"optim.batch_size={a.batch}", "--set", "run.images_every=0",
+                    "--set", f"data.rate={a.rate}",
                     "--set", f"run.out={run}", *a.pretrain_set, log=run / "command.log",
                 )  # fmt: skip
                 (run / "cost.json").write_text(json.dumps({"wall_s": round(wall, 1),
@@ -641,17 +662,26 @@ def write_report(args: argparse.Namespace, out: Path, chains: list[Chain], agree
     return table_text(report, title) + f"\n  {json.dumps(progress)}"
 
 
+def look(args: argparse.Namespace) -> Look:
+    return Look(**{name: getattr(args, name) for name in vars(Look())})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench-out/motion_focus"))
-    parser.add_argument("--clips", type=int, default=500)
+    parser.add_argument("--clips", type=int, default=1500)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--bias", type=float, default=0.9,
+    parser.add_argument("--bias", type=float, default=0.7,
                         help="share of training clips on their class's photo")  # fmt: skip
-    parser.add_argument("--model", default="vit_tiny_patch8_tubelet2_64px")
+    for name, value in vars(Look()).items():
+        parser.add_argument(f"--{name}", type=float, default=value,
+                            help="share of the frame's side (see Look)")  # fmt: skip
+    parser.add_argument("--model", default="vit_tiny_patch8_tubelet2_32px")
+    parser.add_argument("--rate", type=int, default=4, help="pretraining's frame rate (dense)")
+    parser.add_argument("--quality", default="fast", help="the boxes' preset (mofo cache build)")
     parser.add_argument("--pretrain-epochs", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=15, help="finetuning epochs")
+    parser.add_argument("--epochs", type=int, default=30, help="finetuning epochs")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--nproc", type=int, default=1, help="processes per run")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
@@ -661,6 +691,9 @@ def main() -> None:
     parser.add_argument("--finetune-set", nargs="*", default=[], help="more --set for finetuning")
     smoke = "the whole chain at the smallest size (~3 min): 1 seed, 2 runs"
     parser.add_argument("--smoke", action="store_true", help=smoke)
+    control = ("the scene-free control: the photo drawn independently of the class (bias 1/8), "
+               "tube + mean only, no boxes: can this budget learn the motion at all?")  # fmt: skip
+    parser.add_argument("--control", action="store_true", help=control)
     parser.add_argument("--report", action="store_true", help="tabulate finished runs only")
     parser.add_argument("--json", type=Path, default=Path("bench/results/motion_focus.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench/results/motion_focus.png"))
@@ -668,19 +701,25 @@ def main() -> None:
     loader = ["data.workers=0"]  # one process per run: the least CPU time
     args.pretrain_set = [x for s in loader + args.pretrain_set for x in ("--set", s)]
     args.finetune_set = [x for s in loader + args.finetune_set for x in ("--set", s)]
+    if args.control:
+        args.out = args.out.with_name(args.out.name + "-control")
+        args.bias, args.sweep_seeds = 1 / len(PATTERNS), []
+        args.json, args.plot = args.out / "results.json", args.out / "plot.png"
     if args.smoke:
         args.out = args.out.with_name(args.out.name + "-smoke")
         args.clips, args.size, args.frames, args.model = 20, 32, 8, "vit_tiny_patch8_tubelet2_32px"
         args.pretrain_epochs = args.epochs = 1
+        args.rate = 2
         args.batch, args.nproc, args.seeds, args.sweep_seeds = 4, 1, [0], []
         args.json, args.plot = args.out / "results.json", args.out / "plot.png"
     started = time.perf_counter()
     out = args.out.resolve()
     data = out / "data"
-    chains = grid(args.seeds, args.sweep_seeds, args.smoke)
+    chains = grid(args.seeds, args.sweep_seeds, args.smoke, args.control)
     if not args.report:
-        write_dataset(data, args.clips, args.size, args.frames, args.bias, seed=0)
-    boxes, params, agreement = cached_boxes(out, data, args.size)
+        write_dataset(data, args.clips, args.size, args.frames, args.bias, seed=0, look=look(args))
+    boxes, params, agreement = ("none", "", {}) if args.control else cached_boxes(
+        out, data, args.size, args.quality)  # fmt: skip
     print(f"boxes: {json.dumps(agreement)}", flush=True)
     lock = threading.Lock()
 
@@ -691,7 +730,8 @@ def main() -> None:
     failures: list[str] = []
     if not args.report:
         common = [f"data.source={data / 'train.json'}", f"data.boxes={boxes}",
-                  f"data.params={params}", f"model.name={args.model}"]  # fmt: skip
+                  f"model.name={args.model}"]  # fmt: skip
+        common += [f"data.params={params}"] if params else []
         common = [x for s in common for x in ("--set", s)]
         runner = Runner(out, data, common, args, on_row)
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:

@@ -15,6 +15,7 @@ from bench.motion_focus import (
     PATTERNS,
     PHOTOS,
     SPLITS,
+    Look,
     Spec,
     actor_path,
     class_and_photo,
@@ -41,19 +42,20 @@ def _path(pattern: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def test_each_class_is_its_motion_pattern(seed: int) -> None:
     names = dict(enumerate(PATTERNS))
     assert len(PATTERNS) == 8 and len(PHOTOS) == 8
-    # right, left: x moves a third of the frame, y and the side stay.
+    look = Look()
+    # right, left: x moves half the frame, y and the side stay.
     for pattern, sign in ((0, 1), (1, -1)):
         x, y, side = _path(pattern, seed)
         assert names[pattern] in ("right", "left")
         assert np.all(sign * np.diff(x) > 0)
-        assert x[-1] - x[0] == pytest.approx(sign * SIZE / 3)
+        assert x[-1] - x[0] == pytest.approx(sign * SIZE * look.span)
         assert np.ptp(y) == 0 and np.ptp(side) == 0
     # circles: the same radius all along; clockwise on screen (y down) turns positively.
     for pattern, sign in ((2, 1), (3, -1)):
         x, y, side = _path(pattern, seed)
         cx, cy = np.random.default_rng(seed).uniform(0.35, 0.65, 2) * SIZE
         radius = np.hypot(x - cx, y - cy)
-        np.testing.assert_allclose(radius, SIZE / 7)
+        np.testing.assert_allclose(radius, SIZE * look.radius)
         turn = (x[:-1] - cx) * (y[1:] - cy) - (y[:-1] - cy) * (x[1:] - cx)
         assert np.all(sign * turn > 0)
     # shaking: two periods along one axis only, back where it started.
@@ -63,12 +65,12 @@ def test_each_class_is_its_motion_pattern(seed: int) -> None:
         assert path[moving][-1] == pytest.approx(path[moving][0])
         crossings = np.sum(np.diff(np.sign(path[moving] - path[moving].mean())) != 0)
         assert 3 <= crossings <= 5
-    # growing, shrinking: the side goes from 0.6 to 1.6 of a sixth of the frame, or back.
+    # growing, shrinking: the side goes from 0.6 to 1.6 of the actor's side, or back.
     for pattern, (first, last) in ((6, (0.6, 1.6)), (7, (1.6, 0.6))):
         x, y, side = _path(pattern, seed)
         assert np.ptp(x) == 0 and np.ptp(y) == 0
-        assert side[0] == pytest.approx(first * SIZE / 6)
-        assert side[-1] == pytest.approx(last * SIZE / 6)
+        assert side[0] == pytest.approx(first * SIZE * look.actor)
+        assert side[-1] == pytest.approx(last * SIZE * look.actor)
 
 
 def test_the_clip_box_follows_the_actor() -> None:
@@ -80,7 +82,7 @@ def test_the_clip_box_follows_the_actor() -> None:
     assert len(boxes) == FRAMES
     for x1, y1, x2, y2 in boxes:
         assert 0 <= x1 < x2 <= SIZE and 0 <= y1 < y2 <= SIZE
-        assert 6 <= x2 - x1 <= math.ceil(1.6 * SIZE / 6) + 1
+        assert 2 <= x2 - x1 <= math.ceil(1.6 * SIZE * Look().actor) + 1
 
 
 def _scenes(split: str, count: int, bias: float = 0.9, seed: int = 0) -> list[tuple[int, int]]:
@@ -184,6 +186,37 @@ def test_the_grid_runs_the_main_comparison_first() -> None:
     sweep = [(c.name, f.heads, f.depth) for c in chains[10:] for f in c.finetunings]
     assert sweep == [("mofo0.5", 3, 1), ("mofo0.9", 3, 1), ("mofo0.75", 1, 1),
                      ("mofo0.75", 1, 2), ("mofo0.75", 3, 2)]  # fmt: skip
+
+
+def test_the_control_runs_tube_and_mean_pooling_only() -> None:
+    chains = grid([0, 1], [0], control=True)
+    assert [(c.name, c.seed, [f.head for f in c.finetunings]) for c in chains] == [
+        ("tube", 0, ["mean"]),
+        ("tube", 1, ["mean"]),
+    ]
+
+
+def test_the_look_scales_the_actor_the_camera_and_the_distractors() -> None:
+    small, big = Look(actor=0.1, span=0.2, radius=0.1), Look(actor=0.3, span=0.6, radius=0.25)
+    for pattern in range(len(PATTERNS)):
+        a = actor_path(pattern, FRAMES, SIZE, np.random.default_rng(1), small)
+        b = actor_path(pattern, FRAMES, SIZE, np.random.default_rng(1), big)
+        np.testing.assert_allclose(b[2], a[2] * 3)  # the side
+        assert np.ptp(b[0]) + np.ptp(b[1]) >= np.ptp(a[0]) + np.ptp(a[1])
+    # No camera, no distractor moving: away from the actor's boxes, frames differ by noise only;
+    # a panning camera or walking distractors change them.
+    change = {}
+    for name, look in (("still", Look(pan=0.0, walk=0.0)), ("pan", Look(pan=0.05, walk=0.0)),
+                       ("walk", Look(pan=0.0, walk=0.05))):  # fmt: skip
+        spec = Spec(index=4, split="train", size=SIZE, frames=FRAMES, bias=0.9, seed=0, look=look)
+        _, _, video, boxes = make_clip(spec, photos(SIZE))
+        outside = np.ones((SIZE, SIZE), bool)
+        for x1, y1, x2, y2 in boxes:
+            outside[max(0, y1 - 1) : y2 + 1, max(0, x1 - 1) : x2 + 1] = False
+        diff = np.abs(np.diff(video.astype(np.float32), axis=0)).mean(-1)
+        change[name] = float(diff[:, outside].mean())
+    assert change["still"] < 3.0  # the noise (σ 2 per channel)
+    assert change["pan"] > 4.0 and change["walk"] > 4.0
 
 
 def test_scene_figures_tell_a_scene_reader_from_a_motion_reader(tmp_path: Path) -> None:
