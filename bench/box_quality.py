@@ -246,20 +246,26 @@ class ClipScores:
 
 
 def score_clip(
-    scenario: synthetic.Scenario, seed: int, params: MotionParams, png: Path | None
+    scenario: synthetic.Scenario,
+    seed: int,
+    params: MotionParams,
+    png: Path | None,
+    methods: Sequence[str] = METHODS,
 ) -> ClipScores:
     clip = synthetic.make_clip(scenario, seed)
     start = time.perf_counter()
-    scores: dict[str, dict[str, float | None]] = {m: {} for m in METHODS}
+    methods = list(dict.fromkeys(("ours", *methods)))  # ours always: its cuts are reported
+    scores: dict[str, dict[str, float | None]] = {m: {} for m in methods}
+    runs = {
+        "ours": lambda kept: run_pipeline(clip, params, kept),
+        "previous": lambda kept: run_pipeline(clip, previous_params(), kept, old_sampling=True),
+        "paper": lambda kept: run_paper(clip, kept),
+    }
     found: list[int] = []
     for mode in MODES:
         kept = kept_frames(len(clip.frames), mode)
         truth = [clip.boxes[k] for k in kept]
-        results = {
-            "ours": run_pipeline(clip, params, kept),
-            "previous": run_pipeline(clip, previous_params(), kept, old_sampling=True),
-            "paper": run_paper(clip, kept),
-        }
+        results = {m: runs[m](kept) for m in methods}
         for method, result in results.items():
             scores[method][mode] = mean_of(frame_ious(truth, result.boxes))
         if mode == "every":
@@ -323,7 +329,7 @@ def summarise(rows: list[ClipScores]) -> dict[str, dict[str, dict[str, float]]]:
                 for mode in MODES
                 if all(r.scores[method][mode] is not None for r in members)
             }
-            for method in METHODS
+            for method in members[0].scores
         }
     return table
 
@@ -345,13 +351,15 @@ def cut_detection(rows: list[ClipScores]) -> dict[str, float | int]:
 
 
 def print_table(table: dict) -> None:
-    """One row per group; per sampling, ours / previous / paper."""
-    print(f"{'':24s}" + "".join(f" | {mode:^22s}" for mode in MODES))
-    print(f"{'group':24s}" + " | ours   prev   paper " * len(MODES))
+    """One row per group; per sampling, ours / previous / paper (those that were run)."""
+    methods = list(next(iter(table.values())))
+    width = 7 * len(methods) + 1
+    print(f"{'':24s}" + "".join(f" | {mode:^{width}s}" for mode in MODES))
+    print(f"{'group':24s}" + (" | " + " ".join(f"{m[:6]:6s}" for m in methods)) * len(MODES))
     for name, row in table.items():
         cells = []
         for mode in MODES:
-            values = [row[method].get(mode) for method in METHODS]
+            values = [row[method].get(mode) for method in methods]
             cells.append(" | " + " ".join("  n/a " if v is None else f"{v:6.3f}" for v in values))
         print(f"{name:24s}" + "".join(cells))
 
@@ -364,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write all scores here")
     parser.add_argument("--only", nargs="*", default=None, help="scenario names to run")
     parser.add_argument("--png", action="store_true", help="a PNG per scenario (first seed)")
+    methods = "the methods to score (ours always runs: its cuts are reported)"
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=[*METHODS], help=methods)
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -385,9 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in scenarios:
         for seed in seeds:
             png = OUT_DIR / f"{scenario.name}.png" if args.png and seed == seeds[0] else None
-            row = score_clip(scenario, seed, params, png)
+            row = score_clip(scenario, seed, params, png, args.methods)
             rows.append(row)
-            every = {m: row.scores[m]["every"] for m in METHODS}
+            every = {m: row.scores[m]["every"] for m in row.scores}
             print(
                 f"  {scenario.name} seed {seed}: "
                 + " ".join(f"{m} {v:.3f}" for m, v in every.items() if v is not None)

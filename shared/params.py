@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
+# Whether a pair whose exposure changed is measured again at one exposure (shared.flow.exposure).
+Exposure = Literal["off", "gain"]
 # The torch TV-L1's inner loop on CUDA: hand-written Triton kernels or the torch.compile'd step.
 CudaKernel = Literal["triton", "compiled"]
 
@@ -29,6 +31,11 @@ class FlowParams:
     ``stopping="epsilon"`` stops each pair like OpenCV does (per warp, once the squared update
     falls under ``epsilon² · area``); ``"fixed"`` always runs every iteration and never waits
     on the host, for graph capture on a GPU. The OpenCV backend only knows ``"epsilon"``.
+
+    ``exposure`` (not an OpenCV setting; ``"off"`` by default, as OpenCV): TV-L1 reads any
+    brightness change as motion, so with ``"gain"`` a pair whose exposure changed (measured along
+    its flow) is measured again with its brighter frame scaled to the other
+    (:mod:`shared.flow.exposure`); both backends see the same matched frames.
     """
 
     tau: float = 0.25
@@ -42,6 +49,7 @@ class FlowParams:
     scale_step: float = 0.8
     median_filtering: int = 5
     stopping: Stopping = "epsilon"
+    exposure: Exposure = "off"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.scale_step < 1.0:
@@ -53,6 +61,8 @@ class FlowParams:
             raise ValueError(f"median_filtering must be 0, 1, 3 or 5, got {self.median_filtering}")
         if self.stopping not in ("epsilon", "fixed"):
             raise ValueError(f"stopping must be 'epsilon' or 'fixed', got {self.stopping!r}")
+        if self.exposure not in ("off", "gain"):
+            raise ValueError(f"exposure must be 'off' or 'gain', got {self.exposure!r}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,7 @@ class MotionParams:
     motion_step: int = 1
     motion_step_s: float | None = None
     backend: FlowBackend = "opencv"
-    flow: FlowParams = field(default_factory=lambda: FlowParams(warps=3))
+    flow: FlowParams = field(default_factory=lambda: FlowParams(warps=3, exposure="gain"))
     temporal_window: int = 1
     # Region defaults chosen by bench/tune_regions.py (BENCHMARKS.md §2).
     sigma: float = 0.005
@@ -185,10 +195,11 @@ Quality = Literal["fast", "balanced", "paper"]
 
 # Named trade-offs of speed for box quality, as the fields that differ from MotionParams'
 # defaults (which are "balanced"), chosen on the frontier's tuning seeds (bench/frontier.py,
-# BENCHMARKS.md): "balanced" 112 px and 3 TV-L1 warps; "fast" also stops each warp at twice
-# OpenCV's epsilon; "paper" is OpenCV's default TV-L1 at 224 px, as the paper measured flow.
+# BENCHMARKS.md): "balanced" 112 px and 3 TV-L1 warps, each pair whose exposure changed measured
+# again at one exposure; "fast" also stops each warp at twice OpenCV's epsilon; "paper" is
+# OpenCV's default TV-L1 at 224 px, as the paper measured flow (no exposure matching).
 QUALITY_PRESETS: dict[str, dict] = {
-    "fast": {"flow": FlowParams(warps=3, epsilon=0.02)},
+    "fast": {"flow": FlowParams(warps=3, epsilon=0.02, exposure="gain")},
     "balanced": {},
     "paper": {"short_side": 224, "flow": FlowParams()},
 }

@@ -7,6 +7,7 @@ from typing import get_args
 
 import torch
 
+from shared.flow.exposure import exposure_matched_flow
 from shared.flow.opencv_backend import opencv_tvl1
 from shared.flow.tvl1 import tvl1_flow
 from shared.params import CudaKernel, FlowBackend, FlowParams
@@ -34,8 +35,19 @@ def optical_flow(
     params: FlowParams | None = None,
     backend: FlowBackend = "opencv",
 ) -> torch.Tensor:
-    """TV-L1 flow for a batch of pairs: (B, 1, H, W) gray in [0, 255] → (B, 2, H, W) (u, v)."""
+    """TV-L1 flow for a batch of pairs: (B, 1, H, W) gray in [0, 255] → (B, 2, H, W) (u, v).
+
+    With ``params.exposure == "gain"``, a pair whose exposure changed is measured again at one
+    exposure (:mod:`shared.flow.exposure`); the others keep their first flow.
+    """
     params = params or FlowParams()
+    flow = _tvl1(i0, i1, params, backend)
+    if params.exposure == "gain":
+        flow = exposure_matched_flow(i0, i1, flow, lambda a, b: _tvl1(a, b, params, backend))
+    return flow
+
+
+def _tvl1(i0: torch.Tensor, i1: torch.Tensor, params: FlowParams, backend: str) -> torch.Tensor:
     if backend == "opencv":
         return opencv_tvl1(i0, i1, params)
     if backend == "torch":

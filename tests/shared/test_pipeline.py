@@ -360,9 +360,10 @@ def test_hash_changes_with_every_flow_field(name: str) -> None:
         "scale_step": 0.5,
         "median_filtering": 3,
         "stopping": "fixed",
+        "exposure": "gain",
     }
     flow = dataclasses.replace(FlowParams(), **{name: values[name]})
-    assert MotionParams(flow=flow).hash() != MotionParams().hash()
+    assert MotionParams(flow=flow).hash() != MotionParams(flow=FlowParams()).hash()
 
 
 @pytest.mark.parametrize(
@@ -460,7 +461,8 @@ def test_presets_and_options() -> None:
         preset_params(num_frames=6, stopping="epsilon").hash() == MotionParams(num_frames=6).hash()
     )
     assert preset_params("paper").flow == FlowParams() and preset_params("paper").short_side == 224
-    assert preset_params("fast").flow == FlowParams(warps=3, epsilon=0.02)
+    assert preset_params("fast").flow == FlowParams(warps=3, epsilon=0.02, exposure="gain")
+    assert MotionParams().flow == FlowParams(warps=3, exposure="gain")
     assert preset_params("fast", short_side=64).short_side == 64
     with pytest.raises(ValueError, match="quality must be one of"):
         preset_params("best")
