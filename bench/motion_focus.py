@@ -5,9 +5,9 @@ camera, meaningless movers and a scene that gives the class away in training but
 The dataset (``--clips`` clips, ``--size`` px, ``--frames`` frames, Something-Something V2's
 layout so every ``mofo`` command takes it):
 
-- the **actor**, a small textured patch, whose motion pattern is the class (8 patterns, not only
-  directions): right, left, circle clockwise, circle anticlockwise, shaking sideways, shaking
-  up and down, growing, shrinking;
+- the **actor**, a textured patch a quarter of the frame wide, whose motion pattern is the
+  class (8 patterns, not only directions): right, left, circle clockwise, circle
+  anticlockwise, shaking sideways, shaking up and down, growing, shrinking;
 - a **moving camera**: the background is a window sliding over a real photo (scikit-image's
   bundled photographs: astronaut, coffee, cat, rocket, brick, grass, gravel, camera);
 - two **distractors**, other textured patches on random walks, the same for every class;
@@ -40,26 +40,25 @@ shuffled and the matched split, wall and CPU seconds), per setting mean ± std a
 tests by seed (t and Wilcoxon; the main one MOFO+mca against tube+mean), ``--json`` and a dot
 plot ``--plot``, all rewritten after every run.
 
-Calibration (x86_64, 2 cores shared with other jobs, ``nice -n 5``; CPU = user + sys of each
-command and its children, from ``/usr/bin/time -v`` / ``wait4``; wall is about twice CPU here
-because of the contention):
+Sizes (``Look`` and the options; BENCHMARKS.md §13 has the figures). The first design (an
+11-px actor moving a third of a 64-px frame, camera and distractors as fast as the actor, 500
+clips, the 64-px tiny ViT for 15 epochs) learnt no motion at all: even with a still camera and
+still distractors, 270 training clips left the held-out split at chance. What made the motion
+learnable was clips, not epochs (scene-free probes, tube + mean from scratch, top-1 on the
+shuffled split): 270 clips × 30 epochs at 64 px 11 %, × 100 epochs at 32 px with nothing else
+moving 25 %, 810 clips × 40 epochs at 32 px with the camera and distractors moving 40 %
+(chance 12.5 %). Hence the defaults: the actor a quarter of the frame, moving half of it,
+camera and distractors 1/50 of the frame a frame, 1500 clips, the 32-px tiny ViT (4 frames 4
+apart, 32 tokens; about 5× cheaper a clip than the 64-px one), 20 + 30 epochs, scene bias 0.7,
+boxes at the ``fast`` preset (0.85 CPU-s a clip at 64 px against 2.0 for ``balanced``, clip-box
+IoU with the actor's 0.49 against 0.50 on 24 clips).
 
-- 500 clips of 64 px × 16 frames are written in 61 CPU-s; their boxes through the cache cost
-  941 CPU-s (1.9 a clip; 1,006 s wall with two workers), once: the clip count is bounded by
-  the boxes as much as by training;
-- one process's start (torch, DeepSpeed, config, box file) costs about 9 CPU-s (a 1-epoch
-  smoke run: 11); at the defaults a pretraining costs about 100 CPU-s (360 steps, 31
-  clips/s), a finetuning 106-116 (mean), 136-139 (mca), 143-145 (mca_literal), an evaluation
-  of both splits 11-13;
-- so a seed of the main comparison is about 1,060 CPU-s, the sweeps at one seed about 1,000,
-  and the grid with the clips and boxes about 7,300 CPU-s: about an hour on 2 quiet cores with
-  ``--jobs 2`` (a second sweep seed, ``--sweep-seeds 0 1``, adds about 1,000 CPU-s);
-- learnable: tube + mean reaches 82 % on the scene-matched split (chance 12.5 %). But at
-  these defaults every model reads the scene, not the motion (BENCHMARKS.md §13): on the
-  shuffled split 95 % of its answers name the scene's class and top-1 is below chance; and
-  without the scene cue (``--bias 0.125``: the photo independent of the class, tube + mean)
-  the same budget learns no motion pattern (11.5 % top-1). So at this size the grid can only
-  show "no difference"; the motion task needs a larger budget or an easier actor first.
+Costs at the defaults (x86_64, 2 cores, CPU = user + sys of each command and its children,
+from ``wait4``): the clips about 180 CPU-s; their boxes through the cache 1,276 CPU-s (one
+worker, 1,320 s wall); a pretraining 100 CPU-s; a finetuning 172-175 (mean), 184-186 (mca),
+163-165 (mca_literal); an evaluation of both splits 9-13. A seed of the main comparison is
+about 1,300 CPU-s; the control (``--control``: the scene drawn independently of the class,
+tube + mean, no boxes) about 460 CPU-s with its clips.
 
     PYTHONPATH=. .venv/bin/python bench/motion_focus.py --smoke      # the whole chain, ~3 min
     PYTHONPATH=. .venv/bin/python bench/motion_focus.py              # the grid, resumable
