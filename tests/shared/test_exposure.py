@@ -39,19 +39,21 @@ def texture(h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(noise.round())[None, None]
 
 
-def test_the_gain_is_measured_along_the_flow() -> None:
-    image = texture(40, 48)
+def test_the_gain_is_measured_along_the_flow(device: torch.device) -> None:
+    image = texture(40, 48).to(device)
     # Pair 0: the second frame is the first shifted 3 px right and 1.25 × brighter; its flow
     # (3, 0) says where each pixel went. Pair 1: the same frame, 0.8 × as bright, no motion.
     shifted = torch.roll(image, 3, dims=-1)
     first = torch.cat([image, image])
     second = torch.cat([(shifted * 1.25).clamp(max=255), image * 0.8])
-    flow = torch.zeros(2, 2, 40, 48)
+    flow = torch.zeros(2, 2, 40, 48, device=device)
     flow[0, 0] = 3.0
     gain = exposure_gain(first, second, flow)
+    assert gain.device == image.device
     assert gain.tolist() == pytest.approx([0.8, 1.25], abs=0.005)
     # With the motion ignored, pair 0's ratios are of unrelated pixels: no longer 0.8.
-    assert abs(float(exposure_gain(first[:1], second[:1], torch.zeros(1, 2, 40, 48))) - 0.8) > 0.01
+    still = torch.zeros(1, 2, 40, 48, device=device)
+    assert abs(float(exposure_gain(first[:1], second[:1], still)) - 0.8) > 0.01
 
 
 def test_a_gain_from_too_few_pixels_or_out_of_range_is_safe() -> None:
