@@ -101,9 +101,8 @@ def test_torch_backend_on_request(client):
         short_side=64,
     )
     assert response.status_code == 200, response.text
-    params = MotionParams(
-        num_frames=3, short_side=64, backend="torch", flow=FlowParams(warps=3, stopping="fixed")
-    )
+    flow = FlowParams(warps=3, stopping="fixed", exposure="gain")
+    params = MotionParams(num_frames=3, short_side=64, backend="torch", flow=flow)
     assert response.json()["params"] == params.hash()
 
 
