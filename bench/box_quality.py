@@ -327,11 +327,30 @@ def summarise(rows: list[ClipScores]) -> dict[str, dict[str, dict[str, float]]]:
             method: {
                 mode: float(np.mean([r.scores[method][mode] for r in members]))
                 for mode in MODES
-                if all(r.scores[method][mode] is not None for r in members)
+                if all(r.scores[method].get(mode) is not None for r in members)
             }
             for method in members[0].scores
         }
     return table
+
+
+def load_rows(path: Path) -> list[ClipScores]:
+    """The clips of an earlier run's ``--json`` file."""
+    return [ClipScores(**clip) for clip in json.loads(path.read_text())["clips"]]
+
+
+def with_baseline(rows: list[ClipScores], baseline: list[ClipScores]) -> list[ClipScores]:
+    """``rows`` with the methods they lack read from ``baseline``'s same clip (scenario, seed);
+    the methods a row has stay first, in its order, so ``ours`` is this run's."""
+    earlier = {(b.scenario, b.seed): b for b in baseline}
+    out = []
+    for row in rows:
+        base = earlier.get((row.scenario, row.seed))
+        if base is None:
+            raise SystemExit(f"--baseline has no clip {row.scenario} seed {row.seed}")
+        extra = {m: v for m, v in base.scores.items() if m not in row.scores}
+        out.append(dataclasses.replace(row, scores={**row.scores, **extra}))
+    return out
 
 
 def cut_detection(rows: list[ClipScores]) -> dict[str, float | int]:
@@ -374,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", action="store_true", help="a PNG per scenario (first seed)")
     methods = "the methods to score (ours always runs: its cuts are reported)"
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=[*METHODS], help=methods)
+    parser.add_argument("--baseline", type=Path, nargs="*", default=[],
+                        help="--json files of earlier runs on the same clips: the methods not run "
+                             "here are read from them")  # fmt: skip
+    parser.add_argument("--from-json", type=Path, nargs="*", default=[],
+                        help="tabulate these --json files (merged) instead of running")  # fmt: skip
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -391,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     start = time.perf_counter()
-    rows = []
-    for scenario in scenarios:
+    rows = [] if not args.from_json else [r for path in args.from_json for r in load_rows(path)]
+    for scenario in scenarios if not args.from_json else []:
         for seed in seeds:
             png = OUT_DIR / f"{scenario.name}.png" if args.png and seed == seeds[0] else None
             row = score_clip(scenario, seed, params, png, args.methods)
@@ -406,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     wall = time.perf_counter() - start
+    if args.baseline:
+        rows = with_baseline(rows, [r for path in args.baseline for r in load_rows(path)])
     table = summarise(rows)
     print_table(table)
     cuts = cut_detection([r for r in rows if r.cuts_true])
