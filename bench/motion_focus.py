@@ -376,10 +376,14 @@ class Chain:
         return f"{self.kind}{'' if self.kind == 'tube' else self.inside}"
 
 
+HEADS = ("mean", "mca", "mca_literal")
+
+
 def grid(seeds: list[int], sweep_seeds: list[int], smoke: bool = False,
-         control: bool = False) -> list[Chain]:  # fmt: skip
-    """The runs in the order they go: the main comparison seed by seed, then the sweeps."""
-    heads = {"tube": ("mean", "mca", "mca_literal"), "mofo": ("mean", "mca", "mca_literal")}
+         control: bool = False, heads_run: tuple[str, ...] = HEADS) -> list[Chain]:  # fmt: skip
+    """The runs in the order they go: the main comparison seed by seed (each pretraining
+    finetuned with ``heads_run``), then the sweeps."""
+    heads = {"tube": heads_run, "mofo": heads_run}
     if smoke:  # the two ends of the main comparison
         heads = {"tube": ("mean",), "mofo": ("mca",)}
     if control:  # no boxes: tube + mean only
@@ -686,6 +690,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--sweep-seeds", type=int, nargs="*", default=[0])
+    parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS),
+                        help="the main comparison's finetuning heads")  # fmt: skip
     parser.add_argument("--pretrain-set", nargs="*", default=[], help="more --set for pretraining")
     parser.add_argument("--finetune-set", nargs="*", default=[], help="more --set for finetuning")
     smoke = "the whole chain at the smallest size (~3 min): 1 seed, 2 runs"
@@ -714,7 +720,7 @@ def main() -> None:
     started = time.perf_counter()
     out = args.out.resolve()
     data = out / "data"
-    chains = grid(args.seeds, args.sweep_seeds, args.smoke, args.control)
+    chains = grid(args.seeds, args.sweep_seeds, args.smoke, args.control, tuple(args.heads))
     if not args.report:
         write_dataset(data, args.clips, args.size, args.frames, args.bias, seed=0, look=look(args))
     boxes, params, agreement = ("none", "", {}) if args.control else cached_boxes(

@@ -188,6 +188,16 @@ def test_the_grid_runs_the_main_comparison_first() -> None:
                      ("mofo0.75", 1, 2), ("mofo0.75", 3, 2)]  # fmt: skip
 
 
+def test_the_grid_can_run_fewer_heads() -> None:
+    chains = grid([0, 1], [], heads_run=("mean", "mca"))
+    assert [(c.name, c.seed, [f.head for f in c.finetunings]) for c in chains] == [
+        ("tube", 0, ["mean", "mca"]),
+        ("mofo0.75", 0, ["mean", "mca"]),
+        ("tube", 1, ["mean", "mca"]),
+        ("mofo0.75", 1, ["mean", "mca"]),
+    ]
+
+
 def test_the_control_runs_tube_and_mean_pooling_only() -> None:
     chains = grid([0, 1], [0], control=True)
     assert [(c.name, c.seed, [f.head for f in c.finetunings]) for c in chains] == [
