@@ -383,6 +383,29 @@ def print_table(table: dict) -> None:
         print(f"{name:24s}" + "".join(cells))
 
 
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``FIELD=VALUE`` pairs as keyword arguments, each value read as JSON (else a string)."""
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"expected FIELD=VALUE, got {item!r}")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
+
+
+def with_overrides(params: MotionParams, overrides: dict) -> MotionParams:
+    """``params`` with ``overrides`` set; ``flow.NAME`` keys set the TV-L1 settings."""
+    flow = {k.removeprefix("flow."): v for k, v in overrides.items() if k.startswith("flow.")}
+    rest = {k: v for k, v in overrides.items() if not k.startswith("flow.")}
+    if flow:
+        rest["flow"] = dataclasses.replace(params.flow, **flow)
+    return dataclasses.replace(params, **rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=("classic", "extended", "all"), default="all")
@@ -396,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, nargs="*", default=[],
                         help="--json files of earlier runs on the same clips: the methods not run "
                              "here are read from them")  # fmt: skip
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="MotionParams fields over the preset for ours (JSON values), "
+                             "e.g. refine_fraction=0.3")  # fmt: skip
     parser.add_argument("--from-json", type=Path, nargs="*", default=[],
                         help="tabulate these --json files (merged) instead of running")  # fmt: skip
     args = parser.parse_args(argv)
@@ -409,7 +435,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown scenarios {sorted(unknown)}")
         scenarios = [s for s in scenarios if s.name in args.only]
     seeds = split_seeds(args.split)
-    params = preset_params(args.quality)
+    try:
+        params = with_overrides(preset_params(args.quality), parse_overrides(args.overrides))
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
     print(
         f"{len(scenarios)} scenarios x seeds {list(seeds)}, ours = {args.quality}", file=sys.stderr
     )
