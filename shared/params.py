@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 3
+ALGORITHM_VERSION = 4
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -93,7 +93,11 @@ class MotionParams:
     of a mover's edge, so each region's box is shrunk to the pixels whose flow, less the
     camera's (a robust affine fit), reaches ``refine_fraction`` of the region's own level, its
     leading side pulled back by ``refine_lead`` × its motion; a region moving less than
-    ``refine_min_motion`` × short side against the camera is dropped as camera motion.
+    ``refine_min_motion`` × short side against the camera is dropped as camera motion, and so
+    is one whose pixels the camera's motion explains as well as its own flow (their local
+    correlation with the second frame warped back along the flow gains less than
+    ``refine_evidence`` over the camera's motion: a drifting shadow, changing light,
+    compression noise).
     """
 
     short_side: int = 112  # the "balanced" preset (see QUALITY_PRESETS)
@@ -107,7 +111,7 @@ class MotionParams:
     temporal_window: int = 1
     # Region defaults chosen by bench/tune_regions.py (BENCHMARKS.md §2).
     sigma: float = 0.005
-    threshold_rel: float = 0.4
+    threshold_rel: float = 0.3
     threshold_abs: float = 0.05
     regions: int = 2
     min_region: float = 0.002
@@ -118,6 +122,7 @@ class MotionParams:
     refine_fraction: float = 0.5
     refine_lead: float = 1.0
     refine_min_motion: float = 0.004
+    refine_evidence: float | None = 0.05  # None: no test against the frames
     cut_threshold: float | None = 0.1  # None: no cut detection
     fallback_size: float = 0.5
 
@@ -142,6 +147,10 @@ class MotionParams:
             raise ValueError(f"regions must be >= 1, got {self.regions}")
         if not 0.0 < self.refine_fraction < 1.0:
             raise ValueError(f"refine_fraction must be in (0, 1), got {self.refine_fraction}")
+        if self.refine_evidence is not None and not -1.0 <= self.refine_evidence <= 2.0:
+            raise ValueError(
+                f"refine_evidence must be in [-1, 2] or None, got {self.refine_evidence}"
+            )
         if self.cut_threshold is not None and self.cut_threshold <= 0:
             raise ValueError(f"cut_threshold must be > 0 or None, got {self.cut_threshold}")
         if not 0.0 < self.fallback_size <= 1.0:

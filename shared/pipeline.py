@@ -147,13 +147,18 @@ def motion_maps(flow: torch.Tensor, params: MotionParams) -> torch.Tensor:
 
 
 def boxes_from_maps(
-    maps: torch.Tensor, params: MotionParams, flow: torch.Tensor | None
+    maps: torch.Tensor,
+    params: MotionParams,
+    flow: torch.Tensor | None,
+    frames: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> list[Box | None]:
     """Each frame's own motion box from its smoothed map, or None where nothing moves.
 
     With ``params.refine`` and the maps' ``flow`` (T, 2, H, W), each region's box is shrunk to
-    what moves against the camera (:func:`shared.refine.refine_boxes`); ``flow=None`` keeps the
-    regions' union box as the map gives it.
+    what moves against the camera (:func:`shared.refine.refine_boxes`), and with the pairs'
+    ``frames`` (first, second: (T, 1, H, W) gray each) a region whose pixels the camera's motion
+    explains as well as its own flow is dropped (``params.refine_evidence``); ``flow=None``
+    keeps the regions' union box as the map gives it.
     """
     height, width = maps.shape[-2:]
     masks = threshold_masks(maps, params.threshold_rel, params.threshold_abs)
@@ -167,6 +172,8 @@ def boxes_from_maps(
             fraction=params.refine_fraction,
             lead=params.refine_lead,
             min_motion=params.refine_min_motion,
+            frames=frames,
+            min_evidence=params.refine_evidence,
         )
     return [union_box(found) for found in regions]
 
@@ -225,7 +232,7 @@ def analyse_frames(
     _sync(dev)
     t1 = time.perf_counter()
     maps = motion_maps(flow, params)  # (T, 1, H, W)
-    own = boxes_from_maps(maps, params, flow)
+    own = boxes_from_maps(maps, params, flow, (gray[kept], gray[partners]))
     cuts = [False] * len(kept)
     if params.cut_threshold is not None:  # a pair across a shot boundary has no motion of its own
         cuts = shot_cuts(gray[kept], gray[partners], flow, params.cut_threshold).tolist()

@@ -10,6 +10,15 @@ box to the pixels whose residual reaches a fraction of the region's own, pulls b
 mover moves towards (TV-L1 gives the mover's flow to the background it is about to cover) and
 drops regions that hardly move against the camera.
 
+A flow can move where nothing does: a shadow drifting over a still wall, light that changes,
+compression blocks, noise on a zoom. The frames themselves tell: where something really moves
+against the camera, the second frame warped back along the flow matches the first better than
+warped back along the camera's motion alone; where the camera's motion explains the pixels as
+well, the flow's own motion was not there. :func:`camera_evidence` measures that match as a local
+normalised cross-correlation (blind to a change of brightness or contrast), and
+:func:`refine_regions` drops a region whose moving pixels do not gain ``min_evidence`` from
+their own motion.
+
 How the defaults were chosen, and what they gain: ``bench/tune_refine.py``.
 """
 
@@ -19,6 +28,7 @@ from typing import Any
 
 import torch
 
+from shared.cuts import warp_back
 from shared.record import Box, union_box
 
 
@@ -123,6 +133,59 @@ def _masked_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torc
     return picked.nanquantile(q, dim=1).nan_to_num(0.0)
 
 
+def _box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over the ``window`` × ``window`` square about each pixel of (B, 1, H, W), edges
+    replicated."""
+    pad = window // 2
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    return torch.nn.functional.avg_pool2d(padded, window, stride=1)
+
+
+def local_ncc(a: torch.Tensor, b: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised cross-correlation of (B, 1, H, W) images over ``window`` squares, and the local
+    standard deviation of ``a`` (grey levels); both (B, 1, H, W)."""
+    mean_a, mean_b = _box_mean(a, window), _box_mean(b, window)
+    var_a = (_box_mean(a * a, window) - mean_a.square()).clamp(min=0)
+    var_b = (_box_mean(b * b, window) - mean_b.square()).clamp(min=0)
+    cov = _box_mean(a * b, window) - mean_a * mean_b
+    ncc = cov / (var_a * var_b).clamp(min=1e-6).sqrt()
+    return ncc.clamp(-1.0, 1.0), var_a.sqrt()
+
+
+def camera_evidence(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    flow: torch.Tensor,
+    affine: torch.Tensor,
+    *,
+    window: float = 0.03,
+    min_texture: float = 2.0,
+) -> torch.Tensor:
+    """How much better each pixel's flow explains the frames than the camera's motion does.
+
+    ``first``/``second`` (T, 1, H, W) gray in [0, 255], the frames of each pair; ``flow``
+    (T, 2, H, W) from first to second; ``affine`` (T, 2, 3) the camera's motion
+    (:func:`dominant_motion`). Returns (T, H, W): the local NCC of ``first`` with ``second``
+    warped back along the flow, less that along the camera's motion, over squares of
+    2 · round(``window`` × short side) + 1 pixels; NaN where ``first`` has no texture there (local
+    standard deviation under ``min_texture`` grey levels) or either warp leaves the frame.
+    """
+    t, _, height, width = flow.shape
+    if first.shape != (t, 1, height, width) or second.shape != first.shape:
+        raise ValueError(
+            f"expected frames of shape {(t, 1, height, width)}, got "
+            f"{tuple(first.shape)} and {tuple(second.shape)}"
+        )
+    size = 2 * max(1, round(window * min(height, width))) + 1
+    camera = flow.float() - residual_flow(flow, affine)
+    along_flow, inside_flow = warp_back(second.float(), flow.float())
+    along_camera, inside_camera = warp_back(second.float(), camera)
+    ncc_flow, texture = local_ncc(first.float(), along_flow, size)
+    ncc_camera, _ = local_ncc(first.float(), along_camera, size)
+    valid = (inside_flow > 0) & (inside_camera > 0) & (texture >= min_texture)
+    return (ncc_flow - ncc_camera).masked_fill(~valid, float("nan"))[:, 0]
+
+
 def refine_region_boxes(
     residual: torch.Tensor,
     frame: torch.Tensor,
@@ -132,7 +195,9 @@ def refine_region_boxes(
     quantile: float = 0.9,
     floor_quantile: float = 0.1,
     lead: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    evidence: torch.Tensor | None = None,
+    min_pixels: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shrink R region boxes to the pixels that move against the camera, all at once.
 
     ``residual`` (T, 2, H, W) from :func:`residual_flow`; ``frame`` (R,) int64, the frame of each
@@ -140,8 +205,10 @@ def refine_region_boxes(
     the ``quantile`` of the residual's magnitude and its *floor* the ``floor_quantile`` (the
     background there); the refined box bounds the pixels at or above floor + ``fraction`` ×
     (level − floor). Its sides ahead of the mover then move back by ``lead`` × the median residual
-    of those pixels. Returns the (R, 4) refined boxes (x2 == x1 where no pixel is left) and the
-    (R,) levels in pixels per frame.
+    of those pixels. Returns the (R, 4) refined boxes (x2 == x1 where no pixel is left), the
+    (R,) levels in pixels per frame and the (R,) mean ``evidence`` ((T, H, W), from
+    :func:`camera_evidence`) over those pixels: +inf where fewer than ``min_pixels`` of them
+    tell (no texture) or no evidence is given.
     """
     if residual.ndim != 4 or residual.shape[1] != 2:
         raise ValueError(f"expected residual of shape (T, 2, H, W), got {tuple(residual.shape)}")
@@ -158,6 +225,13 @@ def refine_region_boxes(
     cut = (floor + fraction * (level - floor)).view(-1, 1, 1)
     keep = inside & (values >= cut) & (level.view(-1, 1, 1) > 0)
     refined = _bounds(keep)
+    gain = torch.full_like(level, float("inf"))
+    if evidence is not None:
+        own = evidence[frame]  # (R, H, W), NaN where it cannot tell
+        telling = keep & ~own.isnan()
+        count = telling.flatten(1).sum(dim=1)
+        total = own.nan_to_num(0.0).masked_fill(~telling, 0.0).flatten(1).sum(dim=1)
+        gain = torch.where(count >= min_pixels, total / count.clamp(min=1), gain)
     if lead > 0:
         shift = vectors.masked_fill(~keep[:, None], float("nan")).flatten(2).nanmedian(dim=2)
         shift = (lead * shift.values.nan_to_num(0.0)).round().long()  # (R, 2): dx, dy
@@ -166,7 +240,7 @@ def refine_region_boxes(
         moved = refined + ahead
         fits = (moved[:, 2:] > moved[:, :2]).all(dim=1, keepdim=True)
         refined = torch.where(fits, moved, refined)
-    return refined, level
+    return refined, level, gain
 
 
 # Pixels per chunk of regions refined at once: bounds memory, and nanquantile's input size.
@@ -183,6 +257,8 @@ def refine_regions(
     lead: float = 1.0,
     min_motion: float = 0.004,
     affine: torch.Tensor | None = None,
+    frames: tuple[torch.Tensor, torch.Tensor] | None = None,
+    min_evidence: float | None = None,
 ) -> list[list[Box]]:
     """Each frame's region boxes, shrunk to the pixels that move against the camera.
 
@@ -191,8 +267,11 @@ def refine_regions(
     x2/y2 exclusive), possibly none. A region whose level (see :func:`refine_region_boxes`) is
     under ``min_motion`` × the short side (pixels per frame) moves with the camera and is dropped,
     as is one left with no pixel. ``affine`` (T, 2, 3): the camera's motion when already known,
-    else :func:`dominant_motion` fits it. Returns, per frame, the refined boxes of the regions
-    kept, in their order.
+    else :func:`dominant_motion` fits it. With ``frames`` (the pairs' first and second gray
+    frames, (T, 1, H, W) each) and ``min_evidence``, a region whose moving pixels' mean
+    :func:`camera_evidence` is under ``min_evidence`` is dropped too: the camera's motion explains
+    its pixels as well as its own flow does. Returns, per frame, the refined boxes of the
+    regions kept, in their order.
     """
     _check_flow(flow)
     if len(regions) != flow.shape[0]:
@@ -203,14 +282,19 @@ def refine_regions(
         return out
     if any(len(box) != 4 for _, box in pairs):
         raise ValueError("expected region boxes [x1, y1, x2, y2]")
+    if affine is None:
+        affine = dominant_motion(flow)
     residual = residual_flow(flow, affine)  # (T, 2, H, W)
+    evidence = None
+    if frames is not None and min_evidence is not None:
+        evidence = camera_evidence(frames[0], frames[1], flow, affine)
     frame = torch.tensor([t for t, _ in pairs], device=flow.device)
     boxes = torch.tensor([box for _, box in pairs], dtype=torch.int64, device=flow.device)
     chunk = max(1, _CHUNK_PIXELS // (flow.shape[-2] * flow.shape[-1]))
-    refined, level = [], []
+    refined, level, gain = [], [], []
     for start in range(0, len(pairs), chunk):
         part = slice(start, start + chunk)
-        r, lv = refine_region_boxes(
+        r, lv, g = refine_region_boxes(
             residual,
             frame[part],
             boxes[part],
@@ -218,12 +302,16 @@ def refine_regions(
             quantile=quantile,
             floor_quantile=floor_quantile,
             lead=lead,
+            evidence=evidence,
         )
         refined.append(r)
         level.append(lv)
+        gain.append(g)
     refined_all, level_all = torch.cat(refined), torch.cat(level)
     min_level = min_motion * min(flow.shape[-2:])
     ok = (refined_all[:, 2] > refined_all[:, 0]) & (level_all >= min_level)
+    if evidence is not None:
+        ok &= torch.cat(gain) >= min_evidence
     for (t, _), box, good in zip(pairs, refined_all.tolist(), ok.tolist(), strict=True):
         if good:
             out[t].append(box)

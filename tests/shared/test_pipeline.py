@@ -314,6 +314,7 @@ CHANGED: dict[str, object] = {
     "refine_fraction": 0.3,
     "refine_lead": 0.0,
     "refine_min_motion": 0.01,
+    "refine_evidence": None,
     "cut_threshold": None,
     "fallback_size": 0.6,
 }

@@ -175,12 +175,13 @@ def test_regions_refined_in_chunks_equal_at_once(
 def test_refine_region_boxes_returns_levels(device: torch.device) -> None:
     flow = with_mover(camera_flow(device, "static"), PATCH, (3.0, 4.0))
     boxes = torch.tensor([HALO, [0, 0, 6, 6]], device=device)
-    refined, level = refine_region_boxes(
+    refined, level, gain = refine_region_boxes(
         residual_flow(flow), torch.tensor([0, 0], device=device), boxes, lead=0.0
     )
     assert refined.tolist()[0] == PATCH
     assert refined[1, 2] == refined[1, 0]  # nothing moves there: an empty box
     torch.testing.assert_close(level.cpu(), torch.tensor([5.0, 0.0]))
+    assert gain.tolist() == [float("inf")] * 2  # no evidence given: nothing to tell
 
 
 # --------------------------------------------------------------------------- bad input
