@@ -160,6 +160,7 @@ def camera_evidence(
     *,
     window: float = 0.03,
     min_texture: float = 2.0,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """How much better each pixel's flow explains the frames than the camera's motion does.
 
@@ -169,6 +170,7 @@ def camera_evidence(
     warped back along the flow, less that along the camera's motion, over squares of
     2 · round(``window`` × short side) + 1 pixels; NaN where ``first`` has no texture there (local
     standard deviation under ``min_texture`` grey levels) or either warp leaves the frame.
+    ``residual``: :func:`residual_flow` of ``flow`` and ``affine`` when already computed.
     """
     t, _, height, width = flow.shape
     if first.shape != (t, 1, height, width) or second.shape != first.shape:
@@ -177,7 +179,9 @@ def camera_evidence(
             f"{tuple(first.shape)} and {tuple(second.shape)}"
         )
     size = 2 * max(1, round(window * min(height, width))) + 1
-    camera = flow.float() - residual_flow(flow, affine)
+    if residual is None:
+        residual = residual_flow(flow, affine)
+    camera = flow.float() - residual
     along_flow, inside_flow = warp_back(second.float(), flow.float())
     along_camera, inside_camera = warp_back(second.float(), camera)
     ncc_flow, texture = local_ncc(first.float(), along_flow, size)
@@ -287,7 +291,7 @@ def refine_regions(
     residual = residual_flow(flow, affine)  # (T, 2, H, W)
     evidence = None
     if frames is not None and min_evidence is not None:
-        evidence = camera_evidence(frames[0], frames[1], flow, affine)
+        evidence = camera_evidence(frames[0], frames[1], flow, affine, residual=residual)
     frame = torch.tensor([t for t, _ in pairs], device=flow.device)
     boxes = torch.tensor([box for _, box in pairs], dtype=torch.int64, device=flow.device)
     chunk = max(1, _CHUNK_PIXELS // (flow.shape[-2] * flow.shape[-1]))
