@@ -232,10 +232,11 @@ def analyse_frames(
     _sync(dev)
     t1 = time.perf_counter()
     maps = motion_maps(flow, params)  # (T, 1, H, W)
-    own = boxes_from_maps(maps, params, flow, (gray[kept], gray[partners]))
+    first, second = gray[kept], gray[partners]  # each pair's frames, (T, 1, H, W)
+    own = boxes_from_maps(maps, params, flow, (first, second))
     cuts = [False] * len(kept)
     if params.cut_threshold is not None:  # a pair across a shot boundary has no motion of its own
-        cuts = shot_cuts(gray[kept], gray[partners], flow, params.cut_threshold).tolist()
+        cuts = shot_cuts(first, second, flow, params.cut_threshold).tolist()
         own = [None if cut else box for box, cut in zip(own, cuts, strict=True)]
     t2 = time.perf_counter()
     timings["flow"] = t1 - t0

@@ -234,7 +234,7 @@ def refine_region_boxes(
         own = evidence[frame]  # (R, H, W), NaN where it cannot tell
         telling = keep & ~own.isnan()
         count = telling.flatten(1).sum(dim=1)
-        total = own.nan_to_num(0.0).masked_fill(~telling, 0.0).flatten(1).sum(dim=1)
+        total = own.masked_fill(~telling, 0.0).flatten(1).sum(dim=1)
         gain = torch.where(count >= min_pixels, total / count.clamp(min=1), gain)
     if lead > 0:
         shift = vectors.masked_fill(~keep[:, None], float("nan")).flatten(2).nanmedian(dim=2)
