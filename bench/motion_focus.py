@@ -78,7 +78,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -403,6 +403,29 @@ def grid(seeds: list[int], sweep_seeds: list[int], smoke: bool = False,
     return chains
 
 
+def run_setting(chain: Chain, finetuning: Finetuning) -> str:
+    """The report's name of one run's setting (as :func:`setting` names its row)."""
+    return setting({"pretraining": chain.name, "head": finetuning.head,
+                    "heads": finetuning.heads, "depth": finetuning.depth})  # fmt: skip
+
+
+def only(chains: list[Chain], names: list[str]) -> list[Chain]:
+    """The grid cut to the runs whose setting is one of ``names``; chains left empty go."""
+    unknown = set(names) - {run_setting(c, f) for c in chains for f in c.finetunings}
+    if unknown:
+        raise SystemExit(f"--only: no run in the grid is {sorted(unknown)}")
+    kept = [replace(c, finetunings=tuple(f for f in c.finetunings if run_setting(c, f) in names))
+            for c in chains]  # fmt: skip
+    return [c for c in kept if c.finetunings]
+
+
+def merged(earlier: list[dict], rows: list[dict]) -> list[dict]:
+    """An earlier results file's rows with this run's; a row of this run replaces an earlier
+    one of the same setting and seed."""
+    mine = {(setting(r), r["seed"]) for r in rows}
+    return [r for r in earlier if (setting(r), r["seed"]) not in mine] + rows
+
+
 class Runner:
     """Runs chains (at most ``jobs`` at a time), each pretraining once even when two chains
     share it, and keeps every finished run's row."""
@@ -581,6 +604,7 @@ def summary(rows: list[dict]) -> dict:
         tests.append(paired(rows, f"mofo0.75 + {head}", f"tube + {head}"))
     for kind in ("tube", "mofo0.75"):
         tests.append(paired(rows, f"{kind} + mca", f"{kind} + mean"))
+        tests.append(paired(rows, f"{kind} + mca", f"{kind} + mca_literal"))
     return {"settings": table, "paired": [t for t in tests if t["pairs"]]}
 
 
@@ -643,6 +667,8 @@ def write_report(args: argparse.Namespace, out: Path, chains: list[Chain], agree
                  started: float) -> str:  # fmt: skip
     """The table, the JSON and the plot of every finished run so far; the table's text."""
     rows = finished_rows(out, chains, args.bias)
+    if args.merge:
+        rows = merged(json.loads(args.merge.read_text())["rows"], rows)
     if not rows:
         return "no finished runs yet"
     report = summary(rows)
@@ -700,6 +726,13 @@ def main() -> None:
                "tube + mean only, no boxes: can this budget learn the motion at all?")  # fmt: skip
     parser.add_argument("--control", action="store_true", help=control)
     parser.add_argument("--report", action="store_true", help="tabulate finished runs only")
+    parser.add_argument("--only", nargs="+", metavar="SETTING", default=[],
+                        help='run only these settings of the grid, as the report names them '
+                             '(e.g. "mofo0.75 + mca h3d2")')  # fmt: skip
+    parser.add_argument("--merge", type=Path, default=None, metavar="JSON",
+                        help="report with the rows of an earlier results file of the same "
+                             "clips (this run's rows replace its rows of the same setting and "
+                             "seed)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("bench/results/motion_focus.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench/results/motion_focus.png"))
     args = parser.parse_args()
@@ -721,6 +754,14 @@ def main() -> None:
     out = args.out.resolve()
     data = out / "data"
     chains = grid(args.seeds, args.sweep_seeds, args.smoke, args.control, tuple(args.heads))
+    if args.only:
+        chains = only(chains, args.only)
+    if args.merge:
+        earlier = json.loads(args.merge.read_text())
+        same = ("clips", "size", "frames", "bias", "model", "pretrain_epochs", "epochs")
+        if any(earlier.get(k) != getattr(args, k) for k in same):
+            raise SystemExit(f"--merge: {args.merge} was run with other clips or budget "
+                             f"({', '.join(same)} must match)")  # fmt: skip
     if not args.report:
         write_dataset(data, args.clips, args.size, args.frames, args.bias, seed=0, look=look(args))
     boxes, params, agreement = ("none", "", {}) if args.control else cached_boxes(

@@ -22,6 +22,8 @@ from bench.motion_focus import (
     clip_rng,
     grid,
     make_clip,
+    merged,
+    only,
     paired,
     photos,
     scene_figures,
@@ -195,6 +197,35 @@ def test_the_grid_can_run_fewer_heads() -> None:
         ("mofo0.75", 0, ["mean", "mca"]),
         ("tube", 1, ["mean", "mca"]),
         ("mofo0.75", 1, ["mean", "mca"]),
+    ]
+
+
+def test_only_cuts_the_grid_to_the_named_settings() -> None:
+    chains = only(grid([0, 1], [0]), ["mofo0.75 + mca h3d2", "tube + mca_literal"])
+    assert [(c.name, c.seed, [(f.head, f.heads, f.depth) for f in c.finetunings])
+            for c in chains] == [("tube", 0, [("mca_literal", 3, 1)]),
+                                 ("tube", 1, [("mca_literal", 3, 1)]),
+                                 ("mofo0.75", 0, [("mca", 3, 2)])]  # fmt: skip
+    with pytest.raises(SystemExit, match="no run in the grid"):
+        only(grid([0], []), ["mofo0.75 + mca h3d2"])  # no sweep: the setting is not in the grid
+
+
+def test_merged_rows_keep_earlier_runs_and_take_this_runs_in_their_place() -> None:
+    def row(pretraining: str, head: str, seed: int, top1: float) -> dict:
+        return {"pretraining": pretraining, "head": head, "heads": 3, "depth": 1, "seed": seed,
+                "validation_top1": top1}  # fmt: skip
+
+    earlier = [
+        row("tube", "mean", 0, 10.0),
+        row("tube", "mca", 0, 20.0),
+        row("tube", "mean", 1, 11.0),
+    ]
+    rows = merged(earlier, [row("tube", "mca", 0, 25.0), row("tube", "mca_literal", 0, 15.0)])
+    assert [(r["head"], r["seed"], r["validation_top1"]) for r in rows] == [
+        ("mean", 0, 10.0),
+        ("mean", 1, 11.0),
+        ("mca", 0, 25.0),
+        ("mca_literal", 0, 15.0),
     ]
 
 
