@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 4
+ALGORITHM_VERSION = 5
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -97,7 +97,11 @@ class MotionParams:
     is one whose pixels the camera's motion explains as well as its own flow (their local
     correlation with the second frame warped back along the flow gains less than
     ``refine_evidence`` over the camera's motion: a drifting shadow, changing light,
-    compression noise).
+    compression noise); ``refine_pixel_evidence`` then takes out of the box the moving pixels
+    that do not gain that much themselves. The camera's affine is fitted with each pixel
+    weighted by how well the first frame pins its flow down (``camera_confidence``: the square
+    root of the structure tensor's smaller eigenvalue over this many grey levels, capped at 1;
+    flat sky and walls get TV-L1's guess, not a measurement).
     """
 
     short_side: int = 112  # the "balanced" preset (see QUALITY_PRESETS)
@@ -123,6 +127,8 @@ class MotionParams:
     refine_lead: float = 1.0
     refine_min_motion: float = 0.004
     refine_evidence: float | None = 0.05  # None: no test against the frames
+    refine_pixel_evidence: float | None = 0.05  # None: the region's moving pixels all count
+    camera_confidence: float | None = 2.0  # None: the camera fitted on every pixel alike
     cut_threshold: float | None = 0.1  # None: no cut detection
     fallback_size: float = 0.5
 
@@ -151,6 +157,11 @@ class MotionParams:
             raise ValueError(
                 f"refine_evidence must be in [-1, 2] or None, got {self.refine_evidence}"
             )
+        pixel = self.refine_pixel_evidence
+        if pixel is not None and not -1.0 <= pixel <= 2.0:
+            raise ValueError(f"refine_pixel_evidence must be in [-1, 2] or None, got {pixel}")
+        if self.camera_confidence is not None and self.camera_confidence <= 0:
+            raise ValueError(f"camera_confidence must be > 0 or None, got {self.camera_confidence}")
         if self.cut_threshold is not None and self.cut_threshold <= 0:
             raise ValueError(f"cut_threshold must be > 0 or None, got {self.cut_threshold}")
         if not 0.0 < self.fallback_size <= 1.0:

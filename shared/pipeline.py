@@ -23,7 +23,7 @@ from shared.flow.gray import rgb_to_gray
 from shared.motion_boundary import motion_boundary, temporal_average
 from shared.params import DecodeLimits, FlowBackend, MotionParams
 from shared.record import Box, BoxRecord, centre_box, scale_box, union_box
-from shared.refine import refine_boxes
+from shared.refine import dominant_motion, flow_confidence, refine_boxes
 from shared.regions import (
     clamp_outliers,
     label_regions,
@@ -157,8 +157,10 @@ def boxes_from_maps(
     With ``params.refine`` and the maps' ``flow`` (T, 2, H, W), each region's box is shrunk to
     what moves against the camera (:func:`shared.refine.refine_boxes`), and with the pairs'
     ``frames`` (first, second: (T, 1, H, W) gray each) a region whose pixels the camera's motion
-    explains as well as its own flow is dropped (``params.refine_evidence``); ``flow=None``
-    keeps the regions' union box as the map gives it.
+    explains as well as its own flow is dropped (``params.refine_evidence``) and each box is cut
+    to the pixels that bear their motion out (``params.refine_pixel_evidence``); the camera's
+    motion is fitted where the first frames pin the flow down (``params.camera_confidence``).
+    ``flow=None`` keeps the regions' union box as the map gives it.
     """
     height, width = maps.shape[-2:]
     masks = threshold_masks(maps, params.threshold_rel, params.threshold_abs)
@@ -166,14 +168,19 @@ def boxes_from_maps(
     min_area = max(1, round(params.min_region * height * width))
     regions = strongest_regions(labels, maps[:, 0], params.regions, min_area, params.region_ratio)
     if params.refine and flow is not None:
+        weight = None
+        if params.camera_confidence is not None and frames is not None:
+            weight = flow_confidence(frames[0], scale=params.camera_confidence)
         return refine_boxes(
             flow,
             regions,
             fraction=params.refine_fraction,
             lead=params.refine_lead,
             min_motion=params.refine_min_motion,
+            affine=dominant_motion(flow, weight=weight),
             frames=frames,
             min_evidence=params.refine_evidence,
+            pixel_evidence=params.refine_pixel_evidence,
         )
     return [union_box(found) for found in regions]
 

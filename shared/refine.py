@@ -4,7 +4,9 @@ The motion-boundary map (eq. 1) is high on a band each side of a mover's edge (T
 regularisation and median filter spread the flow's derivative, the smoothing spreads it more),
 so the boxes of its regions are wider than the mover. The flow itself, less the camera's motion,
 is high on the mover and low around it. :func:`dominant_motion` fits an affine model of each
-frame's flow robustly (least squares reweighted with Tukey's biweight, so movers are outliers);
+frame's flow robustly (least squares reweighted with Tukey's biweight, so movers are outliers;
+each pixel weighted by :func:`flow_confidence`, how well the frame pins its flow down, so flat sky
+and walls, whose flow is TV-L1's guess, do not tilt it);
 :func:`residual_flow` is the flow less that model; :func:`refine_regions` shrinks each region's
 box to the pixels whose residual reaches a fraction of the region's own, pulls back the side the
 mover moves towards (TV-L1 gives the mover's flow to the background it is about to cover) and
@@ -17,7 +19,7 @@ warped back along the camera's motion alone; where the camera's motion explains 
 well, the flow's own motion was not there. :func:`camera_evidence` measures that match as a local
 normalised cross-correlation (blind to a change of brightness or contrast), and
 :func:`refine_regions` drops a region whose moving pixels do not gain ``min_evidence`` from
-their own motion.
+their own motion, and cuts each kept box to the pixels that do (``pixel_evidence``).
 
 How the defaults were chosen, and what they gain: ``bench/tune_refine.py``.
 """
@@ -52,16 +54,24 @@ def dominant_motion(
     iterations: int = 10,
     tukey: float = 4.685,
     min_scale: float = 0.05,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The camera's motion: an affine model of each frame's flow, (T, 2, H, W) → (T, 2, 3).
 
     ``A[t] @ [x, y, 1]`` is the modelled flow (u, v) at pixel (x, y). Fitted on every
     ``stride``-th pixel away from a ``border`` × short side margin, starting from the median
     flow, by least squares reweighted with Tukey's biweight (cut-off ``tukey`` × the robust
-    residual scale, at least ``min_scale`` px), so movers count as outliers.
+    residual scale, at least ``min_scale`` px), so movers count as outliers. ``weight``
+    (T, H, W) in [0, 1], e.g. :func:`flow_confidence`, scales each pixel's say (the starting
+    median is taken over pixels weighted ≥ 0.5); a frame with fewer than 2 % of its sampled
+    pixels weighted ≥ 0.5 is fitted unweighted.
     """
     _check_flow(flow)
     t, _, height, width = flow.shape
+    if weight is not None and weight.shape != (t, height, width):
+        raise ValueError(
+            f"expected weight of shape {(t, height, width)}, got {tuple(weight.shape)}"
+        )
     margin = round(border * min(height, width))
     if min(height, width) - 2 * margin < 2:
         margin = 0
@@ -74,16 +84,25 @@ def dominant_motion(
     design = torch.stack(((xs - cx) / scale, (ys - cy) / scale, torch.ones_like(xs)), dim=1)
     target = sample.flatten(2).transpose(1, 2).double()  # (T, N, 2)
     design = design.double()  # (N, 3)
+    prior = torch.ones(t, target.shape[1], dtype=torch.float64, device=flow.device)
+    if weight is not None:
+        sampled = weight[:, margin : height - margin : stride, margin : width - margin : stride]
+        sampled = sampled.flatten(1).double()  # (T, N)
+        enough = (sampled >= 0.5).sum(dim=1) >= max(1, round(0.02 * sampled.shape[1]))
+        prior = torch.where(enough[:, None], sampled, prior)
 
     theta = torch.zeros(t, 3, 2, dtype=torch.float64, device=flow.device)
-    theta[:, 2] = target.median(dim=1).values  # start: the median translation
+    # start: the median translation of the pixels that count
+    start = target.masked_fill((prior < 0.5)[..., None], float("nan"))
+    theta[:, 2] = start.nanmedian(dim=1).values
     eye = 1e-9 * torch.eye(3, dtype=torch.float64, device=flow.device)
     for _ in range(iterations):
         resid = (target - design @ theta).square().sum(dim=2).sqrt()  # (T, N)
-        sigma = (1.4826 * resid.median(dim=1).values).clamp(min=min_scale)  # (T,)
+        spread = resid.masked_fill(prior < 0.5, float("nan")).nanmedian(dim=1).values
+        sigma = (1.4826 * spread).clamp(min=min_scale)  # (T,), over the pixels that count
         z = resid / (tukey * sigma[:, None])
-        weight = ((1 - z.square()).clamp(min=0)).square()  # (T, N)
-        wd = design * weight[..., None]  # (T, N, 3)
+        robust = ((1 - z.square()).clamp(min=0)).square() * prior  # (T, N)
+        wd = design * robust[..., None]  # (T, N, 3)
         normal = design.T @ wd + eye  # (T, 3, 3)
         theta = torch.linalg.solve(normal, wd.transpose(1, 2) @ target)  # (T, 3, 2)
 
@@ -91,6 +110,25 @@ def dominant_motion(
     a, b, c = theta[:, 0] / scale, theta[:, 1] / scale, theta[:, 2]  # each (T, 2)
     offset = c - a * cx - b * cy
     return torch.stack((a, b, offset), dim=2).to(flow.dtype)  # (T, 2, 3)
+
+
+def flow_confidence(gray: torch.Tensor, *, window: int = 5, scale: float = 2.0) -> torch.Tensor:
+    """How well each pixel of (T, 1, H, W) gray frames pins its flow down: (T, H, W) in [0, 1].
+
+    The square root of the smaller eigenvalue of the structure tensor (central-difference
+    gradients averaged over ``window`` squares), in grey levels a pixel, over ``scale``, capped
+    at 1. Flat sky and walls give TV-L1 nothing to measure, and an edge only the motion across
+    it: there the flow is its smoothness term's guess, and both score about 0.
+    """
+    if gray.ndim != 4 or gray.shape[1] != 1:
+        raise ValueError(f"expected gray frames of shape (T, 1, H, W), got {tuple(gray.shape)}")
+    g = gray.float()
+    pad = torch.nn.functional.pad
+    gx = pad((g[..., 2:] - g[..., :-2]) / 2, (1, 1, 0, 0), mode="replicate")
+    gy = pad((g[..., 2:, :] - g[..., :-2, :]) / 2, (0, 0, 1, 1), mode="replicate")
+    xx, xy, yy = (_box_mean(v, window) for v in (gx * gx, gx * gy, gy * gy))
+    smaller = (xx + yy) / 2 - (((xx - yy) / 2).square() + xy.square()).sqrt()
+    return (smaller.clamp(min=0).sqrt() / scale).clamp(max=1.0)[:, 0]
 
 
 def residual_flow(flow: torch.Tensor, affine: torch.Tensor | None = None) -> torch.Tensor:
@@ -201,6 +239,7 @@ def refine_region_boxes(
     lead: float = 1.0,
     evidence: torch.Tensor | None = None,
     min_pixels: int = 16,
+    pixel_evidence: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shrink R region boxes to the pixels that move against the camera, all at once.
 
@@ -212,7 +251,9 @@ def refine_region_boxes(
     of those pixels. Returns the (R, 4) refined boxes (x2 == x1 where no pixel is left), the
     (R,) levels in pixels per frame and the (R,) mean ``evidence`` ((T, H, W), from
     :func:`camera_evidence`) over those pixels: +inf where fewer than ``min_pixels`` of them
-    tell (no texture) or no evidence is given.
+    tell (no texture) or no evidence is given. With ``evidence`` and ``pixel_evidence``, the
+    pixels whose own evidence is under ``pixel_evidence`` then leave the box (those that cannot
+    tell stay), unless fewer than ``min_pixels`` would be left.
     """
     if residual.ndim != 4 or residual.shape[1] != 2:
         raise ValueError(f"expected residual of shape (T, 2, H, W), got {tuple(residual.shape)}")
@@ -236,6 +277,11 @@ def refine_region_boxes(
         count = telling.flatten(1).sum(dim=1)
         total = own.masked_fill(~telling, 0.0).flatten(1).sum(dim=1)
         gain = torch.where(count >= min_pixels, total / count.clamp(min=1), gain)
+        if pixel_evidence is not None:
+            trimmed = keep & ~(own < pixel_evidence)  # NaN (cannot tell) stays
+            enough = trimmed.flatten(1).sum(dim=1) >= min_pixels
+            keep = torch.where(enough.view(-1, 1, 1), trimmed, keep)
+            refined = _bounds(keep)
     if lead > 0:
         shift = vectors.masked_fill(~keep[:, None], float("nan")).flatten(2).nanmedian(dim=2)
         shift = (lead * shift.values.nan_to_num(0.0)).round().long()  # (R, 2): dx, dy
@@ -263,6 +309,7 @@ def refine_regions(
     affine: torch.Tensor | None = None,
     frames: tuple[torch.Tensor, torch.Tensor] | None = None,
     min_evidence: float | None = None,
+    pixel_evidence: float | None = None,
 ) -> list[list[Box]]:
     """Each frame's region boxes, shrunk to the pixels that move against the camera.
 
@@ -274,7 +321,8 @@ def refine_regions(
     else :func:`dominant_motion` fits it. With ``frames`` (the pairs' first and second gray
     frames, (T, 1, H, W) each) and ``min_evidence``, a region whose moving pixels' mean
     :func:`camera_evidence` is under ``min_evidence`` is dropped too: the camera's motion explains
-    its pixels as well as its own flow does. Returns, per frame, the refined boxes of the
+    its pixels as well as its own flow does; ``pixel_evidence`` then cuts each box to the pixels
+    that gain that much (:func:`refine_region_boxes`). Returns, per frame, the refined boxes of the
     regions kept, in their order.
     """
     _check_flow(flow)
@@ -307,6 +355,7 @@ def refine_regions(
             floor_quantile=floor_quantile,
             lead=lead,
             evidence=evidence,
+            pixel_evidence=pixel_evidence if evidence is not None else None,
         )
         refined.append(r)
         level.append(lv)

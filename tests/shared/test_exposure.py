@@ -152,4 +152,6 @@ def test_a_flickering_clip_keeps_its_boxes_and_finds_no_cut() -> None:
             scores[name, exposure] = float(np.mean(ious))
     assert scores["steady", "off"] > 0.9 and scores["steady", "gain"] > 0.9
     assert scores["flicker", "gain"] > 0.9  # matched: as if the light were steady
-    assert scores["flicker", "off"] < 0.3  # every textured edge of the photo "moves"
+    # unmatched, every textured edge of the photo "moves": the evidence tests take some of it
+    # away (0.22 at algorithm version 4, 0.39 at 5), the matching all of it
+    assert scores["flicker", "off"] < 0.5

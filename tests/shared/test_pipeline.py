@@ -315,6 +315,8 @@ CHANGED: dict[str, object] = {
     "refine_lead": 0.0,
     "refine_min_motion": 0.01,
     "refine_evidence": None,
+    "refine_pixel_evidence": 0.1,
+    "camera_confidence": None,
     "cut_threshold": None,
     "fallback_size": 0.6,
 }
@@ -379,6 +381,9 @@ def test_hash_changes_with_every_flow_field(name: str) -> None:
         {"regions": 0},
         {"fallback_size": 0.0},
         {"fallback_size": 1.5},
+        {"refine_evidence": 3.0},
+        {"refine_pixel_evidence": -1.5},
+        {"camera_confidence": 0.0},
     ],
 )
 def test_motion_params_validation(kwargs: dict) -> None:
