@@ -140,6 +140,15 @@ def pairs_per_second(params: MotionParams, clips: list[np.ndarray]) -> float:
     return pairs / (time.perf_counter() - start)
 
 
+def print_speeds(speeds: dict[str, float]) -> None:
+    """One line a setting: pairs/s and the ratio to ``paper`` (when measured)."""
+    reference = speeds.get("paper")
+    for name, value in speeds.items():
+        ratio = f"  {value / reference:5.2f}x paper" if reference else ""
+        print(f"{name:16s} {value:8.2f} pairs/s{ratio}")
+    print(f"on {platform.machine()}, {os.cpu_count()} CPUs, one thread")
+
+
 def plot(path: Path, rows: list[dict], chosen: str) -> None:
     """Held-out IoU (every frame) against pairs/s, log x, drawn with OpenCV."""
     w, h, pad = 900, 560, 70
@@ -216,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         "--from-log", type=Path, default=None, help="only plot an earlier run's log (with --plot)"
     )
     parser.add_argument("--chosen", default="112/w3", help="drawn as chosen (--from-log)")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="pairs/s only, back to back (no IoU, no flows)"
+    )
     args = parser.parse_args(argv)
     if args.from_log is not None:
         if args.plot is None:
@@ -228,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     tried = settings()
     if args.only:
         tried = {k: v for k, v in tried.items() if k in args.only}
-    scenarios = capped(suite(args.suite), args.frames)
     clips = speed_frames(args.speed_pairs)
+    if args.speed_only:
+        print_speeds({name: pairs_per_second(p, clips) for name, p in tried.items()})
+        return 0
+    scenarios = capped(suite(args.suite), args.frames)
     start = time.perf_counter()
     rows = []
     for name, params in tried.items():  # quality first: flows computed here are cached
