@@ -34,6 +34,9 @@ a time:
 
 Every finished run is skipped on a rerun (a killed pretraining or finetuning resumes from its
 checkpoint), so one command resumes the whole grid; ``--report`` only tabulates what is done.
+``--only SETTING ...`` runs part of the grid (settings named as the report names them), and
+``--merge JSON`` reports this run's rows with an earlier results file's (same clips and
+budget), so a part run later joins the table it belongs to.
 Each finetuned model is scored once on both evaluation splits together (one ``mofo evaluate``
 of ``evaluation.json``), split by clip afterwards. Results: per run a row (top-1 on the
 shuffled and the matched split, wall and CPU seconds), per setting mean ± std and n, paired
