@@ -168,6 +168,8 @@ def boxes_from_maps(
     min_area = max(1, round(params.min_region * height * width))
     regions = strongest_regions(labels, maps[:, 0], params.regions, min_area, params.region_ratio)
     if params.refine and flow is not None:
+        if not any(regions):  # a still clip: no camera to fit
+            return [None] * len(regions)
         weight = None
         if params.camera_confidence is not None and frames is not None:
             weight = flow_confidence(frames[0], scale=params.camera_confidence)
