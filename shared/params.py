@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 5
+ALGORITHM_VERSION = 6
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -102,6 +102,14 @@ class MotionParams:
     weighted by how well the first frame pins its flow down (``camera_confidence``: the square
     root of the structure tensor's smaller eigenvalue over this many grey levels, capped at 1;
     flat sky and walls get TV-L1's guess, not a measurement).
+
+    A second look (``second_threshold_rel``): a frame with fewer than ``regions`` regions kept
+    takes more from the regions above ``median + max(threshold_abs, second_threshold_rel ·
+    (max − median))`` (a slow mover beside a fast one stays under a threshold relative to the
+    frame's peak) that pass the same tests with ``second_evidence`` in place of
+    ``refine_evidence`` (and have the texture to be tested at all), overlap no region kept and
+    are not strips (at most 4:1): long thin regions at that level are TV-L1's artefacts along
+    edges and the frame's border. It needs the evidence test (``refine_evidence`` set).
     """
 
     short_side: int = 112  # the "balanced" preset (see QUALITY_PRESETS)
@@ -117,6 +125,8 @@ class MotionParams:
     sigma: float = 0.005
     threshold_rel: float = 0.3
     threshold_abs: float = 0.05
+    second_threshold_rel: float | None = 0.1  # None: no second look
+    second_evidence: float = 0.08
     regions: int = 2
     min_region: float = 0.002
     region_ratio: float = 0.0
@@ -160,6 +170,14 @@ class MotionParams:
         pixel = self.refine_pixel_evidence
         if pixel is not None and not -1.0 <= pixel <= 2.0:
             raise ValueError(f"refine_pixel_evidence must be in [-1, 2] or None, got {pixel}")
+        second = self.second_threshold_rel
+        if second is not None and not 0.0 < second < self.threshold_rel:
+            raise ValueError(
+                f"second_threshold_rel must be in (0, threshold_rel = {self.threshold_rel}) or "
+                f"None, got {second}"
+            )
+        if not -1.0 <= self.second_evidence <= 2.0:
+            raise ValueError(f"second_evidence must be in [-1, 2], got {self.second_evidence}")
         if self.camera_confidence is not None and self.camera_confidence <= 0:
             raise ValueError(f"camera_confidence must be > 0 or None, got {self.camera_confidence}")
         if self.cut_threshold is not None and self.cut_threshold <= 0:

@@ -23,8 +23,9 @@ from shared.flow.gray import rgb_to_gray
 from shared.motion_boundary import motion_boundary, temporal_average
 from shared.params import DecodeLimits, FlowBackend, MotionParams
 from shared.record import Box, BoxRecord, centre_box, scale_box, union_box
-from shared.refine import dominant_motion, flow_confidence, refine_boxes
+from shared.refine import camera_evidence, dominant_motion, flow_confidence, refine_regions
 from shared.regions import (
+    admit_second,
     clamp_outliers,
     label_regions,
     smooth,
@@ -32,6 +33,10 @@ from shared.regions import (
     suppress_border,
     threshold_masks,
 )
+
+# Regions a second look considers beyond ``regions``: a slow mover can rank behind the fast
+# one's region and a stray one at the lower threshold.
+SECOND_CANDIDATES = 2
 
 if TYPE_CHECKING:  # decoding (PyAV) is imported only when a clip is decoded
     from shared.decode import Clip, Source
@@ -160,6 +165,8 @@ def boxes_from_maps(
     explains as well as its own flow is dropped (``params.refine_evidence``) and each box is cut
     to the pixels that bear their motion out (``params.refine_pixel_evidence``); the camera's
     motion is fitted where the first frames pin the flow down (``params.camera_confidence``).
+    A frame with fewer than ``params.regions`` regions kept takes a second look at a lower
+    threshold (``params.second_threshold_rel``, :func:`shared.regions.admit_second`).
     ``flow=None`` keeps the regions' union box as the map gives it.
     """
     height, width = maps.shape[-2:]
@@ -173,17 +180,29 @@ def boxes_from_maps(
         weight = None
         if params.camera_confidence is not None and frames is not None:
             weight = flow_confidence(frames[0], scale=params.camera_confidence)
-        return refine_boxes(
-            flow,
-            regions,
-            fraction=params.refine_fraction,
-            lead=params.refine_lead,
-            min_motion=params.refine_min_motion,
-            affine=dominant_motion(flow, weight=weight),
-            frames=frames,
-            min_evidence=params.refine_evidence,
-            pixel_evidence=params.refine_pixel_evidence,
-        )
+        affine = dominant_motion(flow, weight=weight)
+        evidence = None
+        if frames is not None and params.refine_evidence is not None:
+            evidence = camera_evidence(frames[0], frames[1], flow, affine)
+        settings = {
+            "fraction": params.refine_fraction,
+            "lead": params.refine_lead,
+            "min_motion": params.refine_min_motion,
+            "affine": affine,
+            "evidence": evidence,
+            "pixel_evidence": params.refine_pixel_evidence,
+        }
+        kept = refine_regions(flow, regions, min_evidence=params.refine_evidence, **settings)
+        if params.second_threshold_rel is not None and evidence is not None:
+            low = label_regions(
+                threshold_masks(maps, params.second_threshold_rel, params.threshold_abs)
+            )
+            more = strongest_regions(low, maps[:, 0], params.regions + SECOND_CANDIDATES, min_area)
+            tested = refine_regions(
+                flow, more, min_evidence=params.second_evidence, require_evidence=True, **settings
+            )
+            kept = admit_second(kept, tested, params.regions)
+        return [union_box(boxes) for boxes in kept]
     return [union_box(found) for found in regions]
 
 

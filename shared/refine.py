@@ -310,6 +310,8 @@ def refine_regions(
     frames: tuple[torch.Tensor, torch.Tensor] | None = None,
     min_evidence: float | None = None,
     pixel_evidence: float | None = None,
+    evidence: torch.Tensor | None = None,
+    require_evidence: bool = False,
 ) -> list[list[Box]]:
     """Each frame's region boxes, shrunk to the pixels that move against the camera.
 
@@ -322,8 +324,11 @@ def refine_regions(
     frames, (T, 1, H, W) each) and ``min_evidence``, a region whose moving pixels' mean
     :func:`camera_evidence` is under ``min_evidence`` is dropped too: the camera's motion explains
     its pixels as well as its own flow does; ``pixel_evidence`` then cuts each box to the pixels
-    that gain that much (:func:`refine_region_boxes`). Returns, per frame, the refined boxes of the
-    regions kept, in their order.
+    that gain that much (:func:`refine_region_boxes`). ``evidence`` (T, H, W): the pairs'
+    :func:`camera_evidence` when already computed (then ``frames`` is not needed). With
+    ``require_evidence``, a region too flat to be tested (fewer than 16 textured moving pixels)
+    is dropped too, where otherwise it is given the benefit of the doubt. Returns, per
+    frame, the refined boxes of the regions kept, in their order.
     """
     _check_flow(flow)
     if len(regions) != flow.shape[0]:
@@ -337,8 +342,9 @@ def refine_regions(
     if affine is None:
         affine = dominant_motion(flow)
     residual = residual_flow(flow, affine)  # (T, 2, H, W)
-    evidence = None
-    if frames is not None and min_evidence is not None:
+    if min_evidence is None:
+        evidence = None
+    elif evidence is None and frames is not None:
         evidence = camera_evidence(frames[0], frames[1], flow, affine, residual=residual)
     frame = torch.tensor([t for t, _ in pairs], device=flow.device)
     boxes = torch.tensor([box for _, box in pairs], dtype=torch.int64, device=flow.device)
@@ -364,7 +370,10 @@ def refine_regions(
     min_level = min_motion * min(flow.shape[-2:])
     ok = (refined_all[:, 2] > refined_all[:, 0]) & (level_all >= min_level)
     if evidence is not None:
-        ok &= torch.cat(gain) >= min_evidence
+        gains = torch.cat(gain)
+        ok &= gains >= min_evidence
+        if require_evidence:
+            ok &= gains.isfinite()
     for (t, _), box, good in zip(pairs, refined_all.tolist(), ok.tolist(), strict=True):
         if good:
             out[t].append(box)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from kornia.filters import gaussian_blur2d
 
-from shared.record import Box, union_box
+from shared.record import Box, box_iou, union_box
 
 
 def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -163,6 +163,32 @@ def strongest_regions(
         rows = stats[start : start + regions]
         rows = rows[(rows[:, 0] == frame) & (rows[:, 2] >= ratio * rows[0, 2])]
         out[frame] = [[int(v) for v in row[3:7]] for row in rows]
+    return out
+
+
+def admit_second(
+    kept: list[list[Box]],
+    candidates: list[list[Box]],
+    regions: int,
+    max_aspect: float = 4.0,
+) -> list[list[Box]]:
+    """A second look: each frame's ``kept`` region boxes, then its ``candidates`` (found at a
+    lower threshold, already tested) in their order while the frame has fewer than ``regions``:
+    a candidate joins unless it overlaps a box the frame has or is a strip (its long side over
+    ``max_aspect`` × its short side). Lists of [x1, y1, x2, y2] per frame; inputs unchanged."""
+    if len(candidates) != len(kept):
+        raise ValueError(f"expected candidates for {len(kept)} frames, got {len(candidates)}")
+    out = [list(boxes) for boxes in kept]
+    for boxes, found in zip(out, candidates, strict=True):
+        for box in found:
+            if len(boxes) >= regions:
+                break
+            width, height = box[2] - box[0], box[3] - box[1]
+            if max(width, height) > max_aspect * max(1, min(width, height)):
+                continue
+            if any(box_iou(box, k) > 0 for k in boxes):
+                continue
+            boxes.append(box)
     return out
 
 

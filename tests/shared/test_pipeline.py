@@ -317,6 +317,8 @@ CHANGED: dict[str, object] = {
     "refine_evidence": None,
     "refine_pixel_evidence": 0.1,
     "camera_confidence": None,
+    "second_threshold_rel": None,
+    "second_evidence": 0.2,
     "cut_threshold": None,
     "fallback_size": 0.6,
 }
@@ -384,6 +386,8 @@ def test_hash_changes_with_every_flow_field(name: str) -> None:
         {"refine_evidence": 3.0},
         {"refine_pixel_evidence": -1.5},
         {"camera_confidence": 0.0},
+        {"second_threshold_rel": 0.3},
+        {"second_evidence": 2.5},
     ],
 )
 def test_motion_params_validation(kwargs: dict) -> None:
