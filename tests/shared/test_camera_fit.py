@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,15 +14,9 @@ from shared.params import MotionParams, preset_params
 from shared.pipeline import analyse_frames
 from shared.record import box_iou, scale_box
 from shared.refine import dominant_motion, flow_confidence, refine_regions
+from tests.images import texture
 
 H, W = 48, 64
-
-
-def texture(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """(h, w) smoothed noise over 20..230, whole grey levels."""
-    noise = np.random.default_rng(seed).uniform(0, 255, (h, w)).astype(np.float32)
-    noise = cv2.GaussianBlur(noise, (0, 0), 1.2)
-    return (20 + (noise - noise.min()) / (noise.max() - noise.min()) * 210).round()
 
 
 # --------------------------------------------------------------------------- flow confidence

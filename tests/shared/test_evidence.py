@@ -14,17 +14,11 @@ from shared.params import MotionParams, preset_params
 from shared.pipeline import analyse_frames
 from shared.record import box_iou
 from shared.refine import camera_evidence, dominant_motion, local_ncc, refine_regions
+from tests.images import texture
 
 H, W = 48, 64
 MOVER = [24, 16, 40, 32]  # x1, y1, x2, y2 in the first frame
 STEP = (3, 0)  # the mover's own motion, px per frame
-
-
-def texture(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """(h, w) smoothed noise over 20..230, whole grey levels."""
-    noise = np.random.default_rng(seed).uniform(0, 255, (h, w)).astype(np.float32)
-    noise = cv2.GaussianBlur(noise, (0, 0), 1.2)
-    return (20 + (noise - noise.min()) / (noise.max() - noise.min()) * 210).round()
 
 
 def scene(camera: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import pytest
 
@@ -13,6 +12,7 @@ from shared.params import MotionParams, preset_params
 from shared.pipeline import analyse_frames
 from shared.record import box_iou
 from shared.regions import admit_second
+from tests.images import texture
 
 
 def test_a_candidate_joins_a_frame_short_of_regions() -> None:
@@ -41,12 +41,6 @@ def test_strips_do_not_join() -> None:
     assert kept == [[a]]  # the input is not changed
     with pytest.raises(ValueError, match="candidates for 1 frames"):
         admit_second(kept, [], regions=2)
-
-
-def texture(h: int, w: int, seed: int) -> np.ndarray:
-    noise = np.random.default_rng(seed).uniform(0, 255, (h, w)).astype(np.float32)
-    noise = cv2.GaussianBlur(noise, (0, 0), 1.2)
-    return (20 + (noise - noise.min()) / (noise.max() - noise.min()) * 210).round()
 
 
 def fast_and_slow(count: int = 10) -> tuple[np.ndarray, list[list[int]]]:
