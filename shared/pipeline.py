@@ -160,7 +160,7 @@ def boxes_from_maps(
     """Each frame's own motion box from its smoothed map, or None where nothing moves.
 
     With ``params.refine`` and the maps' ``flow`` (T, 2, H, W), each region's box is shrunk to
-    what moves against the camera (:func:`shared.refine.refine_boxes`), and with the pairs'
+    what moves against the camera (:func:`shared.refine.refine_regions`), and with the pairs'
     ``frames`` (first, second: (T, 1, H, W) gray each) a region whose pixels the camera's motion
     explains as well as its own flow is dropped (``params.refine_evidence``) and each box is cut
     to the pixels that bear their motion out (``params.refine_pixel_evidence``); the camera's
@@ -198,6 +198,8 @@ def boxes_from_maps(
                 threshold_masks(maps, params.second_threshold_rel, params.threshold_abs)
             )
             more = strongest_regions(low, maps[:, 0], params.regions + SECOND_CANDIDATES, min_area)
+            # only frames short of regions take a look: the others cannot admit any
+            more = [m if len(k) < params.regions else [] for m, k in zip(more, kept, strict=True)]
             tested = refine_regions(
                 flow, more, min_evidence=params.second_evidence, require_evidence=True, **settings
             )
