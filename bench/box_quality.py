@@ -23,7 +23,8 @@ sampling keeps:
 
 Prints a table per scenario and sampling, means per camera kind and overall, cut detection's
 precision and recall on clips with a cut, and the wall time. Flows are cached under
-``bench-out/flows/`` (keyed by clip, working size and TV-L1 settings), so a second run costs
+``bench-out/flows/`` (keyed by clip, working size and TV-L1 settings; ``MOFO_FLOW_CACHE`` names
+another folder), so a second run costs
 only the region stage; ``bench/frontier.py`` measures speed in its own run.
 """
 
@@ -52,7 +53,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from bench import synthetic  # noqa: E402
 from bench.paper_pipeline import opencv_flows, paper_boxes  # noqa: E402
 from shared.decode import motion_partners, plan_frames, working_size  # noqa: E402
-from shared.flow import optical_flow  # noqa: E402
+from shared.flow import exposure, optical_flow  # noqa: E402
 from shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
 from shared.pipeline import FrameAnalysis, analyse_frames  # noqa: E402
 from shared.record import box_iou, scale_box  # noqa: E402
@@ -63,7 +64,7 @@ HELDOUT_SEEDS = (2, 3)
 CLIP_FPS = 25.0  # the rate synthetic clips are taken to have, for --fps sampling
 MODES: dict[str, dict] = {"every": {}, "num_frames=6": {"num_frames": 6}, "fps=4": {"fps": 4.0}}
 METHODS = ("ours", "previous", "paper")
-FLOW_CACHE = ROOT / "bench-out" / "flows"
+FLOW_CACHE = Path(os.environ.get("MOFO_FLOW_CACHE", ROOT / "bench-out" / "flows"))
 OUT_DIR = ROOT / "bench-out" / "box_quality"
 
 
@@ -106,16 +107,11 @@ def to_working(frames: np.ndarray, short_side: int) -> tuple[np.ndarray, float, 
 
 
 def _flow_key(clip: synthetic.SyntheticClip, size: tuple[int, int], flow: FlowParams, backend):
-    text = json.dumps(
-        [
-            clip.scenario.name,
-            clip.seed,
-            clip.scenario.frames,
-            size,
-            dataclasses.asdict(flow),
-            backend,
-        ]
-    )
+    fields = [clip.scenario.name, clip.seed, clip.scenario.frames, size, dataclasses.asdict(flow)]
+    fields.append(backend)
+    if flow.exposure == "gain":  # the matching tolerance changes which pairs are measured again
+        fields.append(["exposure_tolerance", exposure.TOLERANCE])
+    text = json.dumps(fields)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

@@ -31,7 +31,9 @@ import torch
 
 from shared.cuts import warp_back
 
-TOLERANCE = 0.02  # a gain within 2 % of 1 is left alone: no second flow
+# A gain within 0.5 % of 1 is left alone: no second flow. 2 % let small flicker steps through,
+# and a 2-3 % step still reads as motion over flat sky and walls (BENCHMARKS.md, version 7).
+TOLERANCE = 0.005
 DARK, BRIGHT = 16.0, 240.0  # grey levels outside which a ratio says little (noise, clipping)
 MIN_SHARE = 0.05  # fewer usable pixels than this share of the frame: gain 1
 MAX_GAIN = 2.0  # a gain is clamped to [1 / MAX_GAIN, MAX_GAIN]

@@ -71,13 +71,8 @@ def test_apply_gain_darkens_the_brighter_frame_only_and_rounds() -> None:
     assert torch.equal(new_a[1], b[1]) and torch.equal(new_b[1], b[1])  # 100 / 1.25 = 80 ...
     assert apply_gain(t4([[101.0]]), t4([[99.0]]), torch.tensor([0.97]))[1].item() == 96.0
     assert apply_gain(t4([[101.0]]), t4([[99.0]]), torch.tensor([1.03]))[0].item() == 98.0
-    assert needs_matching(torch.tensor([1.0, 1.019, 0.981, 1.03, 0.95])).tolist() == [
-        False,
-        False,
-        False,
-        True,
-        True,
-    ]
+    gains = torch.tensor([1.0, 1.004, 0.996, 1.006, 0.994, 1.019, 0.95])
+    assert needs_matching(gains).tolist() == [False, False, False, True, True, True, True]
 
 
 def test_bad_settings_are_refused() -> None:
@@ -97,12 +92,14 @@ def brighter(frames: np.ndarray, gain: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("backend", ["opencv", "torch"])
+@pytest.mark.parametrize("step", [1.2, 1.015])
 def test_a_brighter_second_frame_gives_the_flow_of_the_pair_as_shot(
-    carphone_frames: np.ndarray, backend: str
+    carphone_frames: np.ndarray, backend: str, step: float
 ) -> None:
+    # 1.015: a step under the 2 % that was once let through; unmatched it costs 0.15 px EPE
     cv2.setNumThreads(1)
     gray = rgb_to_gray(torch.from_numpy(carphone_frames[[3, 4]]))
-    lit = rgb_to_gray(torch.from_numpy(brighter(carphone_frames[[4]], 1.2)))
+    lit = rgb_to_gray(torch.from_numpy(brighter(carphone_frames[[4]], step)))
     params = FlowParams(warps=3)
     truth = optical_flow(gray[:1], gray[1:], params, backend)
     off = optical_flow(gray[:1], lit, params, backend)
