@@ -59,6 +59,7 @@ MODES = ("every", "num_frames=6")
 GRID = {
     224: ("default", "w3"),
     160: ("default", "w3"),
+    128: ("w3",),
     112: ("default", "w3", "s4w2", "w3e02"),
     96: ("w3",),
 }

@@ -112,7 +112,7 @@ class MotionParams:
     edges and the frame's border. It needs the evidence test (``refine_evidence`` set).
     """
 
-    short_side: int = 112  # the "balanced" preset (see QUALITY_PRESETS)
+    short_side: int = 128  # the "balanced" preset (see QUALITY_PRESETS)
     stride: int = 1
     fps: float | None = None
     num_frames: int | None = None
@@ -217,7 +217,7 @@ class DecodeLimits:
     The work limits bound what motion analysis holds, whatever the clip's size on disk:
     ``max_work_pixels`` caps working-size pixels × frames held (kept frames and their motion
     partners; about 100 bytes each through flow and regions), ``max_work_side`` the working
-    long side (a 3840×2 clip at short side 112 would be 215040 px long).
+    long side (a 3840×2 clip at short side 128 would be 245760 px long).
     """
 
     max_bytes: int = 2 * 1024**3
@@ -233,11 +233,11 @@ Quality = Literal["fast", "balanced", "paper"]
 
 # Named trade-offs of speed for box quality, as the fields that differ from MotionParams'
 # defaults (which are "balanced"), chosen on the frontier's tuning seeds (bench/frontier.py,
-# BENCHMARKS.md): "balanced" 112 px and 3 TV-L1 warps, each pair whose exposure changed measured
-# again at one exposure; "fast" also stops each warp at twice OpenCV's epsilon; "paper" is
-# OpenCV's default TV-L1 at 224 px, as the paper measured flow (no exposure matching).
+# BENCHMARKS.md): "balanced" 128 px and 3 TV-L1 warps, each pair whose exposure changed measured
+# again at one exposure; "fast" 112 px and also stops each warp at twice OpenCV's epsilon;
+# "paper" is OpenCV's default TV-L1 at 224 px, as the paper measured flow (no exposure matching).
 QUALITY_PRESETS: dict[str, dict] = {
-    "fast": {"flow": FlowParams(warps=3, epsilon=0.02, exposure="gain")},
+    "fast": {"short_side": 112, "flow": FlowParams(warps=3, epsilon=0.02, exposure="gain")},
     "balanced": {},
     "paper": {"short_side": 224, "flow": FlowParams()},
 }

@@ -50,7 +50,7 @@ def _clip(path: Path, size: tuple[int, int], frames: int, fps: int) -> Path:
 
 def long_tiny_clip(d: str | Path) -> Path:
     """9000 frames of 16x16 at 15 fps (600 s, a few hundred KB): inside the default frame and
-    duration limits, but every frame at working size is 9000 x 112 x 112 pixels of work."""
+    duration limits, but every frame at working size is 9000 x 128 x 128 pixels of work."""
     return _clip(Path(d) / "long_tiny_9000f_16x16.mp4", (16, 16), 9000, 15)
 
 
@@ -60,12 +60,12 @@ def tiny_clip(d: str | Path) -> Path:
 
 
 def wide_clip(d: str | Path) -> Path:
-    """30 frames of 3840x2: within the resolution limit, 215040x112 at the default working size."""
+    """30 frames of 3840x2: within the resolution limit, 245760x128 at the default working size."""
     return _clip(Path(d) / "wide_3840x2.mp4", (3840, 2), 30, 15)
 
 
 def tall_clip(d: str | Path) -> Path:
-    """30 frames of 16x2160: 112x15120 at the default working size (one flow pair: seconds)."""
+    """30 frames of 16x2160: 128x17280 at the default working size (one flow pair: seconds)."""
     return _clip(Path(d) / "tall_16x2160.mp4", (16, 2160), 30, 15)
 
 

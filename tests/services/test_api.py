@@ -136,8 +136,8 @@ def test_motion_map_png(client, expected):
     assert response.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(response.content))
     assert image.format == "PNG"
-    # six frames at the default working size 150x112: frames above their maps
-    assert image.size == strip_size(6, 112, 150)
+    # six frames at the default working size 170x128: frames above their maps
+    assert image.size == strip_size(6, 128, 170)
 
 
 def _recent_hits(client: httpx.Client) -> float:
@@ -160,12 +160,12 @@ def test_preview_gif_and_mp4(client):
     assert gif.status_code == 200, gif.text
     assert gif.headers["content-type"] == "image/gif"
     image = Image.open(io.BytesIO(gif.content))
-    assert image.format == "GIF" and image.size == (150, 112) and image.n_frames >= 2
+    assert image.format == "GIF" and image.size == (170, 128) and image.n_frames >= 2
     mp4 = _upload(client, "/v1/preview", _sample_bytes(), format="mp4", **FAST)
     assert mp4.headers["content-type"] == "video/mp4"
     with av.open(io.BytesIO(mp4.content)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(frames) == 6 and frames[0].shape == (112, 150, 3)
+    assert len(frames) == 6 and frames[0].shape == (128, 170, 3)
     problem(
         _upload(client, "/v1/preview", _sample_bytes(), format="webm"), 422, "invalid-parameters"
     )

@@ -79,11 +79,11 @@ def _upload(url: str, path: Path, timeout: float = 300, **params) -> httpx.Respo
 # (corpus clip, query, status, problem type, detail) of every refusal; None: detail not checked.
 REFUSALS = [
     ("long_tiny", {"fps": 15}, 422, "too-much-work",
-     "long_tiny_9000f_16x16.mp4: 9000 frames at working size 112x112 are 112896000 pixels of "
+     "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels of "
      "work, over the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower "
      "short_side"),
     ("long_tiny", {"num_frames": 9000}, 422, "too-much-work",
-     "long_tiny_9000f_16x16.mp4: 9000 frames at working size 112x112 are 112896000 pixels of "
+     "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels of "
      "work, over the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower "
      "short_side"),
     ("tiny", {"short_side": 1024}, 422, "invalid-parameters",
@@ -92,11 +92,11 @@ REFUSALS = [
      "tiny_60f_16x16.mp4: 60 frames at working size 448x448 are 12042240 pixels of work, over "
      "the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower short_side"),
     ("wide", {}, 422, "too-much-work",
-     "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 215040x112 at "
-     "short side 112; the long side exceeds the limit 1024 px"),
+     "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 245760x128 at "
+     "short side 128; the long side exceeds the limit 1024 px"),
     ("tall", {}, 422, "too-much-work",
-     "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 112x15120 at "
-     "short side 112; the long side exceeds the limit 1024 px"),
+     "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 128x17280 at "
+     "short side 128; the long side exceeds the limit 1024 px"),
     ("tall", {"quality": "paper"}, 422, "too-much-work",
      "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 224x30240 at "
      "short side 224; the long side exceeds the limit 1024 px"),
@@ -175,7 +175,7 @@ def test_a_job_refuses_a_clip_over_the_work_limit_and_boxes_the_others(server, c
     (outcome,) = state["result"]
     assert outcome["ok"] is False
     assert outcome["error"] == (
-        "long_tiny_9000f_16x16.mp4: 9000 frames at working size 112x112 are 112896000 pixels of "
+        "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels of "
         "work, over the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower "
         "short_side"
     )

@@ -247,7 +247,7 @@ def test_short_side_changes_working_size() -> None:
 def test_small_generated_clip(tmp_path: Path) -> None:
     clip = read_clip(badclips.small_clip(tmp_path, frames=8, size=(96, 64)))
     assert clip.frame_indices == list(range(8))
-    assert clip.frames.shape == (8, 112, 168, 3)  # the default working size scales up
+    assert clip.frames.shape == (8, 128, 192, 3)  # the default working size scales up
     assert np.abs(clip.frames[0].astype(int) - clip.frames[-1].astype(int)).mean() > 1.0  # moves
 
 
@@ -406,7 +406,7 @@ def test_resolution_limit(tmp_path: Path) -> None:
         probe(path, limits)
     with pytest.raises(ClipTooLarge, match=message):
         read_clip(path, limits=limits)
-    assert read_clip(path).frames.shape == (3, 112, 150, 3)  # fine under default limits
+    assert read_clip(path).frames.shape == (3, 128, 170, 3)  # fine under default limits
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def test_frames_held(count, fps, params, held):
 
 def test_plan_work_from_the_header(corpus):
     params = MotionParams(num_frames=64)
-    assert plan_work(corpus["long_tiny"], params) == WorkPlan(112, 112, 128)
+    assert plan_work(corpus["long_tiny"], params) == WorkPlan(128, 128, 128)
     assert plan_work(corpus["tiny"], MotionParams(short_side=64)).pixels == 60 * 64 * 64
 
 
@@ -51,7 +51,7 @@ def test_plan_work_from_the_header(corpus):
     ("name", "params", "limits", "message"),
     [
         ("long_tiny", MotionParams(), DecodeLimits(),
-         "long_tiny_9000f_16x16.mp4: 9000 frames at working size 112x112 are 112896000 pixels "
+         "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels "
          "of work, over the limit 64000000; sample fewer frames (stride, fps, num_frames) or "
          "lower short_side"),
         ("tiny", MotionParams(short_side=448), DecodeLimits(max_work_pixels=10_000_000),
@@ -59,11 +59,11 @@ def test_plan_work_from_the_header(corpus):
          "over the limit 10000000; sample fewer frames (stride, fps, num_frames) or lower "
          "short_side"),
         ("wide", MotionParams(), DecodeLimits(),
-         "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 215040x112 at "
-         "short side 112; the long side exceeds the limit 1024 px"),
+         "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 245760x128 at "
+         "short side 128; the long side exceeds the limit 1024 px"),
         ("tall", MotionParams(), DecodeLimits(max_work_side=4096),
-         "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 112x15120 at "
-         "short side 112; the long side exceeds the limit 4096 px"),
+         "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 128x17280 at "
+         "short side 128; the long side exceeds the limit 4096 px"),
     ],
     ids=["long_tiny", "tiny-448", "wide", "tall"],
 )  # fmt: skip
@@ -126,18 +126,18 @@ def _one_error_line(run, message: str) -> None:
     ("name", "options", "message"),
     [
         ("long_tiny", [],
-         "long_tiny_9000f_16x16.mp4: 9000 frames at working size 112x112 are 112896000 pixels "
+         "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels "
          "of work, over the limit 64000000; sample fewer frames (stride, fps, num_frames) or "
          "lower short_side"),
         ("tiny", ["--short-side", "2048"],
          "tiny_60f_16x16.mp4: aspect ratio 1:1 (16x16) gives a working size of 2048x2048 at "
          "short side 2048; the long side exceeds the limit 1024 px"),
         ("wide", [],
-         "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 215040x112 at "
-         "short side 112; the long side exceeds the limit 1024 px"),
+         "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 245760x128 at "
+         "short side 128; the long side exceeds the limit 1024 px"),
         ("tall", [],
-         "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 112x15120 at "
-         "short side 112; the long side exceeds the limit 1024 px"),
+         "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 128x17280 at "
+         "short side 128; the long side exceeds the limit 1024 px"),
         ("huge", ["--max-width", "3840", "--max-height", "2160"],
          "huge_4096x4096.mp4: resolution 4096x4096 exceeds the limit 3840x2160"),
         ("size_change", [],

@@ -472,7 +472,9 @@ def test_presets_and_options() -> None:
     )
     assert preset_params("paper").flow == FlowParams() and preset_params("paper").short_side == 224
     assert preset_params("fast").flow == FlowParams(warps=3, epsilon=0.02, exposure="gain")
+    assert preset_params("fast").short_side == 112
     assert MotionParams().flow == FlowParams(warps=3, exposure="gain")
+    assert MotionParams().short_side == 128
     assert preset_params("fast", short_side=64).short_side == 64
     with pytest.raises(ValueError, match="quality must be one of"):
         preset_params("best")
