@@ -107,8 +107,8 @@ def to_working(frames: np.ndarray, short_side: int) -> tuple[np.ndarray, float, 
 
 
 def _flow_key(clip: synthetic.SyntheticClip, size: tuple[int, int], flow: FlowParams, backend):
-    fields = [clip.scenario.name, clip.seed, clip.scenario.frames, size, dataclasses.asdict(flow)]
-    fields.append(backend)
+    fields = [clip.scenario.name, clip.seed, clip.scenario.frames, size]
+    fields += [dataclasses.asdict(flow), backend]
     if flow.exposure == "gain":  # the matching tolerance changes which pairs are measured again
         fields.append(["exposure_tolerance", exposure.TOLERANCE])
     text = json.dumps(fields)

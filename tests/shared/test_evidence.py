@@ -3,18 +3,14 @@ regions it drops (a drifting shadow, changing light), on exact images and on a r
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from shared.params import MotionParams, preset_params
-from shared.pipeline import analyse_frames
-from shared.record import box_iou
 from shared.refine import camera_evidence, dominant_motion, local_ncc, refine_regions
-from tests.images import texture
+from tests.images import ious_on_and_off, texture
 
 H, W = 48, 64
 MOVER = [24, 16, 40, 32]  # x1, y1, x2, y2 in the first frame
@@ -139,10 +135,7 @@ def test_a_drifting_shadow_on_a_photo_leaves_the_mover_its_box() -> None:
     frames, truth = shadowed_mover()
     params = preset_params("balanced", short_side=96)
     assert params.refine_evidence == MotionParams().refine_evidence is not None
-    scores = {}
-    for name, p in (("on", params), ("off", replace(params, refine_evidence=None))):
-        analysis = analyse_frames(frames, p)
-        scores[name] = [box_iou(b, t) for b, t in zip(analysis.boxes, truth, strict=True)]
+    scores = ious_on_and_off(frames, truth, params, refine_evidence=None)
     assert np.mean(scores["off"]) < 0.2  # the shadow's regions join (or beat) the mover's
     assert np.mean(scores["on"]) > 0.5
     assert sum(s > 0.8 for s in scores["on"]) >= 6

@@ -3,16 +3,12 @@ one keeps its box, strips along edges do not join, per frame (so sampling cannot
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
 from shared.params import MotionParams, preset_params
-from shared.pipeline import analyse_frames
-from shared.record import box_iou
 from shared.regions import admit_second
-from tests.images import texture
+from tests.images import ious_on_and_off, texture
 
 
 def test_a_candidate_joins_a_frame_short_of_regions() -> None:
@@ -65,10 +61,7 @@ def test_a_slow_mover_beside_a_fast_one_keeps_its_box() -> None:
     frames, truth = fast_and_slow()
     params = preset_params("balanced", short_side=120)
     assert params.second_threshold_rel == MotionParams().second_threshold_rel is not None
-    scores = {}
-    for name, p in (("on", params), ("off", replace(params, second_threshold_rel=None))):
-        analysis = analyse_frames(frames, p)
-        scores[name] = [box_iou(b, t) for b, t in zip(analysis.boxes, truth, strict=True)]
+    scores = ious_on_and_off(frames, truth, params, second_threshold_rel=None)
     late = slice(4, 9)  # the fast mover at 8 px a frame: the slow one under 0.3 of its peak
     assert np.mean(scores["off"][late]) < 0.5
     assert np.mean(scores["on"][late]) > 0.7
