@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 7
+ALGORITHM_VERSION = 8
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -98,7 +98,12 @@ class MotionParams:
     correlation with the second frame warped back along the flow gains less than
     ``refine_evidence`` over the camera's motion: a drifting shadow, changing light,
     compression noise); ``refine_pixel_evidence`` then takes out of the box the moving pixels
-    that do not gain that much themselves. The camera's affine is fitted with each pixel
+    that do not gain that much themselves. A mover whose parts move at different speeds (an arm
+    swinging from the shoulder) keeps its slow parts: pixels of the region's box that move at
+    least ``refine_grow_fraction`` of the region's level and gain ``refine_grow_evidence``
+    join the box, whose grown sides then come back by ``refine_grow_margin`` × short side (the
+    evidence, a windowed correlation, reaches that far past what moves; ``None``: no growth).
+    The camera's affine is fitted with each pixel
     weighted by how well the first frame pins its flow down (``camera_confidence``: the square
     root of the structure tensor's smaller eigenvalue over this many grey levels, capped at 1;
     flat sky and walls get TV-L1's guess, not a measurement).
@@ -138,6 +143,9 @@ class MotionParams:
     refine_min_motion: float = 0.004
     refine_evidence: float | None = 0.05  # None: no test against the frames
     refine_pixel_evidence: float | None = 0.05  # None: the region's moving pixels all count
+    refine_grow_evidence: float | None = 0.1  # None: no growth by evidence
+    refine_grow_fraction: float = 0.1
+    refine_grow_margin: float = 0.02
     camera_confidence: float | None = 2.0  # None: the camera fitted on every pixel alike
     cut_threshold: float | None = 0.1  # None: no cut detection
     fallback_size: float = 0.5
@@ -170,6 +178,17 @@ class MotionParams:
         pixel = self.refine_pixel_evidence
         if pixel is not None and not -1.0 <= pixel <= 2.0:
             raise ValueError(f"refine_pixel_evidence must be in [-1, 2] or None, got {pixel}")
+        grow = self.refine_grow_evidence
+        if grow is not None and not -1.0 <= grow <= 2.0:
+            raise ValueError(f"refine_grow_evidence must be in [-1, 2] or None, got {grow}")
+        if not 0.0 <= self.refine_grow_fraction < 1.0:
+            raise ValueError(
+                f"refine_grow_fraction must be in [0, 1), got {self.refine_grow_fraction}"
+            )
+        if not 0.0 <= self.refine_grow_margin <= 0.25:
+            raise ValueError(
+                f"refine_grow_margin must be in [0, 0.25], got {self.refine_grow_margin}"
+            )
         second = self.second_threshold_rel
         if second is not None and not 0.0 < second < self.threshold_rel:
             raise ValueError(

@@ -103,19 +103,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def fill_from_neighbours(boxes: list[Box | None]) -> list[Box | None]:
-    """A frame without its own box takes the nearest frame's that has one (earlier on ties)."""
-    own = [k for k, b in enumerate(boxes) if b is not None]
-    if not own:
-        return list(boxes)
-    idx = np.asarray(own)
-    filled = []
-    for k, box in enumerate(boxes):
-        if box is not None:
-            filled.append(box)
-            continue
-        nearest = idx[np.argmin(np.abs(idx - k))]
-        filled.append(list(boxes[nearest]))
+def fill_from_neighbours(
+    boxes: list[Box | None],
+    cuts: list[bool] | None = None,
+    fallback: Box | None = None,
+) -> list[Box | None]:
+    """A frame without its own box takes the nearest frame's that has one (earlier on ties).
+
+    With ``cuts`` (per frame: its pair crosses a shot boundary, so the next frame starts a new
+    shot) a frame takes boxes only from its own shot; a shot with no box of its own takes
+    ``fallback`` (or stays None), so no box is carried from one shot into another.
+    """
+    shot = np.zeros(len(boxes), dtype=np.int64)
+    if cuts is not None and len(boxes) > 1:
+        shot[1:] = np.cumsum(np.asarray(cuts[:-1], dtype=np.int64))
+    own = np.asarray([b is not None for b in boxes], dtype=bool)
+    filled: list[Box | None] = list(boxes)
+    for s in np.unique(shot):
+        members = np.flatnonzero(shot == s)
+        sources = members[own[members]]
+        for k in members[~own[members]]:
+            if len(sources):
+                filled[k] = list(boxes[int(sources[np.argmin(np.abs(sources - k))])])
+            elif fallback is not None:
+                filled[k] = list(fallback)
     return filled
 
 
@@ -191,6 +202,9 @@ def boxes_from_maps(
             "affine": affine,
             "evidence": evidence,
             "pixel_evidence": params.refine_pixel_evidence,
+            "grow_evidence": params.refine_grow_evidence,
+            "grow_fraction": params.refine_grow_fraction,
+            "grow_margin": round(params.refine_grow_margin * min(height, width)),
         }
         kept = refine_regions(flow, regions, min_evidence=params.refine_evidence, **settings)
         if params.second_threshold_rel is not None and evidence is not None:
@@ -273,10 +287,8 @@ def analyse_frames(
     timings["regions"] = t2 - t1
 
     fallback = all(b is None for b in own)
-    if fallback:
-        boxes = [centre_box(width, height, params.fallback_size) for _ in kept]
-    else:
-        boxes = fill_from_neighbours(own)
+    # a shot without motion of its own (every shot, in a still clip) takes the centre box
+    boxes = fill_from_neighbours(own, cuts, centre_box(width, height, params.fallback_size))
     return FrameAnalysis(
         boxes=boxes,
         detected=[b is not None for b in own],

@@ -20,6 +20,10 @@ well, the flow's own motion was not there. :func:`camera_evidence` measures that
 normalised cross-correlation (blind to a change of brightness or contrast), and
 :func:`refine_regions` drops a region whose moving pixels do not gain ``min_evidence`` from
 their own motion, and cuts each kept box to the pixels that do (``pixel_evidence``).
+The same evidence lets a box grow back to a mover's slow parts (``grow_evidence``): an arm
+swinging from the shoulder moves fast at the hand and hardly at the shoulder, so a cut at half
+the region's level keeps the forearm only, while the frames bear the upper arm's small motion
+out as well as the forearm's.
 
 How the defaults were chosen, and what they gain: ``bench/tune_refine.py``.
 """
@@ -240,6 +244,9 @@ def refine_region_boxes(
     evidence: torch.Tensor | None = None,
     min_pixels: int = 16,
     pixel_evidence: float | None = None,
+    grow_evidence: float | None = None,
+    grow_fraction: float = 0.1,
+    grow_margin: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shrink R region boxes to the pixels that move against the camera, all at once.
 
@@ -253,7 +260,12 @@ def refine_region_boxes(
     :func:`camera_evidence`) over those pixels: +inf where fewer than ``min_pixels`` of them
     tell (no texture) or no evidence is given. With ``evidence`` and ``pixel_evidence``, the
     pixels whose own evidence is under ``pixel_evidence`` then leave the box (those that cannot
-    tell stay), unless fewer than ``min_pixels`` would be left.
+    tell stay), unless fewer than ``min_pixels`` would be left. With ``evidence`` and
+    ``grow_evidence``, the box's pixels moving at least floor + ``grow_fraction`` × (level −
+    floor) whose evidence reaches ``grow_evidence`` join it (a slow part of a mover: an upper arm
+    moving a third as fast as the forearm); the sides that grew then come back by
+    ``grow_margin`` pixels, never inside what the first cut kept, since the evidence is a
+    windowed correlation that reaches past the moving pixels.
     """
     if residual.ndim != 4 or residual.shape[1] != 2:
         raise ValueError(f"expected residual of shape (T, 2, H, W), got {tuple(residual.shape)}")
@@ -282,6 +294,16 @@ def refine_region_boxes(
             enough = trimmed.flatten(1).sum(dim=1) >= min_pixels
             keep = torch.where(enough.view(-1, 1, 1), trimmed, keep)
             refined = _bounds(keep)
+        if grow_evidence is not None:
+            low = (floor + grow_fraction * (level - floor)).view(-1, 1, 1)
+            grown = keep | (inside & (values >= low) & (own >= grow_evidence))
+            grown = torch.where(keep.flatten(1).any(dim=1).view(-1, 1, 1), grown, keep)
+            wide = _bounds(grown)
+            # the evidence is a windowed correlation: it reaches grow_margin px past what moves
+            lo = torch.minimum(refined[:, :2], (wide[:, :2] + grow_margin))
+            hi = torch.maximum(refined[:, 2:], (wide[:, 2:] - grow_margin))
+            refined = torch.cat((lo, hi), dim=1)
+            keep = grown
     if lead > 0:
         shift = vectors.masked_fill(~keep[:, None], float("nan")).flatten(2).nanmedian(dim=2)
         shift = (lead * shift.values.nan_to_num(0.0)).round().long()  # (R, 2): dx, dy
@@ -312,6 +334,9 @@ def refine_regions(
     pixel_evidence: float | None = None,
     evidence: torch.Tensor | None = None,
     require_evidence: bool = False,
+    grow_evidence: float | None = None,
+    grow_fraction: float = 0.1,
+    grow_margin: int = 0,
 ) -> list[list[Box]]:
     """Each frame's region boxes, shrunk to the pixels that move against the camera.
 
@@ -327,8 +352,10 @@ def refine_regions(
     that gain that much (:func:`refine_region_boxes`). ``evidence`` (T, H, W): the pairs'
     :func:`camera_evidence` when already computed (then ``frames`` is not needed). With
     ``require_evidence``, a region too flat to be tested (fewer than 16 textured moving pixels)
-    is dropped too, where otherwise it is given the benefit of the doubt. Returns, per
-    frame, the refined boxes of the regions kept, in their order.
+    is dropped too, where otherwise it is given the benefit of the doubt. ``grow_evidence``,
+    ``grow_fraction`` and ``grow_margin`` let boxes grow back to slow parts the evidence bears
+    out (:func:`refine_region_boxes`). Returns, per frame, the refined boxes of the regions
+    kept, in their order.
     """
     _check_flow(flow)
     if len(regions) != flow.shape[0]:
@@ -362,6 +389,9 @@ def refine_regions(
             lead=lead,
             evidence=evidence,
             pixel_evidence=pixel_evidence if evidence is not None else None,
+            grow_evidence=grow_evidence if evidence is not None else None,
+            grow_fraction=grow_fraction,
+            grow_margin=grow_margin,
         )
         refined.append(r)
         level.append(lv)

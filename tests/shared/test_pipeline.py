@@ -16,7 +16,13 @@ import torch
 
 from shared.errors import DeviceError
 from shared.params import FlowParams, MotionParams, preset_params
-from shared.pipeline import analyse_clip, analyse_frames, default_backend, resolve_device
+from shared.pipeline import (
+    analyse_clip,
+    analyse_frames,
+    default_backend,
+    fill_from_neighbours,
+    resolve_device,
+)
 from shared.record import Box, BoxRecord, box_iou, centre_box, scale_box, union_box
 from shared.render import encode_mp4
 
@@ -150,7 +156,8 @@ def test_refinement_removes_the_halo() -> None:
 
 def test_a_shot_cut_pair_gets_no_box_of_its_own() -> None:
     """Frames 0-2 show one scene, 3-5 another: the pair (2, 3) crosses the cut, so frame 2 takes
-    a neighbour's box, and the clip box is only the movers' (never the whole frame)."""
+    a neighbour's box from its own shot, the still second shot takes the centre box (not the
+    first shot's), and the clip box is only the movers' (never the whole frame)."""
     first, first_squares = square_clip([20, 23, 26])
     other = np.ascontiguousarray(texture(H, W, seed=9)[::-1])
     second = np.stack([other] * 3)
@@ -160,6 +167,8 @@ def test_a_shot_cut_pair_gets_no_box_of_its_own() -> None:
     assert result.cuts == [False, False, True, False, False, False]
     assert result.detected[2] is False
     assert result.boxes[2] == result.boxes[1]
+    assert result.detected[3:] == [False] * 3
+    assert result.boxes[3:] == [centre_box(W, H, MotionParams().fallback_size)] * 3
     assert box_iou(result.clip_box, union_box(first_squares[:2])) > 0.8
     without = analyse_frames(frames, MotionParams(cut_threshold=None))
     assert without.cuts == [False] * 6
@@ -316,6 +325,9 @@ CHANGED: dict[str, object] = {
     "refine_min_motion": 0.01,
     "refine_evidence": None,
     "refine_pixel_evidence": 0.1,
+    "refine_grow_evidence": None,
+    "refine_grow_fraction": 0.2,
+    "refine_grow_margin": 0.0,
     "camera_confidence": None,
     "second_threshold_rel": None,
     "second_evidence": 0.2,
@@ -385,6 +397,9 @@ def test_hash_changes_with_every_flow_field(name: str) -> None:
         {"fallback_size": 1.5},
         {"refine_evidence": 3.0},
         {"refine_pixel_evidence": -1.5},
+        {"refine_grow_evidence": 2.5},
+        {"refine_grow_fraction": 1.0},
+        {"refine_grow_margin": -0.01},
         {"camera_confidence": 0.0},
         {"second_threshold_rel": 0.3},
         {"second_evidence": 2.5},
@@ -402,6 +417,20 @@ def test_neighbour_ties_go_to_the_earlier_frame() -> None:
     assert result.detected == [True, False, True, True]
     assert result.boxes[1] == result.boxes[0]
     assert result.boxes[0] != result.boxes[2]
+
+
+def test_filling_stays_within_a_shot() -> None:
+    """Frames take the nearest own box of their own shot (earlier on ties); a shot without one
+    takes the fallback, or stays empty without one."""
+    a, b, c, centre = [0, 0, 4, 4], [8, 8, 12, 12], [2, 2, 6, 6], [1, 1, 9, 9]
+    boxes = [None, a, None, None, None, b, None, None, c]
+    # shots: frames 0-2 (frame 2's pair crosses), 3-4 (frame 4's pair crosses), 5-8
+    cuts = [False, False, True, False, True, False, False, False, False]
+    assert fill_from_neighbours(boxes) == [a, a, a, a, b, b, b, c, c]
+    assert fill_from_neighbours(boxes, cuts, centre) == [a, a, a, centre, centre, b, b, c, c]
+    assert fill_from_neighbours(boxes, cuts) == [a, a, a, None, None, b, b, c, c]
+    assert fill_from_neighbours([None, None], [True, False], centre) == [centre, centre]
+    assert fill_from_neighbours([], [], centre) == []
 
 
 # --------------------------------------------------------------------------- sampling and motion

@@ -184,6 +184,39 @@ def test_refine_region_boxes_returns_levels(device: torch.device) -> None:
     assert gain.tolist() == [float("inf")] * 2  # no evidence given: nothing to tell
 
 
+def grow_scene(device: torch.device, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fast part (PATCH, 2 px/frame) with a slow part attached on its right (0.3 px/frame,
+    x 20-26, reaching past the region box HALO at 24), and a halo of the same slow flow on its left
+    (x 8-12) that the frames do not bear out; flow and evidence (T = 1)."""
+    flow = with_mover(camera_flow(device, kind), PATCH, (2.0, 0.0))
+    flow = with_mover(flow, [20, 12, 26, 16], (0.3, 0.0))
+    flow = with_mover(flow, [8, 10, 12, 18], (0.3, 0.0))
+    evidence = torch.full((1, H, W), -0.2, device=device)
+    evidence[:, 10:18, 12:20] = 0.5  # the fast part
+    evidence[:, 12:16, 20:26] = 0.3  # the slow part
+    evidence[:, 16:18, 20:26] = float("nan")  # untextured: cannot tell, never grown into
+    return flow, evidence
+
+
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_growth_takes_slow_parts_the_frames_bear_out(device: torch.device, kind: str) -> None:
+    """The half-level cut keeps only the fast part; growth by evidence adds the slow part the
+    frames bear out (within the region box), never the halo they do not, nor pixels that cannot
+    tell; ``grow_margin`` pulls grown sides back (the evidence is a windowed correlation)."""
+    flow, evidence = grow_scene(device, kind)
+    settings = {"lead": 0.0, "min_evidence": 0.0, "evidence": evidence}
+    assert refine_regions(flow, [[HALO]], **settings) == [[PATCH]]
+    grow = {**settings, "grow_evidence": 0.1, "grow_fraction": 0.1}
+    assert refine_regions(flow, [[HALO]], **grow) == [[[12, 10, 24, 18]]]
+    assert refine_regions(flow, [[HALO]], **grow, grow_margin=2) == [[[12, 10, 22, 18]]]
+    # a margin never cuts into what the half-level cut kept
+    assert refine_regions(flow, [[HALO]], **grow, grow_margin=9) == [[PATCH]]
+    # the slow part under grow_fraction of the region's level (0.3 < 0.2 × 2) is not grown into
+    assert refine_regions(flow, [[HALO]], **{**grow, "grow_fraction": 0.2}) == [[PATCH]]
+    # evidence it does not reach: nothing grows
+    assert refine_regions(flow, [[HALO]], **{**grow, "grow_evidence": 0.4}) == [[PATCH]]
+
+
 # --------------------------------------------------------------------------- bad input
 
 
