@@ -300,8 +300,8 @@ def refine_region_boxes(
             grown = torch.where(keep.flatten(1).any(dim=1).view(-1, 1, 1), grown, keep)
             wide = _bounds(grown)
             # the evidence is a windowed correlation: it reaches grow_margin px past what moves
-            lo = torch.minimum(refined[:, :2], (wide[:, :2] + grow_margin))
-            hi = torch.maximum(refined[:, 2:], (wide[:, 2:] - grow_margin))
+            lo = torch.minimum(refined[:, :2], wide[:, :2] + grow_margin)
+            hi = torch.maximum(refined[:, 2:], wide[:, 2:] - grow_margin)
             refined = torch.cat((lo, hi), dim=1)
             keep = grown
     if lead > 0:
