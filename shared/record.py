@@ -104,14 +104,25 @@ _FIELD_CHECKS = {
 
 
 def scale_box(box: Box, sx: float, sy: float, width: int, height: int) -> Box:
-    """Map a working-resolution box to source pixels: outward rounding, clamped to the frame."""
+    """Map a working-resolution box to source pixels, clamped to the frame.
+
+    Working pixel ``x`` covers source pixels ``[x · sx, (x + 1) · sx)``, so the exclusive box
+    ``[x1, x2)`` covers ``[x1 · sx, x2 · sx)``; each side is rounded to the nearest source pixel
+    (halves up), which is unbiased, where rounding outwards would grow every box by about half a
+    source pixel a side. A side pair that rounds together keeps one pixel.
+    """
+
+    def side(v: float, scale: float, size: int) -> int:
+        return max(0, min(size, math.floor(v * scale + 0.5)))
+
     x1, y1, x2, y2 = box
-    return [
-        max(0, min(width, math.floor(x1 * sx))),
-        max(0, min(height, math.floor(y1 * sy))),
-        max(0, min(width, math.ceil(x2 * sx))),
-        max(0, min(height, math.ceil(y2 * sy))),
-    ]
+    lo_x, lo_y = side(x1, sx, width), side(y1, sy, height)
+    hi_x, hi_y = side(x2, sx, width), side(y2, sy, height)
+    if x2 > x1 and hi_x <= lo_x:
+        lo_x, hi_x = min(lo_x, width - 1), min(lo_x, width - 1) + 1
+    if y2 > y1 and hi_y <= lo_y:
+        lo_y, hi_y = min(lo_y, height - 1), min(lo_y, height - 1) + 1
+    return [lo_x, lo_y, hi_x, hi_y]
 
 
 def union_box(boxes: list[Box | None]) -> Box | None:
