@@ -112,17 +112,16 @@ def scale_box(box: Box, sx: float, sy: float, width: int, height: int) -> Box:
     source pixel a side. A side pair that rounds together keeps one pixel.
     """
 
-    def side(v: float, scale: float, size: int) -> int:
-        return max(0, min(size, math.floor(v * scale + 0.5)))
+    def span(lo: float, hi: float, scale: float, size: int) -> tuple[int, int]:
+        a, b = (max(0, min(size, math.floor(v * scale + 0.5))) for v in (lo, hi))
+        if hi > lo and b <= a:  # a side pair that rounds together keeps one pixel
+            a = min(a, size - 1)
+            b = a + 1
+        return a, b
 
-    x1, y1, x2, y2 = box
-    lo_x, lo_y = side(x1, sx, width), side(y1, sy, height)
-    hi_x, hi_y = side(x2, sx, width), side(y2, sy, height)
-    if x2 > x1 and hi_x <= lo_x:
-        lo_x, hi_x = min(lo_x, width - 1), min(lo_x, width - 1) + 1
-    if y2 > y1 and hi_y <= lo_y:
-        lo_y, hi_y = min(lo_y, height - 1), min(lo_y, height - 1) + 1
-    return [lo_x, lo_y, hi_x, hi_y]
+    x1, x2 = span(box[0], box[2], sx, width)
+    y1, y2 = span(box[1], box[3], sy, height)
+    return [x1, y1, x2, y2]
 
 
 def union_box(boxes: list[Box | None]) -> Box | None:
