@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 9
+ALGORITHM_VERSION = 10
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -103,6 +103,10 @@ class MotionParams:
     least ``refine_grow_fraction`` of the region's level and gain ``refine_grow_evidence``
     join the box, whose grown sides then come back by ``refine_grow_margin`` × short side (the
     evidence, a windowed correlation, reaches that far past what moves; ``None``: no growth).
+    The region test correlates over squares of 2 · round(0.03 × short side) + 1 pixels; the
+    pixel-level cuts (``refine_pixel_evidence``, growth) over ``refine_pixel_window`` × short
+    side (a smaller window reaches less far past a mover's edge), and a box's sides are set by
+    the pixels that bear their motion out, not by flat ones beside them that cannot tell.
     The camera's affine is fitted with each pixel
     weighted by how well the first frame pins its flow down (``camera_confidence``: the square
     root of the structure tensor's smaller eigenvalue over this many grey levels, capped at 1;
@@ -146,6 +150,7 @@ class MotionParams:
     refine_grow_evidence: float | None = 0.1  # None: no growth by evidence
     refine_grow_fraction: float = 0.1
     refine_grow_margin: float = 0.02
+    refine_pixel_window: float = 0.02
     camera_confidence: float | None = 2.0  # None: the camera fitted on every pixel alike
     cut_threshold: float | None = 0.1  # None: no cut detection
     fallback_size: float = 0.5
@@ -188,6 +193,10 @@ class MotionParams:
         if not 0.0 <= self.refine_grow_margin <= 0.25:
             raise ValueError(
                 f"refine_grow_margin must be in [0, 0.25], got {self.refine_grow_margin}"
+            )
+        if not 0.0 < self.refine_pixel_window <= 0.25:
+            raise ValueError(
+                f"refine_pixel_window must be in (0, 0.25], got {self.refine_pixel_window}"
             )
         second = self.second_threshold_rel
         if second is not None and not 0.0 < second < self.threshold_rel:

@@ -174,8 +174,9 @@ def boxes_from_maps(
     what moves against the camera (:func:`shared.refine.refine_regions`), and with the pairs'
     ``frames`` (first, second: (T, 1, H, W) gray each) a region whose pixels the camera's motion
     explains as well as its own flow is dropped (``params.refine_evidence``) and each box is cut
-    to the pixels that bear their motion out (``params.refine_pixel_evidence``); the camera's
-    motion is fitted where the first frames pin the flow down (``params.camera_confidence``).
+    to the pixels that bear their motion out (``params.refine_pixel_evidence``, measured over
+    ``params.refine_pixel_window``); the camera's motion is fitted where the first frames pin
+    the flow down (``params.camera_confidence``).
     A frame with fewer than ``params.regions`` regions kept takes a second look at a lower
     threshold (``params.second_threshold_rel``, :func:`shared.regions.admit_second`).
     ``flow=None`` keeps the regions' union box as the map gives it.
@@ -192,9 +193,13 @@ def boxes_from_maps(
         if params.camera_confidence is not None and frames is not None:
             weight = flow_confidence(frames[0], scale=params.camera_confidence)
         affine = dominant_motion(flow, weight=weight)
-        evidence = None
+        evidence = fine = None
         if frames is not None and params.refine_evidence is not None:
             evidence = camera_evidence(frames[0], frames[1], flow, affine)
+            pixel_level = (params.refine_pixel_evidence, params.refine_grow_evidence)
+            if any(v is not None for v in pixel_level):
+                window = params.refine_pixel_window
+                fine = camera_evidence(frames[0], frames[1], flow, affine, window=window)
         settings = {
             "fraction": params.refine_fraction,
             "lead": params.refine_lead,
@@ -205,6 +210,7 @@ def boxes_from_maps(
             "grow_evidence": params.refine_grow_evidence,
             "grow_fraction": params.refine_grow_fraction,
             "grow_margin": round(params.refine_grow_margin * min(height, width)),
+            "fine_evidence": fine,
         }
         kept = refine_regions(flow, regions, min_evidence=params.refine_evidence, **settings)
         if params.second_threshold_rel is not None and evidence is not None:

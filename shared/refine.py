@@ -247,6 +247,7 @@ def refine_region_boxes(
     grow_evidence: float | None = None,
     grow_fraction: float = 0.1,
     grow_margin: int = 0,
+    fine_evidence: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shrink R region boxes to the pixels that move against the camera, all at once.
 
@@ -259,13 +260,19 @@ def refine_region_boxes(
     (R,) levels in pixels per frame and the (R,) mean ``evidence`` ((T, H, W), from
     :func:`camera_evidence`) over those pixels: +inf where fewer than ``min_pixels`` of them
     tell (no texture) or no evidence is given. With ``evidence`` and ``pixel_evidence``, the
-    pixels whose own evidence is under ``pixel_evidence`` then leave the box (those that cannot
-    tell stay), unless fewer than ``min_pixels`` would be left. With ``evidence`` and
+    pixels whose own evidence is under ``pixel_evidence`` then leave the box, unless fewer than
+    ``min_pixels`` would be left; those that cannot tell (no texture) stay among its pixels but
+    do not set its sides when at least ``min_pixels`` pixels bear their motion out: flat sky or
+    skin beside a mover takes the mover's flow from TV-L1 and nothing in the frames says
+    otherwise, while a mover's own edges have texture against what lies behind. With
+    ``evidence`` and
     ``grow_evidence``, the box's pixels moving at least floor + ``grow_fraction`` × (level −
     floor) whose evidence reaches ``grow_evidence`` join it (a slow part of a mover: an upper arm
     moving a third as fast as the forearm); the sides that grew then come back by
     ``grow_margin`` pixels, never inside what the first cut kept, since the evidence is a
-    windowed correlation that reaches past the moving pixels.
+    windowed correlation that reaches past the moving pixels. ``fine_evidence`` (T, H, W): the
+    evidence over a smaller window, for these pixel-level cuts (the region's mean, which keeps or
+    drops it, stays on ``evidence``); default ``evidence``.
     """
     if residual.ndim != 4 or residual.shape[1] != 2:
         raise ValueError(f"expected residual of shape (T, 2, H, W), got {tuple(residual.shape)}")
@@ -289,16 +296,23 @@ def refine_region_boxes(
         count = telling.flatten(1).sum(dim=1)
         total = own.masked_fill(~telling, 0.0).flatten(1).sum(dim=1)
         gain = torch.where(count >= min_pixels, total / count.clamp(min=1), gain)
+        if fine_evidence is not None:
+            own = fine_evidence[frame]
+        sides = keep  # the pixels that set the box's sides
         if pixel_evidence is not None:
             trimmed = keep & ~(own < pixel_evidence)  # NaN (cannot tell) stays
             enough = trimmed.flatten(1).sum(dim=1) >= min_pixels
             keep = torch.where(enough.view(-1, 1, 1), trimmed, keep)
-            refined = _bounds(keep)
+            told = keep & (own >= pixel_evidence)
+            enough = told.flatten(1).sum(dim=1) >= min_pixels
+            sides = torch.where(enough.view(-1, 1, 1), told, keep)
+            refined = _bounds(sides)
         if grow_evidence is not None:
             low = (floor + grow_fraction * (level - floor)).view(-1, 1, 1)
-            grown = keep | (inside & (values >= low) & (own >= grow_evidence))
-            grown = torch.where(keep.flatten(1).any(dim=1).view(-1, 1, 1), grown, keep)
-            wide = _bounds(grown)
+            joined = inside & (values >= low) & (own >= grow_evidence)
+            any_kept = keep.flatten(1).any(dim=1).view(-1, 1, 1)
+            grown = torch.where(any_kept, keep | joined, keep)
+            wide = _bounds(torch.where(any_kept, sides | joined, sides))
             # the evidence is a windowed correlation: it reaches grow_margin px past what moves
             lo = torch.minimum(refined[:, :2], wide[:, :2] + grow_margin)
             hi = torch.maximum(refined[:, 2:], wide[:, 2:] - grow_margin)
@@ -337,6 +351,7 @@ def refine_regions(
     grow_evidence: float | None = None,
     grow_fraction: float = 0.1,
     grow_margin: int = 0,
+    fine_evidence: torch.Tensor | None = None,
 ) -> list[list[Box]]:
     """Each frame's region boxes, shrunk to the pixels that move against the camera.
 
@@ -354,8 +369,9 @@ def refine_regions(
     ``require_evidence``, a region too flat to be tested (fewer than 16 textured moving pixels)
     is dropped too, where otherwise it is given the benefit of the doubt. ``grow_evidence``,
     ``grow_fraction`` and ``grow_margin`` let boxes grow back to slow parts the evidence bears
-    out (:func:`refine_region_boxes`). Returns, per frame, the refined boxes of the regions
-    kept, in their order.
+    out (:func:`refine_region_boxes`), which cut on ``fine_evidence`` (T, H, W) when given: the
+    evidence over a smaller window. Returns, per frame, the refined boxes of the regions kept, in
+    their order.
     """
     _check_flow(flow)
     if len(regions) != flow.shape[0]:
@@ -392,6 +408,7 @@ def refine_regions(
             grow_evidence=grow_evidence if evidence is not None else None,
             grow_fraction=grow_fraction,
             grow_margin=grow_margin,
+            fine_evidence=fine_evidence if evidence is not None else None,
         )
         refined.append(r)
         level.append(lv)

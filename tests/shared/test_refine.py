@@ -217,6 +217,51 @@ def test_growth_takes_slow_parts_the_frames_bear_out(device: torch.device, kind:
     assert refine_regions(flow, [[HALO]], **{**grow, "grow_evidence": 0.4}) == [[PATCH]]
 
 
+def flat_beside_scene(device: torch.device, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mover (PATCH, 3 px/frame) and TV-L1's spill of its flow over flat pixels below it
+    (y 18-22, where the frames cannot tell), with the mover's pixels bearing their motion out."""
+    flow = with_mover(camera_flow(device, kind), PATCH, (3.0, 0.0))
+    flow = with_mover(flow, [12, 18, 20, 22], (3.0, 0.0))
+    evidence = torch.full((1, H, W), -0.2, device=device)
+    evidence[:, 10:18, 12:20] = 0.4
+    evidence[:, 18:22, 12:20] = float("nan")
+    return flow, evidence
+
+
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_pixels_that_cannot_tell_do_not_set_the_sides(device: torch.device, kind: str) -> None:
+    """Flat pixels carrying the mover's flow stay out of the box once enough pixels bear the
+    motion out; with too few telling pixels (min_pixels) the moving pixels set it as before."""
+    flow, evidence = flat_beside_scene(device, kind)
+    settings = {"lead": 0.0, "min_evidence": 0.0, "evidence": evidence}
+    assert refine_regions(flow, [[HALO]], **settings) == [[[12, 10, 20, 22]]]  # no pixel cut
+    assert refine_regions(flow, [[HALO]], **settings, pixel_evidence=0.05) == [[PATCH]]
+    # growth joins telling pixels only: the flat spill stays out
+    grown = refine_regions(flow, [[HALO]], **settings, pixel_evidence=0.05, grow_evidence=0.1)
+    assert grown == [[PATCH]]
+    residual = residual_flow(flow)
+    frame, boxes = torch.tensor([0], device=device), torch.tensor([HALO], device=device)
+    few, _, _ = refine_region_boxes(
+        residual, frame, boxes, lead=0.0, evidence=evidence, pixel_evidence=0.05, min_pixels=65
+    )
+    assert few.tolist() == [[12, 10, 20, 22]]  # 64 telling pixels < 65: the moving ones count
+
+
+def test_fine_evidence_cuts_pixels_and_evidence_keeps_regions(device: torch.device) -> None:
+    """The region's mean (drop or keep) reads ``evidence``; the pixel cut reads
+    ``fine_evidence``."""
+    flow = with_mover(camera_flow(device, "static"), HALO, (3.0, 0.0))  # the whole halo moves
+    coarse = torch.full((1, H, W), 0.3, device=device)  # a wide window: all of it bears out
+    fine = torch.full((1, H, W), -0.1, device=device)
+    fine[:, 10:18, 12:20] = 0.3  # a small window: only the mover's pixels
+    settings = {"lead": 0.0, "min_evidence": 0.2, "evidence": coarse, "pixel_evidence": 0.05}
+    assert refine_regions(flow, [[HALO]], **settings) == [[HALO]]
+    assert refine_regions(flow, [[HALO]], **settings, fine_evidence=fine) == [[PATCH]]
+    # the region's own mean under min_evidence on the coarse map: dropped whatever the fine says
+    low = {**settings, "evidence": torch.full_like(coarse, 0.1), "fine_evidence": fine}
+    assert refine_regions(flow, [[HALO]], **low) == [[]]
+
+
 # --------------------------------------------------------------------------- bad input
 
 
