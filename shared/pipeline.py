@@ -23,7 +23,13 @@ from shared.flow.gray import rgb_to_gray
 from shared.motion_boundary import motion_boundary, temporal_average
 from shared.params import DecodeLimits, FlowBackend, MotionParams
 from shared.record import Box, BoxRecord, centre_box, scale_box, union_box
-from shared.refine import camera_evidence, dominant_motion, flow_confidence, refine_regions
+from shared.refine import (
+    EVIDENCE_WINDOW,
+    camera_evidence_maps,
+    dominant_motion,
+    flow_confidence,
+    refine_regions,
+)
 from shared.regions import (
     admit_second,
     clamp_outliers,
@@ -195,11 +201,12 @@ def boxes_from_maps(
         affine = dominant_motion(flow, weight=weight)
         evidence = fine = None
         if frames is not None and params.refine_evidence is not None:
-            evidence = camera_evidence(frames[0], frames[1], flow, affine)
+            windows = [EVIDENCE_WINDOW]
             pixel_level = (params.refine_pixel_evidence, params.refine_grow_evidence)
             if any(v is not None for v in pixel_level):
-                window = params.refine_pixel_window
-                fine = camera_evidence(frames[0], frames[1], flow, affine, window=window)
+                windows.append(params.refine_pixel_window)
+            by_window = camera_evidence_maps(frames[0], frames[1], flow, affine, windows=windows)
+            evidence, fine = by_window[0], by_window[1] if len(by_window) > 1 else None
         settings = {
             "fraction": params.refine_fraction,
             "lead": params.refine_lead,

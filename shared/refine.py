@@ -30,6 +30,7 @@ How the defaults were chosen, and what they gain: ``bench/tune_refine.py``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -183,15 +184,31 @@ def _box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(padded, window, stride=1)
 
 
+def _local_moments(x: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of (B, 1, H, W) ``x`` over ``window`` squares."""
+    mean = _box_mean(x, window)
+    return mean, (_box_mean(x * x, window) - mean.square()).clamp(min=0)
+
+
+def _ncc(
+    a: torch.Tensor, moments_a: tuple[torch.Tensor, torch.Tensor], b: torch.Tensor, window: int
+):
+    """:func:`local_ncc` with ``a``'s moments already computed (one ``a`` against several ``b``)."""
+    mean_a, var_a = moments_a
+    mean_b, var_b = _local_moments(b, window)
+    cov = _box_mean(a * b, window) - mean_a * mean_b
+    return (cov / (var_a * var_b).clamp(min=1e-6).sqrt()).clamp(-1.0, 1.0)
+
+
 def local_ncc(a: torch.Tensor, b: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised cross-correlation of (B, 1, H, W) images over ``window`` squares, and the local
     standard deviation of ``a`` (grey levels); both (B, 1, H, W)."""
-    mean_a, mean_b = _box_mean(a, window), _box_mean(b, window)
-    var_a = (_box_mean(a * a, window) - mean_a.square()).clamp(min=0)
-    var_b = (_box_mean(b * b, window) - mean_b.square()).clamp(min=0)
-    cov = _box_mean(a * b, window) - mean_a * mean_b
-    ncc = cov / (var_a * var_b).clamp(min=1e-6).sqrt()
-    return ncc.clamp(-1.0, 1.0), var_a.sqrt()
+    moments_a = _local_moments(a, window)
+    return _ncc(a, moments_a, b, window), moments_a[1].sqrt()
+
+
+# The evidence's window for the region test, a fraction of the short side.
+EVIDENCE_WINDOW = 0.03
 
 
 def camera_evidence(
@@ -200,7 +217,7 @@ def camera_evidence(
     flow: torch.Tensor,
     affine: torch.Tensor,
     *,
-    window: float = 0.03,
+    window: float = EVIDENCE_WINDOW,
     min_texture: float = 2.0,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -214,22 +231,44 @@ def camera_evidence(
     standard deviation under ``min_texture`` grey levels) or either warp leaves the frame.
     ``residual``: :func:`residual_flow` of ``flow`` and ``affine`` when already computed.
     """
+    return camera_evidence_maps(
+        first, second, flow, affine, windows=(window,), min_texture=min_texture, residual=residual
+    )[0]
+
+
+def camera_evidence_maps(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    flow: torch.Tensor,
+    affine: torch.Tensor,
+    *,
+    windows: Sequence[float],
+    min_texture: float = 2.0,
+    residual: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """:func:`camera_evidence` over each of ``windows`` (fractions of the short side), from one
+    pair of warps: a (T, H, W) map a window, in their order."""
     t, _, height, width = flow.shape
     if first.shape != (t, 1, height, width) or second.shape != first.shape:
         raise ValueError(
             f"expected frames of shape {(t, 1, height, width)}, got "
             f"{tuple(first.shape)} and {tuple(second.shape)}"
         )
-    size = 2 * max(1, round(window * min(height, width))) + 1
     if residual is None:
         residual = residual_flow(flow, affine)
     camera = flow.float() - residual
     along_flow, inside_flow = warp_back(second.float(), flow.float())
     along_camera, inside_camera = warp_back(second.float(), camera)
-    ncc_flow, texture = local_ncc(first.float(), along_flow, size)
-    ncc_camera, _ = local_ncc(first.float(), along_camera, size)
-    valid = (inside_flow > 0) & (inside_camera > 0) & (texture >= min_texture)
-    return (ncc_flow - ncc_camera).masked_fill(~valid, float("nan"))[:, 0]
+    inside = (inside_flow > 0) & (inside_camera > 0)
+    first = first.float()
+    maps = []
+    for window in windows:
+        size = 2 * max(1, round(window * min(height, width))) + 1
+        moments = _local_moments(first, size)
+        gain = _ncc(first, moments, along_flow, size) - _ncc(first, moments, along_camera, size)
+        valid = inside & (moments[1].sqrt() >= min_texture)
+        maps.append(gain.masked_fill(~valid, float("nan"))[:, 0])
+    return maps
 
 
 def refine_region_boxes(

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from shared.params import MotionParams, preset_params
-from shared.refine import camera_evidence, dominant_motion, local_ncc, refine_regions
+from shared.refine import (
+    camera_evidence,
+    camera_evidence_maps,
+    dominant_motion,
+    local_ncc,
+    refine_regions,
+)
 from tests.images import ious_on_and_off, texture
 
 H, W = 48, 64
@@ -65,6 +71,22 @@ def test_a_mover_has_evidence_and_the_background_none(
     background = evidence[0, :, :].clone()
     background[y1 - 6 : y2 + 6, x1 - 6 : x2 + 6] = float("nan")  # away from its windows
     assert float(background.nan_to_num(0.0).abs().max()) < 1e-4  # flow == camera there
+
+
+def test_maps_over_several_windows_share_the_warps(device: torch.device) -> None:
+    """One map a window, each equal to :func:`camera_evidence` at that window; a smaller window
+    reaches less far past the mover's edge."""
+    first, second, flow = (x.to(device) for x in scene((2, -1)))
+    affine = dominant_motion(flow)
+    maps = camera_evidence_maps(first, second, flow, affine, windows=[0.1, 0.05])
+    for window, got in zip([0.1, 0.05], maps, strict=True):
+        torch.testing.assert_close(
+            got, camera_evidence(first, second, flow, affine, window=window), equal_nan=True
+        )
+    _, y1, x2, y2 = MOVER
+    row = [m[0, (y1 + y2) // 2].cpu().nan_to_num(0.0) for m in maps]  # across the mover's middle
+    reach = [int((r[x2:] > 0.05).sum()) for r in row]  # pixels past its right edge that "move"
+    assert reach[1] < reach[0]
 
 
 def test_flat_pixels_and_pixels_warped_off_the_frame_cannot_tell(device: torch.device) -> None:
