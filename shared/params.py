@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 10
+ALGORITHM_VERSION = 11
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -106,7 +106,10 @@ class MotionParams:
     The region test correlates over squares of 2 · round(0.03 × short side) + 1 pixels; the
     pixel-level cuts (``refine_pixel_evidence``, growth) over ``refine_pixel_window`` × short
     side (a smaller window reaches less far past a mover's edge), and a box's sides are set by
-    the pixels that bear their motion out, not by flat ones beside them that cannot tell.
+    the pixels that bear their motion out, not by flat ones beside them that cannot tell. A
+    pixel tells only where the first frame's local standard deviation reaches
+    ``refine_texture`` grey levels: below that, compression blocks (which stay put while the
+    content moves) and the soft edge of a shadow decide the correlation, not the content.
     The camera's affine is fitted with each pixel
     weighted by how well the first frame pins its flow down (``camera_confidence``: the square
     root of the structure tensor's smaller eigenvalue over this many grey levels, capped at 1;
@@ -151,6 +154,7 @@ class MotionParams:
     refine_grow_fraction: float = 0.1
     refine_grow_margin: float = 0.02
     refine_pixel_window: float = 0.02
+    refine_texture: float = 5.0
     camera_confidence: float | None = 2.0  # None: the camera fitted on every pixel alike
     cut_threshold: float | None = 0.1  # None: no cut detection
     fallback_size: float = 0.5
@@ -198,6 +202,8 @@ class MotionParams:
             raise ValueError(
                 f"refine_pixel_window must be in (0, 0.25], got {self.refine_pixel_window}"
             )
+        if not 0.0 <= self.refine_texture <= 64.0:
+            raise ValueError(f"refine_texture must be in [0, 64], got {self.refine_texture}")
         second = self.second_threshold_rel
         if second is not None and not 0.0 < second < self.threshold_rel:
             raise ValueError(

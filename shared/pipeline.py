@@ -205,7 +205,10 @@ def boxes_from_maps(
             pixel_level = (params.refine_pixel_evidence, params.refine_grow_evidence)
             if any(v is not None for v in pixel_level):
                 windows.append(params.refine_pixel_window)
-            by_window = camera_evidence_maps(frames[0], frames[1], flow, affine, windows=windows)
+            pair = (frames[0], frames[1], flow, affine)
+            by_window = camera_evidence_maps(
+                *pair, windows=windows, min_texture=params.refine_texture
+            )
             evidence, fine = by_window[0], by_window[1] if len(by_window) > 1 else None
         settings = {
             "fraction": params.refine_fraction,

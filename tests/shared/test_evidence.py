@@ -89,6 +89,25 @@ def test_maps_over_several_windows_share_the_warps(device: torch.device) -> None
     assert reach[1] < reach[0]
 
 
+def test_faint_texture_cannot_tell_under_the_texture_floor(device: torch.device) -> None:
+    """A world of faint texture (local std about 3 grey levels over the evidence's window, as
+    compression noise or a shadow's soft edge): most of its pixels tell at a floor of 2 grey
+    levels and most cannot at 5, where the same world at full contrast tells almost everywhere."""
+    first, second, flow = (x.to(device) for x in scene((2, 0)))
+    faint = (first - 125.0) * 0.22 + 125.0, (second - 125.0) * 0.22 + 125.0
+    affine = dominant_motion(flow)
+    std = local_ncc(faint[0], faint[0], 3)[1][0, 0, 8:-8, 8:-8].cpu()  # the evidence's window
+    assert 2.0 < float(std.median()) < 5.0
+    low, high = (
+        camera_evidence(*faint, flow, affine, min_texture=floor)[0, 8:-8, 8:-8].cpu()
+        for floor in (2.0, 5.0)
+    )
+    assert float(low.isnan().float().mean()) < 0.25
+    assert float(high.isnan().float().mean()) > 0.7
+    sharp = camera_evidence(first, second, flow, affine, min_texture=5.0)[0, 8:-8, 8:-8].cpu()
+    assert float(sharp.isnan().float().mean()) < 0.05
+
+
 def test_flat_pixels_and_pixels_warped_off_the_frame_cannot_tell(device: torch.device) -> None:
     first, second, flow = (x.to(device) for x in scene((2, 0)))
     first[..., :, -12:] = 100.0  # a flat band: no texture to correlate
