@@ -150,5 +150,7 @@ def test_a_flickering_clip_keeps_its_boxes_and_finds_no_cut() -> None:
     assert scores["steady", "off"] > 0.9 and scores["steady", "gain"] > 0.9
     assert scores["flicker", "gain"] > 0.9  # matched: as if the light were steady
     # unmatched, every textured edge of the photo "moves": the evidence tests take some of it
-    # away (0.22 at algorithm version 4, 0.39 at 5), the matching all of it
-    assert scores["flicker", "off"] < 0.5
+    # away (0.22 at algorithm version 4, 0.39 at 5, 0.64 at 11 where faint texture no longer
+    # tells), the matching all of it
+    assert scores["flicker", "off"] < 0.7
+    assert scores["flicker", "gain"] > scores["flicker", "off"] + 0.2
