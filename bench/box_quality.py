@@ -106,26 +106,31 @@ def to_working(frames: np.ndarray, short_side: int) -> tuple[np.ndarray, float, 
 # --------------------------------------------------------------------------- cached flows
 
 
-def _flow_key(clip: synthetic.SyntheticClip, size: tuple[int, int], flow: FlowParams, backend):
+def _flow_key(
+    clip: synthetic.SyntheticClip, size: tuple[int, int], flow: FlowParams, backend, step: int = 1
+):
     fields = [clip.scenario.name, clip.seed, clip.scenario.frames, size]
     fields += [dataclasses.asdict(flow), backend]
     if flow.exposure == "gain":  # the matching tolerance changes which pairs are measured again
         fields.append(["exposure_tolerance", exposure.TOLERANCE])
+    if step != 1:  # step 1 keeps the keys its flows were first saved under
+        fields.append(["motion_step", step])
     text = json.dumps(fields)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 @dataclass
 class DenseFlows:
-    """A clip's flows at one working size and TV-L1 setting: frame t to t+1, and the last frame
-    back to the one before (every kept frame's pair with a motion step of 1)."""
+    """A clip's flows at one working size, TV-L1 setting and motion step: each frame's flow to
+    its partner (:func:`motion_partners`), i.e. every kept frame's pair at that step."""
 
     flow: torch.Tensor  # (T, 2, h, w)
     seconds: float  # what computing them took (one thread)
+    step: int = 1
 
     def pair(self, first: int, second: int) -> torch.Tensor | None:
-        last = self.flow.shape[0] - 1
-        if second == first + 1 or (first == last and second == last - 1):
+        count = self.flow.shape[0]
+        if second == motion_partners([first], count, self.step)[0]:
             return self.flow[first]
         return None
 
@@ -135,22 +140,23 @@ def dense_flows(
 ) -> DenseFlows:
     """The clip's dense flows at ``params``' size and TV-L1 setting, from the cache or computed."""
     size = tuple(work.shape[1:3])
-    path = FLOW_CACHE / f"{_flow_key(clip, size, params.flow, params.backend)}.pt"
+    step = params.motion_step
+    path = FLOW_CACHE / f"{_flow_key(clip, size, params.flow, params.backend, step)}.pt"
     if path.exists():
         saved = torch.load(path)
-        return DenseFlows(saved["flow"], saved["seconds"])
+        return DenseFlows(saved["flow"], saved["seconds"], step)
     from shared.flow.gray import rgb_to_gray
 
     gray = rgb_to_gray(torch.from_numpy(work))
     count = len(work)
     first = list(range(count))
-    second = motion_partners(first, count, 1)
+    second = motion_partners(first, count, step)
     start = time.perf_counter()
     flow = optical_flow(gray[first], gray[second], params.flow, params.backend)
     seconds = time.perf_counter() - start
     FLOW_CACHE.mkdir(parents=True, exist_ok=True)
     torch.save({"flow": flow, "seconds": seconds}, path)
-    return DenseFlows(flow, seconds)
+    return DenseFlows(flow, seconds, step)
 
 
 def cached_flow_fn(dense: DenseFlows):
