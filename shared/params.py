@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 11
+ALGORITHM_VERSION = 12
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -103,6 +103,9 @@ class MotionParams:
     least ``refine_grow_fraction`` of the region's level and gain ``refine_grow_evidence``
     join the box, whose grown sides then come back by ``refine_grow_margin`` × short side (the
     evidence, a windowed correlation, reaches that far past what moves; ``None``: no growth).
+    Growth may leave the region's box by up to ``refine_grow_reach`` × short side, through such
+    pixels or moving flat ones joined to the box (the rest of a slow or flat mover whose
+    boundary the region's threshold cut short); only pixels that gain set the grown sides.
     The region test correlates over squares of 2 · round(0.03 × short side) + 1 pixels; the
     pixel-level cuts (``refine_pixel_evidence``, growth) over ``refine_pixel_window`` × short
     side (a smaller window reaches less far past a mover's edge), and a box's sides are set by
@@ -153,6 +156,7 @@ class MotionParams:
     refine_grow_evidence: float | None = 0.1  # None: no growth by evidence
     refine_grow_fraction: float = 0.1
     refine_grow_margin: float = 0.02
+    refine_grow_reach: float = 0.15
     refine_pixel_window: float = 0.02
     refine_texture: float = 5.0
     camera_confidence: float | None = 2.0  # None: the camera fitted on every pixel alike
@@ -198,6 +202,8 @@ class MotionParams:
             raise ValueError(
                 f"refine_grow_margin must be in [0, 0.25], got {self.refine_grow_margin}"
             )
+        if not 0.0 <= self.refine_grow_reach <= 0.5:
+            raise ValueError(f"refine_grow_reach must be in [0, 0.5], got {self.refine_grow_reach}")
         if not 0.0 < self.refine_pixel_window <= 0.25:
             raise ValueError(
                 f"refine_pixel_window must be in (0, 0.25], got {self.refine_pixel_window}"

@@ -170,6 +170,26 @@ def _box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return inside_y[:, :, None] & inside_x[:, None, :]
 
 
+def _widened(boxes: torch.Tensor, pixels: int, height: int, width: int) -> torch.Tensor:
+    """(R, 4) exclusive boxes, each side moved out by ``pixels`` within the frame."""
+    lo = (boxes[:, :2] - pixels).clamp(min=0)
+    hi = torch.minimum(boxes[:, 2:] + pixels, torch.tensor([width, height], device=boxes.device))
+    return torch.cat((lo, hi), dim=1)
+
+
+def _grown_from(seed: torch.Tensor, allowed: torch.Tensor, steps: int) -> torch.Tensor:
+    """The pixels of (R, H, W) ``allowed`` joined to ``seed`` through allowed pixels (8-connected,
+    at most ``steps`` pixels away), with ``seed`` itself."""
+    grown = seed
+    for _ in range(steps):
+        near = torch.nn.functional.max_pool2d(grown[:, None].float(), 3, stride=1, padding=1)
+        step = seed | ((near[:, 0] > 0) & allowed)
+        if torch.equal(step, grown):
+            break
+        grown = step
+    return grown
+
+
 def _masked_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
     """The ``q`` quantile of each (R, H, W) row's pixels under ``mask``, 0 where none is."""
     picked = values.masked_fill(~mask, float("nan")).flatten(1)
@@ -286,6 +306,7 @@ def refine_region_boxes(
     grow_evidence: float | None = None,
     grow_fraction: float = 0.1,
     grow_margin: int = 0,
+    grow_reach: int = 0,
     fine_evidence: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shrink R region boxes to the pixels that move against the camera, all at once.
@@ -348,7 +369,13 @@ def refine_region_boxes(
             refined = _bounds(sides)
         if grow_evidence is not None:
             low = (floor + grow_fraction * (level - floor)).view(-1, 1, 1)
-            joined = inside & (values >= low) & (own >= grow_evidence)
+            moving = (values >= low) & (own >= grow_evidence)
+            joined = inside & moving
+            if grow_reach > 0:
+                reach = _box_masks(_widened(boxes, grow_reach, height, width), height, width)
+                # flat pixels (no evidence either way) carry the growth, told ones set the sides
+                passable = reach & (values >= low) & (moving | own.isnan())
+                joined = _grown_from(sides | joined, passable, grow_reach) & moving
             any_kept = keep.flatten(1).any(dim=1).view(-1, 1, 1)
             grown = torch.where(any_kept, keep | joined, keep)
             wide = _bounds(torch.where(any_kept, sides | joined, sides))
@@ -390,6 +417,7 @@ def refine_regions(
     grow_evidence: float | None = None,
     grow_fraction: float = 0.1,
     grow_margin: int = 0,
+    grow_reach: int = 0,
     fine_evidence: torch.Tensor | None = None,
 ) -> list[list[Box]]:
     """Each frame's region boxes, shrunk to the pixels that move against the camera.
@@ -447,6 +475,7 @@ def refine_regions(
             grow_evidence=grow_evidence if evidence is not None else None,
             grow_fraction=grow_fraction,
             grow_margin=grow_margin,
+            grow_reach=grow_reach,
             fine_evidence=fine_evidence if evidence is not None else None,
         )
         refined.append(r)

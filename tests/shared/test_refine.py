@@ -217,6 +217,32 @@ def test_growth_takes_slow_parts_the_frames_bear_out(device: torch.device, kind:
     assert refine_regions(flow, [[HALO]], **{**grow, "grow_evidence": 0.4}) == [[PATCH]]
 
 
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_growth_reaches_past_the_region_box(device: torch.device, kind: str) -> None:
+    """``grow_reach`` lets growth leave the region's box by up to that many pixels, through
+    moving pixels the frames bear out or cannot tell (a flat stretch of the mover), never through
+    still ones; only pixels that bear their motion out set the grown sides."""
+    flow, evidence = grow_scene(device, kind)
+    settings = {"lead": 0.0, "min_evidence": 0.0, "evidence": evidence}
+    grow = {**settings, "grow_evidence": 0.1, "grow_fraction": 0.1}
+    # the slow part reaches x 26, past the box's side at 24
+    assert refine_regions(flow, [[HALO]], **grow, grow_reach=1) == [[[12, 10, 25, 18]]]
+    assert refine_regions(flow, [[HALO]], **grow, grow_reach=2) == [[[12, 10, 26, 18]]]
+    assert refine_regions(flow, [[HALO]], **grow, grow_reach=6) == [[[12, 10, 26, 18]]]
+
+    # a flat, moving stretch (x 26-30: no texture, so no evidence) joins a told part beyond it
+    bridged = with_mover(flow, [26, 12, 33, 16], (0.3, 0.0))
+    evidence[:, 12:16, 26:30] = float("nan")
+    evidence[:, 12:16, 30:33] = 0.3
+    far = {**grow, "evidence": evidence}
+    assert refine_regions(bridged, [[HALO]], **far, grow_reach=9) == [[[12, 10, 33, 18]]]
+    # out of reach: the stretch itself sets no side
+    assert refine_regions(bridged, [[HALO]], **far, grow_reach=5) == [[[12, 10, 26, 18]]]
+    # a still stretch does not carry the growth
+    still = with_mover(flow, [30, 12, 33, 16], (0.3, 0.0))
+    assert refine_regions(still, [[HALO]], **far, grow_reach=9) == [[[12, 10, 26, 18]]]
+
+
 def flat_beside_scene(device: torch.device, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The mover (PATCH, 3 px/frame) and TV-L1's spill of its flow over flat pixels below it
     (y 18-22, where the frames cannot tell), with the mover's pixels bearing their motion out."""
