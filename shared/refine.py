@@ -37,6 +37,7 @@ import torch
 
 from shared.cuts import warp_back
 from shared.record import Box, union_box
+from shared.regions import label_regions
 
 
 def _check_flow(flow: torch.Tensor) -> None:
@@ -177,17 +178,14 @@ def _widened(boxes: torch.Tensor, pixels: int, height: int, width: int) -> torch
     return torch.cat((lo, hi), dim=1)
 
 
-def _grown_from(seed: torch.Tensor, allowed: torch.Tensor, steps: int) -> torch.Tensor:
-    """The pixels of (R, H, W) ``allowed`` joined to ``seed`` through allowed pixels (8-connected,
-    at most ``steps`` pixels away), with ``seed`` itself."""
-    grown = seed
-    for _ in range(steps):
-        near = torch.nn.functional.max_pool2d(grown[:, None].float(), 3, stride=1, padding=1)
-        step = seed | ((near[:, 0] > 0) & allowed)
-        if torch.equal(step, grown):
-            break
-        grown = step
-    return grown
+def _joined_to(seed: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """``seed`` and the pixels of (R, H, W) ``allowed`` 8-connected to it through allowed
+    pixels."""
+    labels = label_regions(seed | allowed)
+    hit = torch.zeros(int(labels.max()) + 1, dtype=torch.bool, device=labels.device)
+    hit[labels[seed]] = True
+    hit[0] = False
+    return seed | hit[labels]
 
 
 def _masked_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
@@ -375,7 +373,7 @@ def refine_region_boxes(
                 reach = _box_masks(_widened(boxes, grow_reach, height, width), height, width)
                 # flat pixels (no evidence either way) carry the growth, told ones set the sides
                 passable = reach & (values >= low) & (moving | own.isnan())
-                joined = _grown_from(sides | joined, passable, grow_reach) & moving
+                joined = _joined_to(sides | joined, passable) & moving
             any_kept = keep.flatten(1).any(dim=1).view(-1, 1, 1)
             grown = torch.where(any_kept, keep | joined, keep)
             wide = _bounds(torch.where(any_kept, sides | joined, sides))
