@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from shared.cuts import warp_back
+from shared.params import MotionParams
 from shared.record import Box, union_box
 from shared.regions import label_regions
 
@@ -210,7 +211,7 @@ def _local_moments(x: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Te
 
 def _ncc(
     a: torch.Tensor, moments_a: tuple[torch.Tensor, torch.Tensor], b: torch.Tensor, window: int
-):
+) -> torch.Tensor:
     """:func:`local_ncc` with ``a``'s moments already computed (one ``a`` against several ``b``)."""
     mean_a, var_a = moments_a
     mean_b, var_b = _local_moments(b, window)
@@ -236,7 +237,7 @@ def camera_evidence(
     affine: torch.Tensor,
     *,
     window: float = EVIDENCE_WINDOW,
-    min_texture: float = 2.0,
+    min_texture: float = MotionParams.refine_texture,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """How much better each pixel's flow explains the frames than the camera's motion does.
@@ -261,7 +262,7 @@ def camera_evidence_maps(
     affine: torch.Tensor,
     *,
     windows: Sequence[float],
-    min_texture: float = 2.0,
+    min_texture: float = MotionParams.refine_texture,
     residual: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """:func:`camera_evidence` over each of ``windows`` (fractions of the short side), from one
