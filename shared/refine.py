@@ -329,7 +329,10 @@ def refine_region_boxes(
     floor) whose evidence reaches ``grow_evidence`` join it (a slow part of a mover: an upper arm
     moving a third as fast as the forearm); the sides that grew then come back by
     ``grow_margin`` pixels, never inside what the first cut kept, since the evidence is a
-    windowed correlation that reaches past the moving pixels. ``fine_evidence`` (T, H, W): the
+    windowed correlation that reaches past the moving pixels. With ``grow_reach`` > 0 the
+    growth may leave the box by up to that many pixels, through pixels 8-connected to what it
+    kept that move that fast and either reach ``grow_evidence`` or cannot tell (a flat mover's
+    middle); only the former join. ``fine_evidence`` (T, H, W): the
     evidence over a smaller window, for these pixel-level cuts (the region's mean, which keeps or
     drops it, stays on ``evidence``); default ``evidence``.
     """
@@ -434,10 +437,10 @@ def refine_regions(
     :func:`camera_evidence` when already computed (then ``frames`` is not needed). With
     ``require_evidence``, a region too flat to be tested (fewer than 16 textured moving pixels)
     is dropped too, where otherwise it is given the benefit of the doubt. ``grow_evidence``,
-    ``grow_fraction`` and ``grow_margin`` let boxes grow back to slow parts the evidence bears
-    out (:func:`refine_region_boxes`), which cut on ``fine_evidence`` (T, H, W) when given: the
-    evidence over a smaller window. Returns, per frame, the refined boxes of the regions kept, in
-    their order.
+    ``grow_fraction``, ``grow_margin`` and ``grow_reach`` let boxes grow back to slow parts the
+    evidence bears out (:func:`refine_region_boxes`), which cut on ``fine_evidence`` (T, H, W)
+    when given: the evidence over a smaller window. Returns, per frame, the refined boxes of the
+    regions kept, in their order.
     """
     _check_flow(flow)
     if len(regions) != flow.shape[0]:
