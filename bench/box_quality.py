@@ -19,7 +19,7 @@ sampling keeps:
   OpenCV flows, its boxes read at the kept frames.
 
     python bench/box_quality.py [--suite all] [--split heldout] [--quality balanced]
-                                [--json OUT] [--png] [--only NAME ...]
+                                [--json OUT] [--png] [--only NAME ...] [--jobs N]
 
 Prints a table per scenario and sampling, means per camera kind and overall, cut detection's
 precision and recall on clips with a cut, and the wall time. Flows are cached under
@@ -155,7 +155,9 @@ def dense_flows(
     flow = optical_flow(gray[first], gray[second], params.flow, params.backend)
     seconds = time.perf_counter() - start
     FLOW_CACHE.mkdir(parents=True, exist_ok=True)
-    torch.save({"flow": flow, "seconds": seconds}, path)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")  # whole files only, whoever reads them
+    torch.save({"flow": flow, "seconds": seconds}, partial)
+    os.replace(partial, path)
     return DenseFlows(flow, seconds, step)
 
 
@@ -283,6 +285,45 @@ def score_clip(
         cuts_found=found,
         seconds=time.perf_counter() - start,
     )
+
+
+def _one_thread() -> None:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _report(row: ClipScores) -> None:
+    every = {m: row.scores[m]["every"] for m in row.scores}
+    print(
+        f"  {row.scenario} seed {row.seed}: "
+        + " ".join(f"{m} {v:.3f}" for m, v in every.items() if v is not None)
+        + f"  ({row.seconds:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def score_clips(jobs: Sequence[tuple], workers: int = 1) -> list[ClipScores]:
+    """:func:`score_clip` for each job's arguments, in the jobs' order; with ``workers`` > 1 in
+    that many processes, one thread each (a clip's scores are the same either way)."""
+    if workers == 1 or len(jobs) < 2:
+        rows = []
+        for job in jobs:
+            rows.append(score_clip(*job))
+            _report(rows[-1])
+        return rows
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    done: dict[int, ClipScores] = {}
+    with ProcessPoolExecutor(
+        min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=_one_thread
+    ) as pool:
+        futures = {pool.submit(score_clip, *job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            _report(done[futures[future]])
+    return [done[i] for i in range(len(jobs))]
 
 
 COLOURS = {"truth": (0, 200, 0), "ours": (255, 40, 40), "previous": (255, 220, 0)}
@@ -424,9 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="MotionParams fields over the preset for ours (JSON values), "
                              "e.g. refine_fraction=0.3")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="clips scored at once, each in its own process on one thread "
+                             "(the scores do not depend on it)")  # fmt: skip
     parser.add_argument("--from-json", type=Path, nargs="*", default=[],
                         help="tabulate these --json files (merged) instead of running")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -447,19 +493,15 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     rows = [] if not args.from_json else [r for path in args.from_json for r in load_rows(path)]
-    for scenario in scenarios if not args.from_json else []:
-        for seed in seeds:
-            png = OUT_DIR / f"{scenario.name}.png" if args.png and seed == seeds[0] else None
-            row = score_clip(scenario, seed, params, png, args.methods)
-            rows.append(row)
-            every = {m: row.scores[m]["every"] for m in row.scores}
-            print(
-                f"  {scenario.name} seed {seed}: "
-                + " ".join(f"{m} {v:.3f}" for m, v in every.items() if v is not None)
-                + f"  ({row.seconds:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+    if not args.from_json:
+        jobs = [
+            (scenario, seed, params, OUT_DIR / f"{scenario.name}.png", args.methods)
+            if args.png and seed == seeds[0]
+            else (scenario, seed, params, None, args.methods)
+            for scenario in scenarios
+            for seed in seeds
+        ]
+        rows = score_clips(jobs, args.jobs)
     wall = time.perf_counter() - start
     if args.baseline:
         rows = with_baseline(rows, [r for path in args.baseline for r in load_rows(path)])
