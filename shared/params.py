@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 12
+ALGORITHM_VERSION = 13
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -106,6 +106,10 @@ class MotionParams:
     Growth may leave the region's box by up to ``refine_grow_reach`` × short side, through such
     pixels or moving flat ones joined to the box (the rest of a slow or flat mover whose
     boundary the region's threshold cut short); only pixels that gain set the grown sides.
+    Growth never takes pixels moving less than ``refine_grow_noise`` × the frame's median
+    residual motion (the flow's own noise once the camera is taken out: compression blocks,
+    flicker): in a clean clip that floor is near zero and a mover's slowest parts join, in a
+    noisy one only what moves clearly above the noise does (``None``: no floor).
     The region test correlates over squares of 2 · round(0.03 × short side) + 1 pixels; the
     pixel-level cuts (``refine_pixel_evidence``, growth) over ``refine_pixel_window`` × short
     side (a smaller window reaches less far past a mover's edge), and a box's sides are set by
@@ -153,8 +157,9 @@ class MotionParams:
     refine_min_motion: float = 0.004
     refine_evidence: float | None = 0.05  # None: no test against the frames
     refine_pixel_evidence: float | None = 0.05  # None: the region's moving pixels all count
-    refine_grow_evidence: float | None = 0.1  # None: no growth by evidence
-    refine_grow_fraction: float = 0.1
+    refine_grow_evidence: float | None = 0.05  # None: no growth by evidence
+    refine_grow_fraction: float = 0.05
+    refine_grow_noise: float | None = 4.0  # None: growth has no noise floor
     refine_grow_margin: float = 0.02
     refine_grow_reach: float = 0.15
     refine_pixel_window: float = 0.02
@@ -202,6 +207,9 @@ class MotionParams:
             raise ValueError(
                 f"refine_grow_margin must be in [0, 0.25], got {self.refine_grow_margin}"
             )
+        noise = self.refine_grow_noise
+        if noise is not None and not 0.0 < noise <= 100.0:
+            raise ValueError(f"refine_grow_noise must be in (0, 100] or None, got {noise}")
         if not 0.0 <= self.refine_grow_reach <= 0.5:
             raise ValueError(f"refine_grow_reach must be in [0, 0.5], got {self.refine_grow_reach}")
         if not 0.0 < self.refine_pixel_window <= 0.25:

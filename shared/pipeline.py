@@ -221,6 +221,7 @@ def boxes_from_maps(
             "grow_fraction": params.refine_grow_fraction,
             "grow_margin": round(params.refine_grow_margin * min(height, width)),
             "grow_reach": round(params.refine_grow_reach * min(height, width)),
+            "grow_noise": params.refine_grow_noise,
             "fine_evidence": fine,
         }
         kept = refine_regions(flow, regions, min_evidence=params.refine_evidence, **settings)

@@ -306,6 +306,7 @@ def refine_region_boxes(
     grow_fraction: float = 0.1,
     grow_margin: int = 0,
     grow_reach: int = 0,
+    grow_noise: float | None = None,
     fine_evidence: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shrink R region boxes to the pixels that move against the camera, all at once.
@@ -332,7 +333,10 @@ def refine_region_boxes(
     windowed correlation that reaches past the moving pixels. With ``grow_reach`` > 0 the
     growth may leave the box by up to that many pixels, through pixels 8-connected to what it
     kept that move that fast and either reach ``grow_evidence`` or cannot tell (a flat mover's
-    middle); only the former join. ``fine_evidence`` (T, H, W): the
+    middle); only the former join. With ``grow_noise``, growth also needs at least
+    ``grow_noise`` × the median residual of the box's frame (the flow's noise once the camera is
+    taken out), so a compressed or flickering frame grows only through clear motion.
+    ``fine_evidence`` (T, H, W): the
     evidence over a smaller window, for these pixel-level cuts (the region's mean, which keeps or
     drops it, stays on ``evidence``); default ``evidence``.
     """
@@ -371,6 +375,9 @@ def refine_region_boxes(
             refined = _bounds(sides)
         if grow_evidence is not None:
             low = (floor + grow_fraction * (level - floor)).view(-1, 1, 1)
+            if grow_noise is not None:  # the frame's own noise, camera taken out
+                noise = values.flatten(1).median(dim=1).values.view(-1, 1, 1)
+                low = torch.maximum(low, grow_noise * noise)
             moving = (values >= low) & (own >= grow_evidence)
             joined = inside & moving
             if grow_reach > 0:
@@ -420,6 +427,7 @@ def refine_regions(
     grow_fraction: float = 0.1,
     grow_margin: int = 0,
     grow_reach: int = 0,
+    grow_noise: float | None = None,
     fine_evidence: torch.Tensor | None = None,
 ) -> list[list[Box]]:
     """Each frame's region boxes, shrunk to the pixels that move against the camera.
@@ -437,8 +445,9 @@ def refine_regions(
     :func:`camera_evidence` when already computed (then ``frames`` is not needed). With
     ``require_evidence``, a region too flat to be tested (fewer than 16 textured moving pixels)
     is dropped too, where otherwise it is given the benefit of the doubt. ``grow_evidence``,
-    ``grow_fraction``, ``grow_margin`` and ``grow_reach`` let boxes grow back to slow parts the
-    evidence bears out (:func:`refine_region_boxes`), which cut on ``fine_evidence`` (T, H, W)
+    ``grow_fraction``, ``grow_margin``, ``grow_reach`` and ``grow_noise`` let boxes grow back to
+    slow parts the evidence bears out (:func:`refine_region_boxes`), which cut on
+    ``fine_evidence`` (T, H, W)
     when given: the evidence over a smaller window. Returns, per frame, the refined boxes of the
     regions kept, in their order.
     """
@@ -478,6 +487,7 @@ def refine_regions(
             grow_fraction=grow_fraction,
             grow_margin=grow_margin,
             grow_reach=grow_reach,
+            grow_noise=grow_noise,
             fine_evidence=fine_evidence if evidence is not None else None,
         )
         refined.append(r)

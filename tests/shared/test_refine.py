@@ -218,6 +218,26 @@ def test_growth_takes_slow_parts_the_frames_bear_out(device: torch.device, kind:
 
 
 @pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_growth_needs_motion_above_the_frames_noise(device: torch.device, kind: str) -> None:
+    """``grow_noise`` sets a floor on growth at that many times the frame's median residual:
+    a clean frame (median 0) grows into the slow part as before; a frame whose flow carries
+    +/-0.1 px of noise everywhere (a checkerboard, which no camera explains) grows into it only
+    while the floor stays under the slow part's 0.3 +/- 0.1 px."""
+    flow, evidence = grow_scene(device, kind)
+    settings = {"lead": 0.0, "min_evidence": 0.0, "evidence": evidence}
+    grow = {**settings, "grow_evidence": 0.1, "grow_fraction": 0.1}
+    assert refine_regions(flow, [[HALO]], **grow, grow_noise=4.0) == [[[12, 10, 24, 18]]]
+    xs, ys = grid(device)
+    noisy = flow.clone()
+    noisy[:, 0] += 0.1 * (1 - 2 * ((xs + ys) % 2))  # +/-0.1 px, alternating pixel by pixel
+    # without a floor the noisy frame grows as the clean one does
+    assert refine_regions(noisy, [[HALO]], **grow) == [[[12, 10, 24, 18]]]
+    assert refine_regions(noisy, [[HALO]], **grow, grow_noise=1.5) == [[[12, 10, 24, 18]]]
+    # 5 x 0.1 px = 0.5 px: over every pixel of the slow part, none joins
+    assert refine_regions(noisy, [[HALO]], **grow, grow_noise=5.0) == [[PATCH]]
+
+
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
 def test_growth_reaches_past_the_region_box(device: torch.device, kind: str) -> None:
     """``grow_reach`` lets growth leave the region's box by up to that many pixels, through
     moving pixels the frames bear out or cannot tell (a flat stretch of the mover), never through
