@@ -23,7 +23,9 @@ their own motion, and cuts each kept box to the pixels that do (``pixel_evidence
 The same evidence lets a box grow back to a mover's slow parts (``grow_evidence``): an arm
 swinging from the shoulder moves fast at the hand and hardly at the shoulder, so a cut at half
 the region's level keeps the forearm only, while the frames bear the upper arm's small motion
-out as well as the forearm's.
+out as well as the forearm's. Growth takes no pixel moving less than a multiple of its
+frame's median residual (``grow_noise``): with the camera taken out, that median is the flow's
+own noise, near zero in a clean frame and high under heavy compression or flicker.
 
 How the defaults were chosen, and what they gain: ``bench/tune_refine.py``.
 """
