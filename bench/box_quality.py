@@ -494,10 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows = [] if not args.from_json else [r for path in args.from_json for r in load_rows(path)]
     if not args.from_json:
+
+        def png(scenario: synthetic.Scenario, seed: int) -> Path | None:
+            return OUT_DIR / f"{scenario.name}.png" if args.png and seed == seeds[0] else None
+
         jobs = [
-            (scenario, seed, params, OUT_DIR / f"{scenario.name}.png", args.methods)
-            if args.png and seed == seeds[0]
-            else (scenario, seed, params, None, args.methods)
+            (scenario, seed, params, png(scenario, seed), args.methods)
             for scenario in scenarios
             for seed in seeds
         ]
