@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Bump when the algorithm changes what it outputs for the same settings.
-ALGORITHM_VERSION = 13
+ALGORITHM_VERSION = 14
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
@@ -117,6 +117,9 @@ class MotionParams:
     pixel tells only where the first frame's local standard deviation reaches
     ``refine_texture`` grey levels: below that, compression blocks (which stay put while the
     content moves) and the soft edge of a shadow decide the correlation, not the content.
+    Each region is refined at ``refine_subpixel`` samples a working pixel (its residual flow
+    read bilinearly), so a box's sides fall where the flow crosses the cut, to a quarter pixel
+    at 4, rather than on whole working pixels (1).
     The camera's affine is fitted with each pixel
     weighted by how well the first frame pins its flow down (``camera_confidence``: the square
     root of the structure tensor's smaller eigenvalue over this many grey levels, capped at 1;
@@ -164,6 +167,7 @@ class MotionParams:
     refine_grow_reach: float = 0.15
     refine_pixel_window: float = 0.02
     refine_texture: float = 5.0
+    refine_subpixel: int = 4
     camera_confidence: float | None = 2.0  # None: the camera fitted on every pixel alike
     cut_threshold: float | None = 0.1  # None: no cut detection
     fallback_size: float = 0.5
@@ -216,6 +220,8 @@ class MotionParams:
             raise ValueError(
                 f"refine_pixel_window must be in (0, 0.25], got {self.refine_pixel_window}"
             )
+        if not 1 <= self.refine_subpixel <= 8:
+            raise ValueError(f"refine_subpixel must be in [1, 8], got {self.refine_subpixel}")
         if not 0.0 <= self.refine_texture <= 64.0:
             raise ValueError(f"refine_texture must be in [0, 64], got {self.refine_texture}")
         second = self.second_threshold_rel
@@ -282,10 +288,15 @@ Quality = Literal["fast", "balanced", "paper"]
 # Named trade-offs of speed for box quality, as the fields that differ from MotionParams'
 # defaults (which are "balanced"), chosen on the frontier's tuning seeds (bench/frontier.py,
 # BENCHMARKS.md): "balanced" 128 px and 3 TV-L1 warps, each pair whose exposure changed measured
-# again at one exposure; "fast" 112 px and also stops each warp at twice OpenCV's epsilon;
+# again at one exposure, boxes refined to a quarter pixel; "fast" 112 px, also stops each warp
+# at twice OpenCV's epsilon and keeps whole-pixel sides;
 # "paper" is OpenCV's default TV-L1 at 224 px, as the paper measured flow (no exposure matching).
 QUALITY_PRESETS: dict[str, dict] = {
-    "fast": {"short_side": 112, "flow": FlowParams(warps=3, epsilon=0.02, exposure="gain")},
+    "fast": {
+        "short_side": 112,
+        "flow": FlowParams(warps=3, epsilon=0.02, exposure="gain"),
+        "refine_subpixel": 1,
+    },
     "balanced": {},
     "paper": {"short_side": 224, "flow": FlowParams()},
 }

@@ -223,6 +223,7 @@ def boxes_from_maps(
             "grow_reach": round(params.refine_grow_reach * min(height, width)),
             "grow_noise": params.refine_grow_noise,
             "fine_evidence": fine,
+            "subpixel": params.refine_subpixel,
         }
         kept = refine_regions(flow, regions, min_evidence=params.refine_evidence, **settings)
         if params.second_threshold_rel is not None and evidence is not None:

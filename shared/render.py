@@ -10,6 +10,7 @@ never leaves a half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import math
 import operator
 import os
 import tempfile
@@ -50,8 +51,21 @@ def _check_frames(frames: np.ndarray) -> None:
         raise ValueError(f"frames must have a non-zero height and width, got shape {frames.shape}")
 
 
-def _check_boxes(boxes: Sequence[Sequence[int] | None], count: int) -> list[tuple[int, ...] | None]:
-    """Return the boxes as int tuples; raise ValueError on a wrong count or a malformed box."""
+def _pixel(value: object) -> int:
+    """A box side as a whole pixel: ints as they are, finite floats (sub-pixel sides of
+    working-size boxes) to the nearest pixel, halves up."""
+    if isinstance(value, float | np.floating):
+        if not math.isfinite(value):
+            raise TypeError(f"not a finite number: {value!r}")
+        return math.floor(value + 0.5)
+    return operator.index(value)  # type: ignore[arg-type]
+
+
+def _check_boxes(
+    boxes: Sequence[Sequence[float] | None], count: int
+) -> list[tuple[int, ...] | None]:
+    """Return the boxes as int tuples, fractional sides at the nearest pixel; raise ValueError
+    on a wrong count or a malformed box."""
     if len(boxes) != count:
         raise ValueError(f"got {len(boxes)} boxes for {count} frames; need one box (or None) each")
     out: list[tuple[int, ...] | None] = []
@@ -60,11 +74,11 @@ def _check_boxes(boxes: Sequence[Sequence[int] | None], count: int) -> list[tupl
             out.append(None)
             continue
         try:
-            values = tuple(operator.index(v) for v in box)
+            values = tuple(_pixel(v) for v in box)
         except TypeError as exc:
-            raise ValueError(f"box {i} must be 4 integers [x1, y1, x2, y2], got {box!r}") from exc
+            raise ValueError(f"box {i} must be 4 numbers [x1, y1, x2, y2], got {box!r}") from exc
         if len(values) != 4:
-            raise ValueError(f"box {i} must be 4 integers [x1, y1, x2, y2], got {box!r}")
+            raise ValueError(f"box {i} must be 4 numbers [x1, y1, x2, y2], got {box!r}")
         out.append(values)
     return out
 

@@ -139,8 +139,9 @@ def test_two_frames_are_enough() -> None:
     result = analyse_frames(frames)
     assert result.detected == [True, True]
     # the last frame measures its motion back to the one before: each box sits on its own
-    # frame's square (the flow lives on the first frame of its pair), within a pixel
-    assert result.boxes == [[19, 24, 35, 40], [23, 24, 39, 40]]
+    # frame's square (the flow lives on the first frame of its pair), within a pixel; a side
+    # the flow crosses between pixels falls between them (a quarter pixel at the default)
+    assert result.boxes == [[19, 24, 35.25, 40], [23, 24, 39, 40]]
     assert squares == [[20, 24, 36, 40], [23, 24, 39, 40]]
 
 
@@ -270,6 +271,22 @@ def test_analyse_clip_record_in_source_pixels(mp4: tuple[Path, list[Box]]) -> No
     assert {"decode", "flow", "regions"} <= set(result.analysis.timings)
 
 
+def test_working_boxes_in_quarter_pixels_records_in_whole(mp4: tuple[Path, list[Box]]) -> None:
+    """Working-size boxes carry sub-pixel sides (quarters at the default ``refine_subpixel``),
+    the record whole source pixels; ``refine_subpixel=1`` gives whole working pixels."""
+    path, _ = mp4
+    result = analyse_clip(path, MotionParams(short_side=32))
+    sides = [v for box in result.analysis.boxes for v in box]
+    assert all((4 * v) == int(4 * v) for v in sides)
+    assert any(v != int(v) for v in sides)  # H.264 softens the edges: some fall between pixels
+    assert all(type(v) is int for box in result.record.frames for v in box)
+    whole = analyse_clip(path, MotionParams(short_side=32, refine_subpixel=1))
+    assert all(type(v) is int for box in whole.analysis.boxes for v in box)
+    # the sampled boxes lie within a working pixel of the whole-pixel ones
+    for fine, coarse in zip(result.analysis.boxes, whole.analysis.boxes, strict=True):
+        assert max(abs(a - b) for a, b in zip(fine, coarse, strict=True)) <= 1.0
+
+
 def test_analyse_clip_name_override(mp4: tuple[Path, list[Box]]) -> None:
     path, _ = mp4
     result = analyse_clip(path, MotionParams(short_side=32), name="clip-42")
@@ -332,6 +349,7 @@ CHANGED: dict[str, object] = {
     "refine_grow_noise": None,
     "refine_pixel_window": 0.03,
     "refine_texture": 2.0,
+    "refine_subpixel": 2,
     "camera_confidence": None,
     "second_threshold_rel": None,
     "second_evidence": 0.2,
@@ -412,6 +430,8 @@ def test_hash_changes_with_every_flow_field(name: str) -> None:
         {"refine_pixel_window": 0.3},
         {"refine_texture": -1.0},
         {"refine_texture": 65.0},
+        {"refine_subpixel": 0},
+        {"refine_subpixel": 9},
         {"camera_confidence": 0.0},
         {"second_threshold_rel": 0.3},
         {"second_evidence": 2.5},

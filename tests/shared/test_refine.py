@@ -355,3 +355,74 @@ def test_cuda_matches_cpu() -> None:
         dominant_motion(flow.cuda()).cpu(), dominant_motion(flow), rtol=0, atol=1e-4
     )
     assert refine_regions(flow.cuda(), regions) == refine_regions(flow, regions)
+
+
+# --------------------------------------------------------------------------- sub-pixel sides
+
+
+def test_bilinear_crops_read_the_flow_as_an_upsampled_frame(device: torch.device) -> None:
+    """A crop read at ``scale`` samples a pixel is that part of the frame upsampled bilinearly
+    (half-pixel centres, edges clamped); at one sample a pixel it is the pixels, exactly."""
+    torch.manual_seed(0)
+    maps = torch.randn(2, 2, H, W, device=device)
+    crops = torch.tensor([[0, 0, 10, 8], [25, 20, W, H]], device=device)  # frame edges on both
+    frame = torch.tensor([1, 0], device=device)
+    for scale in (1, 4):
+        xs, ys, valid = shared.refine._crop_grid(crops, scale, H, W)
+        got = shared.refine._sample_bilinear(maps, frame, xs, ys)
+        whole = torch.nn.functional.interpolate(
+            maps, scale_factor=scale, mode="bilinear", align_corners=False
+        )
+        for r, (x1, y1, x2, y2) in enumerate(crops.tolist()):
+            h, w = (y2 - y1) * scale, (x2 - x1) * scale
+            assert valid[r].sum() == h * w and valid[r, :h, :w].all()
+            want = whole[frame[r], :, y1 * scale : y2 * scale, x1 * scale : x2 * scale]
+            torch.testing.assert_close(got[r, :, :h, :w], want)
+        if scale == 1:
+            assert torch.equal(got[0, :, :8, :10], maps[1, :, 0:8, 0:10])
+    near = shared.refine._sample_nearest(maps[:, 0], frame, crops, 4, (32, 60))
+    assert torch.equal(near[1, :12:4, :15:4], maps[0, 0, 20:23, 25:29])
+
+
+def test_subpixel_sides_fall_where_the_flow_crosses_the_cut(device: torch.device) -> None:
+    """A mover whose outermost columns move only in part (1 and 3 px a frame against 4: TV-L1
+    on a pixel the edge crosses) crosses the half-level cut (2) at x = 10.83 on the left and
+    21.83 on the right (linearly between pixel centres). Whole pixels keep the right column and
+    drop the left (11 and 22); at 4 samples a pixel both sides land on the quarter pixel
+    before the crossing (10.75 and 21.75), and the sharp top and bottom stay where they are."""
+    flow = camera_flow(device, "static")
+    flow[0, 0, 8:17, 11:21] = 4.0
+    flow[0, 0, 8:17, 10] = 1.0
+    flow[0, 0, 8:17, 21] = 3.0
+    settings = {"lead": 0.0, "affine": torch.zeros(1, 2, 3, device=device)}
+    assert refine_regions(flow, [[HALO]], **settings) == [[[11, 8, 22, 17]]]
+    [[box]] = refine_regions(flow, [[HALO]], subpixel=4, **settings)
+    assert box == [10.75, 8.0, 21.75, 17.0]
+    with pytest.raises(ValueError, match="subpixel"):
+        refine_regions(flow, [[HALO]], subpixel=0, **settings)
+
+
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_subpixel_keeps_whole_pixel_movers_and_growth(device: torch.device, kind: str) -> None:
+    """A mover with sharp edges keeps its whole-pixel box at any sampling, under any camera;
+    growth and its margin count in pixels, not samples."""
+    flow = with_mover(camera_flow(device, kind), PATCH, (3.0, 4.0))
+    for subpixel in (1, 2, 4):
+        assert refine_regions(flow, [[HALO]], lead=0.0, subpixel=subpixel) == [[PATCH]]
+    flow, evidence = grow_scene(device, kind)
+    grow = {"lead": 0.0, "min_evidence": 0.0, "evidence": evidence, "grow_evidence": 0.1}
+    grow |= {"grow_fraction": 0.1, "grow_margin": 2}
+    assert refine_regions(flow, [[HALO]], **grow, subpixel=4) == [[[12, 10, 22, 18]]]
+
+
+def test_like_sized_chunks_partition_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared.refine, "_CHUNK_PIXELS", 1000)
+    sizes = [[30, 30], [5, 5], [10, 10], [6, 4], [20, 2]]
+    chunks = shared.refine._like_sized_chunks(sizes)
+    assert sorted(k for c in chunks for k in c) == list(range(len(sizes)))
+    assert chunks[0][:2] == [3, 1]  # smallest first
+    for chunk in chunks:
+        w = max(sizes[k][0] for k in chunk)
+        h = max(sizes[k][1] for k in chunk)
+        assert len(chunk) == 1 or len(chunk) * w * h <= 1000
+    assert [0] in chunks  # a crop over the budget goes alone

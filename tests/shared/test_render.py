@@ -169,10 +169,18 @@ def test_box_count_mismatch_raises() -> None:
         draw_boxes(clip(4), [None] * 3)
 
 
-@pytest.mark.parametrize("box", [[1, 2, 3], [1.0, 2, 3, 4], "abcd"])
+@pytest.mark.parametrize("box", [[1, 2, 3], [1.0, 2, float("nan"), 4], "abcd", [1, 2, "3", 4]])
 def test_malformed_box_raises(box: object) -> None:
-    with pytest.raises(ValueError, match="box 0 must be 4 integers"):
+    with pytest.raises(ValueError, match="box 0 must be 4 numbers"):
         draw_boxes(clip(1), [box])  # type: ignore[list-item]
+
+
+def test_fractional_box_drawn_at_the_nearest_pixels() -> None:
+    """Working-size boxes have sub-pixel sides; they are drawn at the nearest whole pixels."""
+    frames = clip(1)
+    whole = draw_boxes(frames, [[2, 3, 12, 9]])
+    assert np.array_equal(draw_boxes(frames, [[2.25, 2.5, 11.5, 9.25]]), whole)
+    assert not np.array_equal(draw_boxes(frames, [[2.75, 2.5, 11.5, 9.25]]), whole)
 
 
 # --------------------------------------------------------------------------- motion_map_image
