@@ -85,7 +85,9 @@ def default_backend(device: torch.device) -> FlowBackend:
 class FrameAnalysis:
     """Per-frame results at working size."""
 
-    boxes: list[Box]  # every frame's box: its own, a neighbour's, or the centre fallback
+    # every frame's box: its own, a neighbour's, or the centre fallback; sides may fall between
+    # working pixels (``MotionParams.refine_subpixel``), records round them to source pixels
+    boxes: list[Box]
     detected: list[bool]  # whether each frame found motion of its own
     cuts: list[bool]  # whether each frame's motion pair crosses a shot boundary
     maps: torch.Tensor  # (T, H, W) float32 smoothed motion-boundary maps, on the device used

@@ -558,6 +558,8 @@ def refine_regions(
     _check_flow(flow)
     if len(regions) != flow.shape[0]:
         raise ValueError(f"expected regions for {flow.shape[0]} frames, got {len(regions)}")
+    if subpixel < 1:
+        raise ValueError(f"subpixel must be at least 1, got {subpixel}")
     pairs = [(t, box) for t, boxes in enumerate(regions) for box in boxes]
     out: list[list[Box]] = [[] for _ in regions]
     if not pairs:
@@ -571,8 +573,6 @@ def refine_regions(
         evidence = None
     elif evidence is None and frames is not None:
         evidence = camera_evidence(frames[0], frames[1], flow, affine, residual=residual)
-    if subpixel < 1:
-        raise ValueError(f"subpixel must be at least 1, got {subpixel}")
     height, width = flow.shape[-2:]
     frame = torch.tensor([t for t, _ in pairs], device=flow.device)
     boxes = torch.tensor([box for _, box in pairs], dtype=torch.int64, device=flow.device)
