@@ -19,7 +19,10 @@ warped back along the camera's motion alone; where the camera's motion explains 
 well, the flow's own motion was not there. :func:`camera_evidence` measures that match as a local
 normalised cross-correlation (blind to a change of brightness or contrast), and
 :func:`refine_regions` drops a region whose moving pixels do not gain ``min_evidence`` from
-their own motion, and cuts each kept box to the pixels that do (``pixel_evidence``).
+their own motion, and cuts each kept box to the pixels that do (``pixel_evidence``). A region
+too flat for the frames to tell either way keeps the benefit of the doubt only in a frame where
+no region bore its motion out: beside a proven mover it is most likely flat sky or wall, whose
+flow is TV-L1's guess.
 The same evidence lets a box grow back to a mover's slow parts (``grow_evidence``): an arm
 swinging from the shoulder moves fast at the hand and hardly at the shoulder, so a cut at half
 the region's level keeps the forearm only, while the frames bear the upper arm's small motion
@@ -544,7 +547,9 @@ def refine_regions(
     that gain that much (:func:`refine_region_boxes`). ``evidence`` (T, H, W): the pairs'
     :func:`camera_evidence` when already computed (then ``frames`` is not needed). With
     ``require_evidence``, a region too flat to be tested (fewer than 16 textured moving pixels)
-    is dropped too, where otherwise it is given the benefit of the doubt. ``grow_evidence``,
+    is dropped too; otherwise it is given the benefit of the doubt only in a frame where no
+    region bore its motion out (a frame whose mover is proven needs no untested region beside
+    it: flat sky and walls take whatever flow TV-L1 guesses for them). ``grow_evidence``,
     ``grow_fraction``, ``grow_margin``, ``grow_reach`` and ``grow_noise`` let boxes grow back to
     slow parts the evidence bears out (:func:`refine_region_boxes`), which cut on
     ``fine_evidence`` (T, H, W)
@@ -620,8 +625,13 @@ def refine_regions(
     ok = (refined[:, 2] > refined[:, 0]) & (level >= min_level)
     if evidence is not None:
         ok &= gain >= min_evidence
+        told = ok & gain.isfinite()  # kept on the frames' word, not on the benefit of the doubt
         if require_evidence:
-            ok &= gain.isfinite()
+            ok = told
+        else:  # the benefit of the doubt only in a frame where no region bore its motion out
+            borne = torch.zeros(len(regions), dtype=torch.int64, device=flow.device)
+            borne = borne.index_add_(0, frame, told.long()) > 0
+            ok &= told | ~borne[frame]
     for (t, _), box, good in zip(pairs, refined.tolist(), ok.tolist(), strict=True):
         if good:
             out[t].append(box)

@@ -293,6 +293,27 @@ def test_pixels_that_cannot_tell_do_not_set_the_sides(device: torch.device, kind
     assert few.tolist() == [[12, 10, 20, 22]]  # 64 telling pixels < 65: the moving ones count
 
 
+@pytest.mark.parametrize("kind", ["static", "pan", "zoom"])
+def test_untestable_region_kept_only_where_no_region_bore_its_motion_out(
+    device: torch.device, kind: str
+) -> None:
+    """A moving region too flat for the frames to tell (evidence NaN: flat sky taking TV-L1's
+    guess) is dropped beside a mover whose motion the frames bear out, kept on the benefit of
+    the doubt where no region of its frame is borne out, and dropped everywhere when evidence is
+    required."""
+    flat, flat_region = [28, 4, 34, 12], [26, 2, 36, 14]
+    flow = camera_flow(device, kind, frames=3)
+    flow = with_mover(with_mover(flow, PATCH, (3.0, 0.0)), flat, (0.0, 2.0))
+    evidence = torch.full((3, H, W), -0.2, device=device)
+    evidence[:, 10:18, 12:20] = 0.4  # the mover bears its motion out...
+    evidence[2, 10:18, 12:20] = -0.1  # ...but not in frame 2, where the camera explains it
+    evidence[:, 2:14, 26:36] = float("nan")  # the flat region cannot tell
+    regions = [[HALO, flat_region], [flat_region], [HALO, flat_region]]
+    settings = {"lead": 0.0, "min_evidence": 0.05, "evidence": evidence}
+    assert refine_regions(flow, regions, **settings) == [[PATCH], [flat], [flat]]
+    assert refine_regions(flow, regions, **settings, require_evidence=True) == [[PATCH], [], []]
+
+
 def test_fine_evidence_cuts_pixels_and_evidence_keeps_regions(device: torch.device) -> None:
     """The region's mean (drop or keep) reads ``evidence``; the pixel cut reads
     ``fine_evidence``."""
