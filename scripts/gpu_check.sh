@@ -117,7 +117,7 @@ elif ((${#archives[@]} + ${#wheels[@]})); then
 fi
 if ! command -v mofo >/dev/null; then  # the project is not installed on the GPU machine
   printf '#!/bin/sh\nexec python3 -c %s "$@"\n' \
-    "'import sys; from shared.cli import app; sys.argv[0] = \"mofo\"; app()'" >"$WORK/bin/mofo"
+    "'import sys; from mofo.cli import app; sys.argv[0] = \"mofo\"; app()'" >"$WORK/bin/mofo"
   chmod +x "$WORK/bin/mofo"
   export PATH="$WORK/bin:$PATH"
 fi

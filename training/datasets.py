@@ -1,7 +1,7 @@
 """Training samples: chosen frames of a dataset's clips, cropped, flipped and normalised, with
 their motion boxes moved where the pixels go (MOFO §2.2).
 
-A :class:`VideoClips` reads the clips a :func:`workers.sources.open_source` source lists (the
+A :class:`VideoClips` reads the clips a :func:`shared.sources.open_source` source lists (the
 same ids the box cache was built under) and takes its boxes from a :class:`BoxSource`: the cache
 (:class:`CachedBoxes`, Redis or an export file), the pipeline run on the fly
 (:class:`ComputedBoxes`), or none at all (:class:`NoBoxes`, for tube masking). A clip without a
@@ -32,6 +32,7 @@ from shared.errors import ClipError, MofoError
 from shared.params import DecodeLimits, MotionParams
 from shared.paths import resolve_under_root
 from shared.record import BoxRecord
+from shared.sources import ClipItem
 from training.augment import RandAugmentSettings, rand_augment, random_erase
 from training.boxes import boxes_for_frames
 from training.transforms import (
@@ -45,7 +46,6 @@ from training.transforms import (
     segment_view_indices,
     view_crops,
 )
-from workers.sources import ClipItem
 
 # ImageNet statistics, as VideoMAE normalises its input.
 MEAN = (0.485, 0.456, 0.406)

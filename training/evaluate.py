@@ -91,7 +91,7 @@ def load_classifier(path: Path) -> tuple[VideoClassifier, dict[str, Any]]:
 
 def class_names(source) -> dict[str, list[str]] | None:
     """Class names per task where the source has them (SSV2's labels.json)."""
-    from workers.sources import ssv2_classes
+    from shared.sources import ssv2_classes
 
     if source.kind != "ssv2":
         return None

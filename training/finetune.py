@@ -193,7 +193,7 @@ def check_inputs(cfg: FinetuneConfig) -> None:
 
 def task_classes(kind: str, source: Path) -> dict[str, int]:
     """The classes of each task of a labelled source."""
-    from workers.sources import ssv2_classes
+    from shared.sources import ssv2_classes
 
     if kind == "epic":
         return dict(EPIC_CLASSES)

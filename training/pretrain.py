@@ -248,8 +248,8 @@ def open_data(d: DataSection):
     """The clips a ``[data]`` table names and their box source, the cache checked reachable
     (a cache that is down fails here, not in a loader process). Imported here: the data
     pipeline pulls in decoding, which the config checks do not need."""
+    from shared.sources import open_source
     from training.datasets import box_source
-    from workers.sources import open_source
 
     source = open_source(Path(d.source), Path(d.videos) if d.videos else None,
                          Path(d.root) if d.root else None)  # fmt: skip

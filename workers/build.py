@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.cache import KEY_PREFIX, box_key
+from shared.jobs import limits_dict
 from shared.params import DecodeLimits, MotionParams
 from shared.record import BoxRecord
-from workers.jobs import limits_dict
-from workers.sources import ClipItem, Dataset
+from shared.sources import ClipItem, Dataset
 
 BUILD_PREFIX = "mofo:build"
 BUILDS_KEY = "mofo:builds"  # set of "{params_hash}:{name}"

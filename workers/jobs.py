@@ -1,5 +1,6 @@
-"""Jobs that box many clips: the loop shared by the service's in-process jobs and RQ workers, the
-RQ job the service enqueues when it runs with Redis, and the job of a cache build.
+"""The RQ jobs that box many clips: the one the service enqueues when it runs with Redis
+(:data:`shared.jobs.JOB_FUNCTION`, boxing with :func:`shared.jobs.box_clips`) and the job of a
+cache build.
 
 A clip that fails (corrupt, too long, missing) is recorded with its reason and the job goes on;
 only a fault outside the clips (the cache unreachable) fails the whole job, so RQ can retry it.
@@ -7,44 +8,17 @@ only a fault outside the clips (the cache unreachable) fails the whole job, so R
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.errors import ClipError
+from shared.jobs import box_clips
 from shared.params import DecodeLimits, MotionParams
 from shared.record import BoxRecord
 
-JOB_FUNCTION = "workers.jobs.box_clips_job"
-
 log = logging.getLogger("mofo.worker")
-
-Progress = Callable[[int, int, int], None]  # (done, failed, total)
-
-
-def box_clips(
-    items: Sequence[dict[str, Any]],
-    analyse: Callable[[dict[str, Any]], BoxRecord],
-    progress: Progress | None = None,
-) -> list[dict[str, Any]]:
-    """Box each item (``{"video": id, ...}``) in turn; one outcome per item, in order."""
-    outcomes: list[dict[str, Any]] = []
-    done = failed = 0
-    for item in items:
-        try:
-            record = analyse(item)
-        except ClipError as exc:
-            failed += 1
-            outcomes.append({"video": item["video"], "ok": False, "error": str(exc)})
-        else:
-            done += 1
-            outcomes.append({"video": item["video"], "ok": True, "record": record.to_dict()})
-        if progress is not None:
-            progress(done, failed, len(items))
-    return outcomes
 
 
 def box_clips_job(
@@ -179,7 +153,3 @@ def build_chunk_job(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return counts
-
-
-def limits_dict(limits: DecodeLimits) -> dict[str, Any]:
-    return dataclasses.asdict(limits)

@@ -15,10 +15,10 @@ from services.motion_api.problems import Problem
 from services.motion_api.schemas import JobState
 from services.motion_api.service import ClipSource, MotionService
 from shared.cache import QueueUnavailable, unavailable_as
+from shared.jobs import JOB_FUNCTION, box_clips, limits_dict
 from shared.params import MotionParams
 from shared.record import BoxRecord
 from shared.uploads import JobUploads, UploadQuota, UploadQuotaFull
-from workers.jobs import JOB_FUNCTION, box_clips, limits_dict
 
 JOB_ID = r"^[0-9a-f]{32}$"
 QUOTA_RETRY_S = 60  # Retry-After of a full job-upload quota: jobs take minutes, not seconds

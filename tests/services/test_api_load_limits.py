@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from shared.cli import sample_clip
+from shared.sample import sample_clip
 from tests.services.server import Server, start_server
 
 

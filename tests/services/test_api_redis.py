@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from shared.cache import box_key
-from shared.cli import sample_clip
+from shared.sample import sample_clip
 from tests.redis_server import RedisServer, start_redis
 from tests.services.server import start_server
 from tests.workers.conftest import mofo, mofo_env

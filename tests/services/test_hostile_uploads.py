@@ -25,7 +25,7 @@ import redis
 
 from services.motion_api.service import content_id
 from shared.cache import box_key
-from shared.cli import sample_clip
+from shared.sample import sample_clip
 from tests.redis_server import start_redis
 from tests.services.server import Server, start_server
 from tests.workers.conftest import mofo, mofo_env

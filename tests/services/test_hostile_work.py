@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.cli import sample_clip
+from shared.sample import sample_clip
 from tests.hostile_corpus import write_corpus
 from tests.redis_server import start_redis
 from tests.services.server import PROBLEM, Server, problem, start_server

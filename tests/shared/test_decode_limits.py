@@ -15,7 +15,7 @@ from shared.params import DecodeLimits, MotionParams
 from shared.settings import masked_url
 from tests import badclips
 from tests.hostile_corpus import write_corpus
-from tests.shared.test_cli import mofo
+from tests.mofo.test_cli import mofo
 
 
 @pytest.fixture(scope="module")

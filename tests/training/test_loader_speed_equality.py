@@ -16,9 +16,9 @@ from bench.loader import HASH, TodayClips, apply_crop_before, record, write_clip
 from shared.cache_files import write_records
 from shared.decode import read_frames, read_training_frames
 from shared.errors import ClipError
+from shared.sources import ClipItem
 from training.datasets import CachedBoxes, VideoClips
 from training.transforms import apply_crop, dense_indices, multi_scale_crop, segment_indices
-from workers.sources import ClipItem
 
 
 @pytest.fixture(scope="module")

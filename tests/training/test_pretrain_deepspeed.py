@@ -21,11 +21,11 @@ import torch
 from shared.cache import RedisBoxCache
 from shared.params import MotionParams
 from shared.pipeline import analyse_clip
+from shared.sources import open_source
 from tests.redis_server import start_redis
 from tests.training.commands import MOFO, env, mofo
 from training.models import MAEConfig, VideoMAE
 from training.synth import write_dataset
-from workers.sources import open_source
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ from shared.decode import read_clip
 from shared.params import MotionParams
 from shared.pipeline import analyse_clip
 from shared.record import box_iou, union_box
+from shared.sources import open_source
 from tests.services.server import MOFO
 from training.synth import DIRECTIONS, make_clip, write_dataset
-from workers.sources import open_source
 
 
 @pytest.fixture(scope="module")

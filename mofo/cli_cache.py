@@ -15,8 +15,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.text import Text
 
-from shared.cache import CacheUnavailable, unavailable_as
-from shared.cli import (
+from mofo.cli_options import (
     _LIMITS,
     Backend,
     BackendOpt,
@@ -41,6 +40,7 @@ from shared.cli import (
     motion_settings,
     sampling_options,
 )
+from shared.cache import CacheUnavailable, unavailable_as
 from shared.errors import MofoError
 
 cache_app = typer.Typer(
@@ -177,8 +177,8 @@ def build(
     import redis as redis_lib
     from rq import Queue
 
+    from shared.sources import open_source
     from workers.build import enqueue_build
-    from workers.sources import open_source
 
     settings = _redis_settings(redis_url=redis, data_root=data_root)
     sampling = sampling_options(short_side, stride, fps, num_frames, motion_step, motion_step_s)

@@ -1,5 +1,5 @@
 """``mofo pretrain``, ``mofo finetune`` and ``mofo evaluate``: the training commands (registered
-by ``shared.cli``)."""
+by ``mofo.cli``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from shared.cli import EXIT_USAGE, fail
+from mofo.cli_options import EXIT_USAGE, fail
 from shared.errors import MofoError
 
 EXIT_FAILED = 1

@@ -1,0 +1,158 @@
+"""What the ``mofo`` commands share: the error console and exit codes, the options of the
+commands that compute boxes (``mofo boxes``, ``mofo cache build``) and how they become motion
+parameters, decode limits and settings."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from shared.errors import MofoError
+from shared.params import DecodeLimits, preset_params
+
+err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
+
+EXIT_CLIP_FAILED = 1
+EXIT_USAGE = 2
+
+
+class Backend(StrEnum):
+    auto = "auto"
+    opencv = "opencv"
+    torch = "torch"
+
+
+class Stopping(StrEnum):
+    epsilon = "epsilon"
+    fixed = "fixed"
+
+
+class Quality(StrEnum):
+    fast = "fast"
+    balanced = "balanced"
+    paper = "paper"
+
+
+def output_path(template: Path, clip: str, several: bool) -> Path:
+    """Where a clip's preview or strip goes: ``{stem}`` in the name is replaced by the clip's stem;
+    with several clips and no ``{stem}``, ``-<stem>`` is added before the suffix."""
+    stem = Path(clip).stem
+    if "{stem}" in template.name:
+        return template.with_name(template.name.replace("{stem}", stem))
+    if several:
+        return template.with_name(f"{template.stem}-{stem}{template.suffix}")
+    return template
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+# Options shared by the commands that compute boxes (`boxes`, `cache build`).
+BackendOpt = Annotated[
+    Backend, typer.Option(help="TV-L1 backend; auto = torch on CUDA, opencv on CPU.")
+]
+QualityOpt = Annotated[
+    Quality,
+    typer.Option(
+        help="Speed/quality preset: working size, TV-L1 budget and region settings "
+        "(paper: OpenCV's default TV-L1 at 224 px)."
+    ),
+]
+ShortSideOpt = Annotated[
+    int | None,
+    typer.Option(help="Working size: short side in pixels (default: the preset's)."),
+]
+MotionStepOpt = Annotated[
+    int, typer.Option(help="Measure each kept frame's motion to the frame N source frames on.")
+]
+MotionStepSOpt = Annotated[
+    float | None,
+    typer.Option(help="Motion step in seconds instead (the same motion at any frame rate)."),
+]
+StrideOpt = Annotated[int, typer.Option(help="Keep every N-th frame.")]
+FpsOpt = Annotated[
+    float | None, typer.Option(help="Keep frames nearest to this rate (overrides --stride).")
+]
+NumFramesOpt = Annotated[int | None, typer.Option(help="At most this many frames, spread evenly.")]
+StoppingOpt = Annotated[
+    Stopping, typer.Option(help="TV-L1 stopping: OpenCV's epsilon rule, or all iterations.")
+]
+MaxFramesOpt = Annotated[int, typer.Option(help="Refuse clips with more frames.")]
+MaxDurationOpt = Annotated[float, typer.Option(help="Refuse clips longer (s).")]
+MaxWidthOpt = Annotated[int, typer.Option(help="Refuse wider clips (px).")]
+MaxHeightOpt = Annotated[int, typer.Option(help="Refuse taller clips (px).")]
+MaxBytesOpt = Annotated[int, typer.Option(help="Refuse larger files (bytes).")]
+_LIMITS = DecodeLimits()
+
+
+def sampling_options(
+    short_side: int | None,
+    stride: int,
+    fps: float | None,
+    num_frames: int | None,
+    motion_step: int,
+    motion_step_s: float | None,
+) -> dict:
+    """The MotionParams fields the sampling options set, for :func:`motion_settings`."""
+    return {
+        "short_side": short_side,
+        "stride": stride,
+        "fps": fps,
+        "num_frames": num_frames,
+        "motion_step": motion_step,
+        "motion_step_s": motion_step_s,
+    }
+
+
+def motion_settings(
+    device: str,
+    backend: Backend,
+    stopping: Stopping,
+    sampling: dict,
+    limits: tuple[int, int, float, int, int],
+    quality: Quality = Quality.balanced,
+):
+    """(device, params, limits) from the options, or a usage error (exit 2). ``sampling`` holds
+    the MotionParams fields set by options (short_side, stride, fps, num_frames, motion step)."""
+    from shared.pipeline import default_backend, resolve_device
+
+    try:
+        dev = resolve_device(device)
+        chosen = default_backend(dev) if backend is Backend.auto else backend.value
+        params = preset_params(quality.value, backend=chosen, stopping=stopping.value, **sampling)
+        max_bytes, max_frames, max_duration, max_width, max_height = limits
+        decode_limits = DecodeLimits(
+            max_bytes=max_bytes,
+            max_frames=max_frames,
+            max_duration_s=max_duration,
+            max_width=max_width,
+            max_height=max_height,
+        )
+    except (MofoError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if chosen == "opencv" and stopping is Stopping.fixed:
+        raise fail("--stopping fixed needs --backend torch (OpenCV only stops on epsilon)")
+    return dev, params, decode_limits
+
+
+def load_settings(**overrides):
+    """Settings from MOFO_* variables with the given options (None = not given) on top; bad
+    values are a usage error (exit 2) naming each field."""
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise fail(f"bad settings: {problems}") from None

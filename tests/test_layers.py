@@ -1,0 +1,182 @@
+"""The layers: the core (``shared``) imports nothing above it; the service, the workers and the
+training jobs import the core and never each other; ``mofo`` (the front door and the command
+line) composes them all; and no module imports itself back through others.
+
+Every import counts, at module level or inside a function (where most of the old upward edges
+hid). The checks run on the real tree and on planted trees, to show that they fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A package may import its own modules and those of packages of a lower rank only.
+RANKS = {"shared": 0, "services": 1, "workers": 1, "training": 1, "mofo": 2}
+
+Edge = tuple[str, str, int]  # importer, imported module, line
+
+
+def _modules(root: Path) -> dict[str, Path]:
+    out = {}
+    for package in RANKS:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def import_edges(root: Path) -> list[Edge]:
+    """Every import between the layers' modules under ``root``: (importer, module, line), each
+    imported name taken to the longest module it names (``from shared import cache`` is
+    ``shared.cache``); imports of outside packages are left out."""
+    modules = _modules(root)
+
+    def known(name: str) -> str | None:
+        parts = name.split(".")
+        for end in range(len(parts), 0, -1):
+            if ".".join(parts[:end]) in modules:
+                return ".".join(parts[:end])
+        return None
+
+    edges = set()
+    for importer, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                target = known(name)
+                # a module's own package (its __init__) runs first anyway: not an edge
+                if target and target != importer and not importer.startswith(target + "."):
+                    edges.add((importer, target, node.lineno))
+    return sorted(edges)
+
+
+def layer_violations(edges: list[Edge]) -> list[str]:
+    """The edges that go up a layer, or sideways between packages of one rank."""
+    bad = []
+    for importer, target, line in edges:
+        a, b = importer.split(".")[0], target.split(".")[0]
+        if a != b and RANKS[b] >= RANKS[a]:
+            kind = "sideways" if RANKS[a] == RANKS[b] else "upward"
+            bad.append(f"{importer}:{line} imports {target} ({kind})")
+    return bad
+
+
+def import_cycles(edges: list[Edge]) -> list[list[str]]:
+    """The modules that import themselves back through others (strongly connected components
+    of more than one module), each sorted."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for importer, target, _ in edges:
+        graph[importer].add(target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(set(graph) | {t for ts in graph.values() for t in ts}):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+# --------------------------------------------------------------------------- the real tree
+
+
+def test_the_layers_import_only_downwards() -> None:
+    edges = import_edges(ROOT)
+    assert len(edges) > 100  # the walk sees the tree (the layers import the core a lot)
+    assert layer_violations(edges) == []
+
+
+def test_no_module_imports_itself_back() -> None:
+    assert import_cycles(import_edges(ROOT)) == []
+
+
+def test_the_front_door_and_the_command_line_sit_on_top() -> None:
+    """``mofo`` is the composition root: it reaches every layer, and nothing reaches it."""
+    edges = import_edges(ROOT)
+    reached = {t.split(".")[0] for i, t, _ in edges if i.startswith("mofo")}
+    assert reached == {"mofo", "shared", "services", "workers", "training"}
+    assert [e for e in edges if e[1].startswith("mofo") and not e[0].startswith("mofo")] == []
+
+
+# --------------------------------------------------------------------------- planted imports
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_planted_upward_sideways_and_cyclic_imports_are_found(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "shared/__init__.py": "",
+            "shared/a.py": "def f():\n    from services.x import y  # hidden in a function\n",
+            "shared/p.py": "import shared.q\n",
+            "shared/q.py": "from shared import p\n",
+            "services/__init__.py": "",
+            "services/x.py": "import json\nfrom shared.a import f\ny = 1\n",
+            "workers/__init__.py": "",
+            "workers/b.py": "import training.c\n",
+            "training/__init__.py": "",
+            "training/c.py": "from mofo import cli\n",
+            "mofo/__init__.py": "",
+            "mofo/cli.py": "import shared.a, workers.b\n",
+        },
+    )
+    edges = import_edges(tmp_path)
+    assert layer_violations(edges) == [
+        "shared.a:2 imports services.x (upward)",
+        "training.c:1 imports mofo.cli (upward)",
+        "workers.b:1 imports training.c (sideways)",
+    ]
+    assert import_cycles(edges) == [
+        ["mofo.cli", "training.c", "workers.b"],
+        ["services.x", "shared.a"],
+        ["shared.p", "shared.q"],
+    ]
+
+
+def test_one_upward_import_planted_in_the_real_core_is_found(tmp_path: Path) -> None:
+    for package in RANKS:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("*.pyc"))
+    record = tmp_path / "shared" / "record.py"
+    record.write_text(record.read_text() + "\n\ndef _late():\n    import workers.worker\n")
+    violations = layer_violations(import_edges(tmp_path))
+    assert len(violations) == 1
+    assert violations[0].startswith("shared.record:") and violations[0].endswith(
+        "imports workers.worker (upward)"
+    )
+    assert import_cycles(import_edges(tmp_path)) != []  # workers.worker imports shared.record
