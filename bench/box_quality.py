@@ -52,11 +52,11 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 from bench import synthetic  # noqa: E402
 from bench.paper_pipeline import opencv_flows, paper_boxes  # noqa: E402
-from shared.decode import motion_partners, plan_frames, working_size  # noqa: E402
-from shared.flow import exposure, optical_flow  # noqa: E402
-from shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
-from shared.pipeline import FrameAnalysis, analyse_frames  # noqa: E402
-from shared.record import box_iou, scale_box  # noqa: E402
+from mofo.shared.decode import motion_partners, plan_frames, working_size  # noqa: E402
+from mofo.shared.flow import exposure, optical_flow  # noqa: E402
+from mofo.shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
+from mofo.shared.pipeline import FrameAnalysis, analyse_frames  # noqa: E402
+from mofo.shared.record import box_iou, scale_box  # noqa: E402
 
 Box = list[int]
 TRAIN_SEEDS = (0, 1)
@@ -145,7 +145,7 @@ def dense_flows(
     if path.exists():
         saved = torch.load(path)
         return DenseFlows(saved["flow"], saved["seconds"], step)
-    from shared.flow.gray import rgb_to_gray
+    from mofo.shared.flow.gray import rgb_to_gray
 
     gray = rgb_to_gray(torch.from_numpy(work))
     count = len(work)

@@ -73,12 +73,12 @@ from pathlib import Path
 
 import redis
 
-from shared.cache import KEY_PREFIX, RedisBoxCache, box_key
-from shared.cache_files import FileBoxCache, export_cache, read_records
-from shared.errors import ClipError
-from shared.params import DecodeLimits, MotionParams
-from shared.record import BoxRecord, centre_box, union_box
-from shared.settings import Settings
+from mofo.shared.cache import KEY_PREFIX, RedisBoxCache, box_key
+from mofo.shared.cache_files import FileBoxCache, export_cache, read_records
+from mofo.shared.errors import ClipError
+from mofo.shared.params import DecodeLimits, MotionParams
+from mofo.shared.record import BoxRecord, centre_box, union_box
+from mofo.shared.settings import Settings
 from tests.redis_server import RedisServer, start_redis
 from tests.workers.conftest import MOFO, DatasetDir, make_dataset, mofo_env
 
@@ -234,7 +234,7 @@ class CpuMeter:
 
 def reference_loop(dataset: DatasetDir, params: MotionParams, client: redis.Redis) -> dict:
     """Every clip of the folder boxed by a plain loop over analyse_clip in this process."""
-    from shared.pipeline import analyse_clip
+    from mofo.shared.pipeline import analyse_clip
 
     records: dict[str, dict] = {}
     failed: dict[str, str] = {}
@@ -396,7 +396,7 @@ def run_build(
             w.stop()
     wall = meter.result["wall_s"]
     figures = [w.log_figures() for w in workers]
-    from workers.build import build_status
+    from mofo.workers.build import build_status
 
     status = build_status(client, plan["build_id"])
     result = {

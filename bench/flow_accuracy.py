@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from bench.realframes import decode_rgb
-from shared.flow import optical_flow
-from shared.flow.gray import rgb_to_gray
+from mofo.shared.flow import optical_flow
+from mofo.shared.flow.gray import rgb_to_gray
 
 
 def backend_difference(frames: np.ndarray) -> dict[str, float]:

@@ -50,8 +50,8 @@ from bench.box_quality import (  # noqa: E402
     suite,
     to_working,
 )
-from shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
-from shared.pipeline import analyse_frames  # noqa: E402
+from mofo.shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
+from mofo.shared.pipeline import analyse_frames  # noqa: E402
 
 MODES = ("every", "num_frames=6")
 

@@ -49,11 +49,11 @@ import numpy as np
 import torch
 
 from bench.realframes import load
-from shared.flow import tvl1 as tvl1_module
-from shared.flow.gray import rgb_to_gray
-from shared.flow.opencv_backend import opencv_tvl1
-from shared.flow.tvl1 import clear_graph_cache, pyramid_sizes, tvl1_flow
-from shared.params import FlowParams
+from mofo.shared.flow import tvl1 as tvl1_module
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.flow.opencv_backend import opencv_tvl1
+from mofo.shared.flow.tvl1 import clear_graph_cache, pyramid_sizes, tvl1_flow
+from mofo.shared.params import FlowParams
 
 VARIANTS = {  # name: (cuda_graphs, compile, fused)
     "triton+graphs": (True, False, True),

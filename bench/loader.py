@@ -61,15 +61,21 @@ import torch
 import torch.nn.functional as F
 from skimage import data as photos
 
-import training.datasets as datasets
-from shared.cache_files import write_records
-from shared.decode import read_frames, read_training_frames, working_size
-from shared.params import MotionParams
-from shared.paths import resolve_under_root
-from shared.record import BoxRecord, union_box
-from shared.sources import ClipItem
-from training.datasets import CachedBoxes, VideoClips
-from training.transforms import Crop, apply_crop, dense_indices, multi_scale_crop, segment_indices
+import mofo.training.datasets as datasets
+from mofo.shared.cache_files import write_records
+from mofo.shared.decode import read_frames, read_training_frames, working_size
+from mofo.shared.params import MotionParams
+from mofo.shared.paths import resolve_under_root
+from mofo.shared.record import BoxRecord, union_box
+from mofo.shared.sources import ClipItem
+from mofo.training.datasets import CachedBoxes, VideoClips
+from mofo.training.transforms import (
+    Crop,
+    apply_crop,
+    dense_indices,
+    multi_scale_crop,
+    segment_indices,
+)
 
 PHOTOS = (
     photos.astronaut,

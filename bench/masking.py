@@ -4,10 +4,11 @@
 
 Both sides make the masks of one training batch at VideoMAE's ViT-B input (16 × 224 × 224,
 tubelet 2, patch 16: 8 × 14 × 14 tokens), ratio 0.9, inside ratio 0.75, from one random motion
-box per clip (pixels of the input): ``training.masking`` (``box_cells`` then ``mofo_mask``, batched
-tensors) against a reference that works sample by sample in NumPy, as data loaders usually do
-(map the box to cells, shuffle the inside and outside cells, take the counts, repeat the mask
-over the time slots). Both give the same counts; the figures are medians over ``--repeats``.
+box per clip (pixels of the input): ``mofo.training.masking`` (``box_cells`` then ``mofo_mask``,
+batched tensors) against a reference that works sample by sample in NumPy, as data loaders
+usually do (map the box to cells, shuffle the inside and outside cells, take the counts, repeat
+the mask over the time slots). Both give the same counts; the figures are medians over
+``--repeats``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.masking import TokenGrid, box_cells, masked_per_slot, mofo_mask
+from mofo.training.masking import TokenGrid, box_cells, masked_per_slot, mofo_mask
 
 GRID = TokenGrid()
 

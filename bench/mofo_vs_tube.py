@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from shared.cache_files import write_records
-from shared.params import MotionParams
-from shared.record import BoxRecord
-from shared.sources import open_source
-from training.datasets import MEAN, STD, CachedBoxes, VideoClips, collate, denormalise
-from training.masking import box_cells, mofo_mask, tube_mask
-from training.models import TARGET_EPS, MAEConfig, VideoMAE, patchify
-from training.synth import TRUTH_PARAMS, truth_records, write_dataset
+from mofo.shared.cache_files import write_records
+from mofo.shared.params import MotionParams
+from mofo.shared.record import BoxRecord
+from mofo.shared.sources import open_source
+from mofo.training.datasets import MEAN, STD, CachedBoxes, VideoClips, collate, denormalise
+from mofo.training.masking import box_cells, mofo_mask, tube_mask
+from mofo.training.models import TARGET_EPS, MAEConfig, VideoMAE, patchify
+from mofo.training.synth import TRUTH_PARAMS, truth_records, write_dataset
 
 MODEL = "vit_tiny_patch8_tubelet2_64px"
 MOTION = MotionParams(short_side=64, stride=2)
@@ -45,7 +45,7 @@ MOFO = str(Path(sys.executable).with_name("mofo"))
 
 
 def _boxes(job: tuple[Path, str]) -> BoxRecord:
-    from shared.pipeline import analyse_clip
+    from mofo.shared.pipeline import analyse_clip
 
     path, video = job
     return analyse_clip(path, MOTION, name=video).record

@@ -233,7 +233,7 @@ def make_clip(spec: Spec, backgrounds: list[np.ndarray]) -> tuple[str, int, np.n
 
 
 def _write(spec: Spec, folder: str) -> dict:
-    from training.synth import write_webm
+    from mofo.training.synth import write_webm
 
     video, pattern, frames, boxes = make_clip(spec, photos(spec.size))
     write_webm(Path(folder) / "videos" / f"{video}.webm", frames)
@@ -312,8 +312,8 @@ def cached_boxes(out: Path, data: Path, size: int, quality: str) -> tuple[Path, 
     """Every split's boxes through a private Redis, exported to a file: (file, params hash,
     agreement with the truth: IoU of the clip boxes, the share of the actor's
     path inside the box, the box's share of the frame; and the cost)."""
-    from shared.cache_files import read_records
-    from shared.record import box_iou, union_box
+    from mofo.shared.cache_files import read_records
+    from mofo.shared.record import box_iou, union_box
 
     export, cost = out / "boxes.jsonl.gz", out / "boxes-cost.json"
     if not export.exists():

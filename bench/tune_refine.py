@@ -10,7 +10,7 @@ cached under bench-out/refine-flows/. Regions come from today's map stage (motio
 region threshold with MotionParams defaults); the *baseline* box is the union of a frame's
 regions, as the pipeline has it. Methods compared on the same regions:
 
-- refine: shared.refine.refine_boxes (residual flow against the fitted camera motion);
+- refine: mofo.shared.refine.refine_boxes (residual flow against the fitted camera motion);
 - its ablations: without the lead pull-back, the floor, the drop of still regions, and refining
   the union box instead of each region;
 - raw-map: each region's box shrunk to the pixels of the *unsmoothed* motion-boundary map at or
@@ -37,14 +37,14 @@ import numpy as np
 import torch
 
 from bench.synthetic import SCENARIOS, make_clip, with_frames
-from shared.flow import optical_flow
-from shared.flow.gray import rgb_to_gray
-from shared.motion_boundary import motion_boundary
-from shared.params import FlowParams, MotionParams
-from shared.pipeline import fill_from_neighbours
-from shared.record import Box, box_iou, union_box
-from shared.refine import dominant_motion, refine_boxes
-from shared.regions import (
+from mofo.shared.flow import optical_flow
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.motion_boundary import motion_boundary
+from mofo.shared.params import FlowParams, MotionParams
+from mofo.shared.pipeline import fill_from_neighbours
+from mofo.shared.record import Box, box_iou, union_box
+from mofo.shared.refine import dominant_motion, refine_boxes
+from mofo.shared.regions import (
     clamp_outliers,
     label_regions,
     region_stats,
@@ -120,7 +120,7 @@ def clip_data(scenario, seed: int, frames: int, short: int) -> dict:
 
 def boundary_maps(flow: torch.Tensor, params: MotionParams) -> tuple[torch.Tensor, torch.Tensor]:
     """The pipeline's map stage: (raw, smoothed) (T, 1, H, W) maps, raw = border-suppressed and
-    clamped but not smoothed (a copy of shared.pipeline.motion_maps, window 1)."""
+    clamped but not smoothed (a copy of mofo.shared.pipeline.motion_maps, window 1)."""
     short = min(flow.shape[-2:])
     raw = motion_boundary(flow)
     raw = suppress_border(raw, round(params.border * short))
@@ -129,7 +129,7 @@ def boundary_maps(flow: torch.Tensor, params: MotionParams) -> tuple[torch.Tenso
 
 
 def region_boxes(maps: torch.Tensor, params: MotionParams) -> list[list[Box]]:
-    """Each frame's strongest regions' boxes, before their union (shared.regions'
+    """Each frame's strongest regions' boxes, before their union (mofo.shared.regions'
     strongest_region_boxes without the last step)."""
     frames, _, height, width = maps.shape
     labels = label_regions(threshold_masks(maps, params.threshold_rel, params.threshold_abs))

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from bench.synthetic import SCENARIOS, make_clip, with_frames
-from shared.decode import motion_partners
-from shared.flow.gray import rgb_to_gray
-from shared.params import MotionParams
-from shared.pipeline import boxes_from_maps, fill_from_neighbours, flow_pairs, motion_maps
-from shared.record import box_iou
+from mofo.shared.decode import motion_partners
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.params import MotionParams
+from mofo.shared.pipeline import boxes_from_maps, fill_from_neighbours, flow_pairs, motion_maps
+from mofo.shared.record import box_iou
 
 CACHE = Path(__file__).resolve().parents[1] / "bench-out" / "tune-flows"
 

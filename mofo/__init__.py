@@ -18,11 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shared.cache import MemoryBoxCache, RedisBoxCache
-from shared.errors import ClipError, MofoError
-from shared.params import DecodeLimits, FlowParams, MotionParams, preset_params
-from shared.record import BoxRecord
-from shared.sample import sample_clip
+from mofo.shared.cache import MemoryBoxCache, RedisBoxCache
+from mofo.shared.errors import ClipError, MofoError
+from mofo.shared.params import DecodeLimits, FlowParams, MotionParams, preset_params
+from mofo.shared.record import BoxRecord
+from mofo.shared.sample import sample_clip
 
 __all__ = [
     "BoxRecord",
@@ -63,7 +63,7 @@ def boxes(
     A clip that cannot be read or is over a limit raises a :class:`ClipError` naming it; bad
     settings raise ValueError.
     """
-    from shared.pipeline import analyse_clip, default_backend, resolve_device
+    from mofo.shared.pipeline import analyse_clip, default_backend, resolve_device
 
     dev = resolve_device(device)
     if params is None:

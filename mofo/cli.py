@@ -39,8 +39,8 @@ from mofo.cli_options import (
     output_path,
     sampling_options,
 )
-from shared.errors import MofoError
-from shared.sample import sample_clip
+from mofo.shared.errors import MofoError
+from mofo.shared.sample import sample_clip
 
 app = typer.Typer(
     help="MOFO: motion boxes from TV-L1 motion boundaries.",
@@ -95,8 +95,8 @@ def boxes(
 ) -> None:
     """Find the motion boxes of one or more clips."""
     # Imported here so that `mofo --help` stays fast.
-    from shared.pipeline import analyse_clip
-    from shared.render import (
+    from mofo.shared.pipeline import analyse_clip
+    from mofo.shared.render import (
         MOTION_MAP_SUFFIXES,
         PREVIEW_SUFFIXES,
         check_output_path,
@@ -213,7 +213,7 @@ def serve(
     settings = load_settings(
         host=host, port=port, data_root=data_root, redis_url=redis, device=device
     )
-    from services.motion_api.app import create_app
+    from mofo.services.motion_api.app import create_app
 
     try:
         api = create_app(settings)
@@ -232,7 +232,7 @@ def synth(
     validation: Annotated[float, typer.Option(help="Share of clips held out.")] = 0.2,
 ) -> None:
     """Write a synthetic motion dataset with known boxes, in SSV2's layout (8 motion classes)."""
-    from training.synth import write_dataset
+    from mofo.training.synth import write_dataset
 
     if size < 32 or frames < 2:
         raise fail(f"--size must be >= 32 and --frames >= 2, got {size}, {frames}")

@@ -40,8 +40,8 @@ from mofo.cli_options import (
     motion_settings,
     sampling_options,
 )
-from shared.cache import CacheUnavailable, unavailable_as
-from shared.errors import MofoError
+from mofo.shared.cache import CacheUnavailable, unavailable_as
+from mofo.shared.errors import MofoError
 
 cache_app = typer.Typer(
     help="The Redis box cache: fill it for a dataset, follow a build, export and import it.",
@@ -111,7 +111,7 @@ def worker(
     names = [q.strip() for q in queues.split(",")] if queues else []
     names = [q for q in names if q] or [settings.queue_name, settings.build_queue]
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    from workers.worker import run_worker
+    from mofo.workers.worker import run_worker
 
     with _redis_errors(settings.queue_url):
         run_worker(settings, names, burst=burst, name=name, log_level=log_level.upper())
@@ -177,8 +177,8 @@ def build(
     import redis as redis_lib
     from rq import Queue
 
-    from shared.sources import open_source
-    from workers.build import enqueue_build
+    from mofo.shared.sources import open_source
+    from mofo.workers.build import enqueue_build
 
     settings = _redis_settings(redis_url=redis, data_root=data_root)
     sampling = sampling_options(short_side, stride, fps, num_frames, motion_step, motion_step_s)
@@ -235,7 +235,7 @@ def build(
 
 
 def _find_builds(cache_redis, build: str | None) -> list[str]:
-    from workers.build import list_builds
+    from mofo.workers.build import list_builds
 
     builds = list_builds(cache_redis)
     if build is None:
@@ -311,7 +311,7 @@ def status(
     import redis as redis_lib
     from rq import Queue
 
-    from workers.build import build_status
+    from mofo.workers.build import build_status
 
     settings = _redis_settings(redis_url=redis)
     with _redis_errors(settings.redis_url):
@@ -364,8 +364,8 @@ def export_(
     redis: RedisOpt = None,
 ) -> None:
     """Write every box record in the cache to one file (for offline training and backups)."""
-    from shared.cache import RedisBoxCache
-    from shared.cache_files import export_cache, file_format
+    from mofo.shared.cache import RedisBoxCache
+    from mofo.shared.cache_files import export_cache, file_format
 
     settings = _redis_settings(redis_url=redis)
     with _redis_errors(settings.redis_url):
@@ -385,8 +385,8 @@ def import_(
     redis: RedisOpt = None,
 ) -> None:
     """Load an export into the cache; the file is checked whole before anything is written."""
-    from shared.cache import RedisBoxCache
-    from shared.cache_files import import_cache
+    from mofo.shared.cache import RedisBoxCache
+    from mofo.shared.cache_files import import_cache
 
     settings = _redis_settings(redis_url=redis)
     with _redis_errors(settings.redis_url):

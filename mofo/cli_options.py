@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from shared.errors import MofoError
-from shared.params import DecodeLimits, preset_params
+from mofo.shared.errors import MofoError
+from mofo.shared.params import DecodeLimits, preset_params
 
 err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
 
@@ -121,7 +121,7 @@ def motion_settings(
 ):
     """(device, params, limits) from the options, or a usage error (exit 2). ``sampling`` holds
     the MotionParams fields set by options (short_side, stride, fps, num_frames, motion step)."""
-    from shared.pipeline import default_backend, resolve_device
+    from mofo.shared.pipeline import default_backend, resolve_device
 
     try:
         dev = resolve_device(device)
@@ -147,7 +147,7 @@ def load_settings(**overrides):
     values are a usage error (exit 2) naming each field."""
     from pydantic import ValidationError
 
-    from shared.settings import Settings
+    from mofo.shared.settings import Settings
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from mofo.cli_options import EXIT_USAGE, fail
-from shared.errors import MofoError
+from mofo.shared.errors import MofoError
 
 EXIT_FAILED = 1
 
@@ -31,8 +31,8 @@ Resume = Annotated[
 def _run(module: str, config: Path, nproc: int, overrides: list[str] | None, resume: bool) -> None:
     """Check the config here, then run ``module``'s job in this process, or in ``nproc``
     processes through torch's launcher (each running ``python -m module``)."""
-    from training.config import ConfigError
-    from training.runs import launch
+    from mofo.training.config import ConfigError
+    from mofo.training.runs import launch
 
     job = importlib.import_module(module)
     overrides = overrides or []
@@ -59,16 +59,16 @@ def pretrain(config: Config, nproc: Nproc = 1, overrides: Overrides = None, resu
 
     Under torchrun or the deepspeed launcher, each process runs this command with --nproc 1.
     """
-    _run("training.pretrain", config, nproc, overrides, resume)
+    _run("mofo.training.pretrain", config, nproc, overrides, resume)
 
 
 def finetune(config: Config, nproc: Nproc = 1, overrides: Overrides = None, resume: Resume = True):
     """MOFO finetuning under DeepSpeed (motion cross-attention head or mean pooling), model
     selection on a held-out part of the training split."""
-    _run("training.finetune", config, nproc, overrides, resume)
+    _run("mofo.training.finetune", config, nproc, overrides, resume)
 
 
 def evaluate(config: Config, nproc: Nproc = 1, overrides: Overrides = None):
     """Score a finetuned classifier on the evaluation split ([evaluate] of the finetuning
     config): multi-view top-1/top-5, per-class accuracy, confusion matrices, saliency maps."""
-    _run("training.evaluate", config, nproc, overrides, True)
+    _run("mofo.training.evaluate", config, nproc, overrides, True)

@@ -111,9 +111,14 @@ if ((${#archives[@]} + ${#wheels[@]})) && python3 -c 'import sys; sys.exit(sys.v
     fi
     echo "$stamp" >/tmp/site/.stamp
   fi
-  export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH"
+  export PYTHONPATH="/tmp/site:$PYTHONPATH" PATH="/tmp/site/bin:$PATH"
 elif ((${#archives[@]} + ${#wheels[@]})); then
   echo "not installing .whl/ (cp312): python3 is $(python3 -V 2>&1)"
+fi
+# The project under its installed names (mofo.shared, ...) where it is not installed: links
+# mofo/shared -> ../shared and so on (git-ignored), so the checkout resolves them itself.
+if ! python3 -m pip show -q mofo >/dev/null 2>&1; then
+  for folder in shared services workers training; do ln -sfn "../$folder" "mofo/$folder"; done
 fi
 if ! command -v mofo >/dev/null; then  # the project is not installed on the GPU machine
   printf '#!/bin/sh\nexec python3 -c %s "$@"\n' \
@@ -182,8 +187,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from shared.flow.tvl1 import tvl1_flow
-from shared.params import FlowParams
+from mofo.shared.flow.tvl1 import tvl1_flow
+from mofo.shared.params import FlowParams
 
 gen = torch.Generator().manual_seed(0)
 base = F.avg_pool2d(torch.rand(2, 1, 80, 104, generator=gen) * 255, 3, 1)

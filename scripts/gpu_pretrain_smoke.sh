@@ -15,8 +15,8 @@ python3 - "$WORK" "${SMOKE_MODEL:-vit_base_patch16_tubelet2}" "${SMOKE_BATCH:-16
 import sys
 from pathlib import Path
 
-from shared.cache_files import write_records
-from training.synth import truth_records, write_dataset
+from mofo.shared.cache_files import write_records
+from mofo.training.synth import truth_records, write_dataset
 
 work, model, batch = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 print(write_dataset(work / "synth", clips=80, size=64, frames=32, seed=0))
@@ -72,8 +72,8 @@ batch_size = {max(1, batch // 4)}
 saliency = 2
 """)
 PY
-python3 -m training.pretrain --config "$WORK/smoke.toml"
-python3 -m training.pretrain --config "$WORK/smoke.toml" --set optim.max_steps=20
+python3 -m mofo.training.pretrain --config "$WORK/smoke.toml"
+python3 -m mofo.training.pretrain --config "$WORK/smoke.toml" --set optim.max_steps=20
 python3 - "$WORK/run" <<'PY'
 import json
 import sys
@@ -100,8 +100,8 @@ PY
 cp "$WORK/run/log.jsonl" "$OUT/pretrain-smoke-log.jsonl"
 cp "$(ls "$WORK"/run/reconstructions/*.png | tail -1)" "$OUT/pretrain-smoke-reconstruction.png"
 
-python3 -m training.finetune --config "$WORK/finetune.toml"
-python3 -m training.evaluate --config "$WORK/finetune.toml"
+python3 -m mofo.training.finetune --config "$WORK/finetune.toml"
+python3 -m mofo.training.evaluate --config "$WORK/finetune.toml"
 python3 - "$WORK/finetune" <<'PY'
 import json
 import sys

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from shared.flow import optical_flow
-from shared.params import FlowParams, MotionParams
+from mofo.shared.flow import optical_flow
+from mofo.shared.params import FlowParams, MotionParams
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
-from shared.errors import MofoError
-from shared.record import BoxRecord
+from mofo.shared.errors import MofoError
+from mofo.shared.record import BoxRecord
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from shared.cache import MGET_CHUNK, RedisBoxCache, box_key
-from shared.errors import MofoError
-from shared.record import BoxRecord
+from mofo.shared.cache import MGET_CHUNK, RedisBoxCache, box_key
+from mofo.shared.errors import MofoError
+from mofo.shared.record import BoxRecord
 
 PARQUET_BATCH = 10_000
 SCAN_COUNT = 10_000

@@ -22,7 +22,7 @@ import av.container
 import av.video
 import numpy as np
 
-from shared.errors import (
+from mofo.shared.errors import (
     ClipError,
     ClipNotFound,
     ClipTooLong,
@@ -35,7 +35,7 @@ from shared.errors import (
     ResolutionTooHigh,
     WorkTooLarge,
 )
-from shared.params import DecodeLimits, MotionParams
+from mofo.shared.params import DecodeLimits, MotionParams
 
 # FFmpeg logs through Python's logging (stderr by default); our errors carry what matters.
 av.logging.set_level(av.logging.PANIC)

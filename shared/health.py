@@ -1,9 +1,9 @@
 """Health checks of the services, for container healthchecks and orchestrators' probes.
 
-    python -m shared.health api [--url URL]          # /readyz answers 200
-    python -m shared.health worker                   # a live `mofo worker` of this host is
+    python -m mofo.shared.health api [--url URL]          # /readyz answers 200
+    python -m mofo.shared.health worker                   # a live `mofo worker` of this host is
                                                      # registered in Redis
-    python -m shared.health trainer RUN_DIR [--max-age S]   # the run's log.jsonl is recent
+    python -m mofo.shared.health trainer RUN_DIR [--max-age S]   # the run's log.jsonl is recent
 
 Exit 0 when healthy, 1 when not, with one line on stdout saying why (Docker keeps it in
 `docker inspect`). Only the standard library and redis are imported, so a check costs tens of
@@ -104,7 +104,7 @@ def check_trainer(run_dir: Path, max_age_s: float) -> tuple[int, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m shared.health", description=__doc__.split("\n")[0]
+        prog="python -m mofo.shared.health", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="service", required=True)
     api = sub.add_parser("api", help="GET /readyz")

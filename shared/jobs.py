@@ -11,12 +11,12 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared.errors import ClipError
-from shared.params import DecodeLimits
-from shared.record import BoxRecord
+from mofo.shared.errors import ClipError
+from mofo.shared.params import DecodeLimits
+from mofo.shared.record import BoxRecord
 
 # The RQ job the service enqueues for a worker (``workers/jobs.py``), by its import path.
-JOB_FUNCTION = "workers.jobs.box_clips_job"
+JOB_FUNCTION = "mofo.workers.jobs.box_clips_job"
 
 Progress = Callable[[int, int, int], None]  # (done, failed, total)
 

@@ -18,7 +18,7 @@ ALGORITHM_VERSION = 15
 
 FlowBackend = Literal["opencv", "torch"]
 Stopping = Literal["epsilon", "fixed"]
-# Whether a pair whose exposure changed is measured again at one exposure (shared.flow.exposure).
+# Whether a pair whose exposure changed is measured again at one exposure (flow/exposure.py).
 Exposure = Literal["off", "gain"]
 # The torch TV-L1's inner loop on CUDA: hand-written Triton kernels or the torch.compile'd step.
 CudaKernel = Literal["triton", "compiled"]
@@ -35,7 +35,7 @@ class FlowParams:
     ``exposure`` (not an OpenCV setting; ``"off"`` by default, as OpenCV): TV-L1 reads any
     brightness change as motion, so with ``"gain"`` a pair whose exposure changed (measured along
     its flow) is measured again with its brighter frame scaled to the other
-    (:mod:`shared.flow.exposure`); both backends see the same matched frames.
+    (:mod:`mofo.shared.flow.exposure`); both backends see the same matched frames.
     """
 
     tau: float = 0.25
@@ -77,7 +77,7 @@ class MotionParams:
     flow from it to the frame ``motion_step`` source frames later (or ``motion_step_s`` seconds
     later, at the clip's frame rate, when set), so a 60 fps and a 12 fps source can see
     comparable motion; the last frames of a clip, with nothing that far after them, look as far
-    back instead. A pair whose two frames belong to different shots (:mod:`shared.cuts`, score
+    back instead. A pair whose two frames belong to different shots (:mod:`mofo.shared.cuts`, score
     over ``cut_threshold``) gets no box of its own.
 
     Regions: the motion-boundary map (eq. 1) is zeroed within ``border`` × short side of the
@@ -89,7 +89,7 @@ class MotionParams:
     regions; the ``regions`` strongest regions (by summed motion) of at least ``min_region`` ×
     frame area, and at least ``region_ratio`` × the strongest's, give the frame's box.
 
-    Tight boxes (``refine``, :mod:`shared.refine`): the boundary map peaks on a band each side
+    Tight boxes (``refine``, :mod:`mofo.shared.refine`): the boundary map peaks on a band each side
     of a mover's edge, so each region's box is shrunk to the pixels whose flow, less the
     camera's (a robust affine fit), reaches ``refine_fraction`` of the region's own level, its
     leading side pulled back by ``refine_lead`` × its motion; a region moving less than

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from shared.errors import ClipNotFound, PathOutsideRoot
+from mofo.shared.errors import ClipNotFound, PathOutsideRoot
 
 
 def resolve_under_root(root: Path, relative: str) -> tuple[Path, str]:

@@ -16,21 +16,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from shared.cuts import shot_cuts
-from shared.errors import DeviceError
-from shared.flow import optical_flow
-from shared.flow.gray import rgb_to_gray
-from shared.motion_boundary import motion_boundary, temporal_average
-from shared.params import DecodeLimits, FlowBackend, MotionParams
-from shared.record import Box, BoxRecord, centre_box, scale_box, union_box
-from shared.refine import (
+from mofo.shared.cuts import shot_cuts
+from mofo.shared.errors import DeviceError
+from mofo.shared.flow import optical_flow
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.motion_boundary import motion_boundary, temporal_average
+from mofo.shared.params import DecodeLimits, FlowBackend, MotionParams
+from mofo.shared.record import Box, BoxRecord, centre_box, scale_box, union_box
+from mofo.shared.refine import (
     EVIDENCE_WINDOW,
     camera_evidence_maps,
     dominant_motion,
     flow_confidence,
     refine_regions,
 )
-from shared.regions import (
+from mofo.shared.regions import (
     admit_second,
     clamp_outliers,
     label_regions,
@@ -45,7 +45,7 @@ from shared.regions import (
 SECOND_CANDIDATES = 2
 
 if TYPE_CHECKING:  # decoding (PyAV) is imported only when a clip is decoded
-    from shared.decode import Clip, Source
+    from mofo.shared.decode import Clip, Source
 
 # Computes the flow of frame pairs: ``flow_fn(gray, first, second, params)`` with (N, 1, H, W)
 # gray frames and P positions into them each → (P, 2, H, W), pair p from ``gray[first[p]]`` to
@@ -179,14 +179,14 @@ def boxes_from_maps(
     """Each frame's own motion box from its smoothed map, or None where nothing moves.
 
     With ``params.refine`` and the maps' ``flow`` (T, 2, H, W), each region's box is shrunk to
-    what moves against the camera (:func:`shared.refine.refine_regions`), and with the pairs'
+    what moves against the camera (:func:`mofo.shared.refine.refine_regions`), and with the pairs'
     ``frames`` (first, second: (T, 1, H, W) gray each) a region whose pixels the camera's motion
     explains as well as its own flow is dropped (``params.refine_evidence``) and each box is cut
     to the pixels that bear their motion out (``params.refine_pixel_evidence``, measured over
     ``params.refine_pixel_window``); the camera's motion is fitted where the first frames pin
     the flow down (``params.camera_confidence``).
     A frame with fewer than ``params.regions`` regions kept takes a second look at a lower
-    threshold (``params.second_threshold_rel``, :func:`shared.regions.admit_second`).
+    threshold (``params.second_threshold_rel``, :func:`mofo.shared.regions.admit_second`).
     ``flow=None`` keeps the regions' union box as the map gives it.
     """
     height, width = maps.shape[-2:]
@@ -266,11 +266,11 @@ def analyse_frames(
     """Motion boxes for (N, H, W, 3) uint8 RGB frames already at working size (N >= 2).
 
     ``kept`` are the positions of the frames to box (default: all of them), ``partners`` the
-    frame each one's flow is measured to (default: :func:`shared.decode.motion_partners` with
+    frame each one's flow is measured to (default: :func:`mofo.shared.decode.motion_partners` with
     ``params.motion_step``, i.e. consecutive frames of a dense clip). The result has one entry
     per kept frame. ``flow_fn`` replaces the in-thread flow computation (see :data:`FlowFn`).
     """
-    from shared.decode import motion_partners
+    from mofo.shared.decode import motion_partners
 
     params = params or MotionParams()
     dev = resolve_device(device)
@@ -353,10 +353,10 @@ def analyse_clip(
     ``name`` is the record's ``video`` (default: the path as given); ``label`` is how error
     messages call the clip (default: ``name`` when given, else the file's basename).
     ``segment=(start, stop)`` analyses only source frames ``start <= i < stop`` (see
-    :func:`shared.decode.read_clip`); the record's ``frame_indices`` are source indices.
+    :func:`mofo.shared.decode.read_clip`); the record's ``frame_indices`` are source indices.
     ``progress`` is told (pairs done, pairs in all) as the flow goes (in-thread flow only).
     """
-    from shared.decode import read_clip
+    from mofo.shared.decode import read_clip
 
     params = params or MotionParams()
     limits = limits or DecodeLimits()

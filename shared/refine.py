@@ -46,10 +46,10 @@ from typing import Any
 
 import torch
 
-from shared.cuts import warp_back
-from shared.params import MotionParams
-from shared.record import Box, union_box
-from shared.regions import label_regions
+from mofo.shared.cuts import warp_back
+from mofo.shared.params import MotionParams
+from mofo.shared.record import Box, union_box
+from mofo.shared.regions import label_regions
 
 
 def _check_flow(flow: torch.Tensor) -> None:

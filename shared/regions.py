@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from kornia.filters import gaussian_blur2d
 
-from shared.record import Box, box_iou, union_box
+from mofo.shared.record import Box, box_iou, union_box
 
 
 def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:

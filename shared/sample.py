@@ -9,4 +9,4 @@ from pathlib import Path
 
 def sample_clip() -> Path:
     """The bundled sample clip's path."""
-    return Path(str(resources.files("shared") / "data" / "sample.mp4"))
+    return Path(str(resources.files("mofo.shared") / "data" / "sample.mp4"))

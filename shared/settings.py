@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.params import CudaKernel, DecodeLimits
+from mofo.shared.params import CudaKernel, DecodeLimits
 
 MiB = 1024**2
 
@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     device: str = "auto"
     backend: Literal["auto", "opencv", "torch"] = "auto"
     # The torch TV-L1's inner loop on CUDA: hand-written "triton" kernels or the "compiled" step.
-    # shared.flow.cuda_kernel reads it from the environment; checked here at start-up, and
+    # mofo.shared.flow.cuda_kernel reads it from the environment; checked here at start-up, and
     # export_process_settings() puts a value given in .env into the environment too.
     tvl1_kernel: CudaKernel = "triton"
 

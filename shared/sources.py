@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from shared.errors import MofoError
+from mofo.shared.errors import MofoError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg"})
 SSV2_VIDEO_DIRS = ("20bn-something-something-v2", "videos")

@@ -13,7 +13,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from shared.render import encode_mp4
+from mofo.shared.render import encode_mp4
 
 _FPS = 25
 

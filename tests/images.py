@@ -19,8 +19,8 @@ def ious_on_and_off(frames: np.ndarray, truth: list, params, **off) -> dict[str,
     ``params`` with the ``off`` fields set ("off"): a setting's effect on the same frames."""
     from dataclasses import replace
 
-    from shared.pipeline import analyse_frames
-    from shared.record import box_iou
+    from mofo.shared.pipeline import analyse_frames
+    from mofo.shared.record import box_iou
 
     scores = {}
     for name, p in (("on", params), ("off", replace(params, **off))):

@@ -1,6 +1,8 @@
-"""The layers: the core (``shared``) imports nothing above it; the service, the workers and the
-training jobs import the core and never each other; ``mofo`` (the front door and the command
-line) composes them all; and no module imports itself back through others.
+"""The layers: the core (``mofo.shared``) imports nothing above it; the service, the workers and
+the training jobs (``mofo.services``, ``mofo.workers``, ``mofo.training``) import the core and
+never each other; ``mofo`` itself (the front door and the command line) composes them all; and no
+module imports itself back through others. Modules go by their installed names: the folders
+``shared/``, ``services/``, ``workers/`` and ``training/`` are installed under ``mofo``.
 
 Every import counts, at module level or inside a function (where most of the old upward edges
 hid). The checks run on the real tree and on planted trees, to show that they fail.
@@ -15,25 +17,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A package may import its own modules and those of packages of a lower rank only.
+# A layer may import its own modules and those of layers of a lower rank only. Each layer is a
+# folder of the checkout, installed as mofo.<folder>; the mofo folder is the namespace itself.
 RANKS = {"shared": 0, "services": 1, "workers": 1, "training": 1, "mofo": 2}
+INSTALLED = {folder: "mofo" if folder == "mofo" else f"mofo.{folder}" for folder in RANKS}
 
 Edge = tuple[str, str, int]  # importer, imported module, line
 
 
 def _modules(root: Path) -> dict[str, Path]:
     out = {}
-    for package in RANKS:
-        for path in sorted((root / package).rglob("*.py")):
-            parts = path.relative_to(root).with_suffix("").parts
-            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for folder, installed in INSTALLED.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = path.relative_to(root / folder).with_suffix("").parts
+            out[".".join((installed, *(parts[:-1] if parts[-1] == "__init__" else parts)))] = path
     return out
+
+
+def layer(module: str) -> str:
+    """The layer of an installed module name: ``mofo.shared.flow`` → ``shared``, ``mofo.cli`` →
+    ``mofo``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in RANKS and parts[1] != "mofo" else "mofo"
 
 
 def import_edges(root: Path) -> list[Edge]:
     """Every import between the layers' modules under ``root``: (importer, module, line), each
-    imported name taken to the longest module it names (``from shared import cache`` is
-    ``shared.cache``); imports of outside packages are left out."""
+    imported name taken to the longest module it names (``from mofo.shared import cache`` is
+    ``mofo.shared.cache``); imports of outside packages are left out."""
     modules = _modules(root)
 
     def known(name: str) -> str | None:
@@ -54,8 +65,12 @@ def import_edges(root: Path) -> list[Edge]:
                 continue
             for name in names:
                 target = known(name)
-                # a module's own package (its __init__) runs first anyway: not an edge
-                if target and target != importer and not importer.startswith(target + "."):
+                # a module's own package (its __init__) runs first anyway: not an edge, unless
+                # it is the layer above (``from mofo import boxes`` in the core goes up)
+                if target is None or target == importer:
+                    continue
+                own = importer.startswith(target + ".") and layer(target) == layer(importer)
+                if not own:
                     edges.add((importer, target, node.lineno))
     return sorted(edges)
 
@@ -64,7 +79,7 @@ def layer_violations(edges: list[Edge]) -> list[str]:
     """The edges that go up a layer, or sideways between packages of one rank."""
     bad = []
     for importer, target, line in edges:
-        a, b = importer.split(".")[0], target.split(".")[0]
+        a, b = layer(importer), layer(target)
         if a != b and RANKS[b] >= RANKS[a]:
             kind = "sideways" if RANKS[a] == RANKS[b] else "upward"
             bad.append(f"{importer}:{line} imports {target} ({kind})")
@@ -123,9 +138,9 @@ def test_no_module_imports_itself_back() -> None:
 def test_the_front_door_and_the_command_line_sit_on_top() -> None:
     """``mofo`` is the composition root: it reaches every layer, and nothing reaches it."""
     edges = import_edges(ROOT)
-    reached = {t.split(".")[0] for i, t, _ in edges if i.startswith("mofo")}
+    reached = {layer(t) for i, t, _ in edges if layer(i) == "mofo"}
     assert reached == {"mofo", "shared", "services", "workers", "training"}
-    assert [e for e in edges if e[1].startswith("mofo") and not e[0].startswith("mofo")] == []
+    assert [e for e in edges if layer(e[1]) == "mofo" and layer(e[0]) != "mofo"] == []
 
 
 # --------------------------------------------------------------------------- planted imports
@@ -143,29 +158,31 @@ def test_planted_upward_sideways_and_cyclic_imports_are_found(tmp_path: Path) ->
         tmp_path,
         {
             "shared/__init__.py": "",
-            "shared/a.py": "def f():\n    from services.x import y  # hidden in a function\n",
-            "shared/p.py": "import shared.q\n",
-            "shared/q.py": "from shared import p\n",
+            "shared/a.py": "def f():\n    from mofo.services.x import y  # hidden in a function\n",
+            "shared/p.py": "import mofo.shared.q\n",
+            "shared/q.py": "from mofo.shared import p\n",
+            "shared/r.py": "from mofo import boxes  # the front door, from below\n",
             "services/__init__.py": "",
-            "services/x.py": "import json\nfrom shared.a import f\ny = 1\n",
+            "services/x.py": "import json\nfrom mofo.shared.a import f\ny = 1\n",
             "workers/__init__.py": "",
-            "workers/b.py": "import training.c\n",
+            "workers/b.py": "import mofo.training.c\n",
             "training/__init__.py": "",
             "training/c.py": "from mofo import cli\n",
             "mofo/__init__.py": "",
-            "mofo/cli.py": "import shared.a, workers.b\n",
+            "mofo/cli.py": "import mofo.shared.a, mofo.workers.b\n",
         },
     )
     edges = import_edges(tmp_path)
     assert layer_violations(edges) == [
-        "shared.a:2 imports services.x (upward)",
-        "training.c:1 imports mofo.cli (upward)",
-        "workers.b:1 imports training.c (sideways)",
+        "mofo.shared.a:2 imports mofo.services.x (upward)",
+        "mofo.shared.r:1 imports mofo (upward)",
+        "mofo.training.c:1 imports mofo.cli (upward)",
+        "mofo.workers.b:1 imports mofo.training.c (sideways)",
     ]
     assert import_cycles(edges) == [
-        ["mofo.cli", "training.c", "workers.b"],
-        ["services.x", "shared.a"],
-        ["shared.p", "shared.q"],
+        ["mofo.cli", "mofo.training.c", "mofo.workers.b"],
+        ["mofo.services.x", "mofo.shared.a"],
+        ["mofo.shared.p", "mofo.shared.q"],
     ]
 
 
@@ -173,10 +190,10 @@ def test_one_upward_import_planted_in_the_real_core_is_found(tmp_path: Path) -> 
     for package in RANKS:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("*.pyc"))
     record = tmp_path / "shared" / "record.py"
-    record.write_text(record.read_text() + "\n\ndef _late():\n    import workers.worker\n")
+    record.write_text(record.read_text() + "\n\ndef _late():\n    import mofo.workers.worker\n")
     violations = layer_violations(import_edges(tmp_path))
     assert len(violations) == 1
-    assert violations[0].startswith("shared.record:") and violations[0].endswith(
-        "imports workers.worker (upward)"
+    assert violations[0].startswith("mofo.shared.record:") and violations[0].endswith(
+        "imports mofo.workers.worker (upward)"
     )
-    assert import_cycles(import_edges(tmp_path)) != []  # workers.worker imports shared.record
+    assert import_cycles(import_edges(tmp_path)) != []  # the worker imports the record

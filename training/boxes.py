@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from shared.record import BoxRecord
+from mofo.shared.record import BoxRecord
 
 
 def boxes_for_frames(

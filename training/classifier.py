@@ -22,13 +22,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from training.heads import (
+from mofo.training.heads import (
     MeanPoolHead,
     MotionCrossAttentionHead,
     MotionCrossAttentionLiteralHead,
 )
-from training.masking import box_cells
-from training.models import MAEConfig, VideoEncoder
+from mofo.training.masking import box_cells
+from mofo.training.models import MAEConfig, VideoEncoder
 
 SSV2_CLASSES = {"action": 174}
 EPIC_CLASSES = {"verb": 97, "noun": 300}

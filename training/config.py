@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shared.errors import MofoError
+from mofo.shared.errors import MofoError
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """Training samples: chosen frames of a dataset's clips, cropped, flipped and normalised, with
 their motion boxes moved where the pixels go (MOFO §2.2).
 
-A :class:`VideoClips` reads the clips a :func:`shared.sources.open_source` source lists (the
+A :class:`VideoClips` reads the clips a :func:`mofo.shared.sources.open_source` source lists (the
 same ids the box cache was built under) and takes its boxes from a :class:`BoxSource`: the cache
 (:class:`CachedBoxes`, Redis or an export file), the pipeline run on the fly
 (:class:`ComputedBoxes`), or none at all (:class:`NoBoxes`, for tube masking). A clip without a
@@ -26,16 +26,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from shared.cache import KEY_PREFIX
-from shared.decode import Clip, read_training_frames
-from shared.errors import ClipError, MofoError
-from shared.params import DecodeLimits, MotionParams
-from shared.paths import resolve_under_root
-from shared.record import BoxRecord
-from shared.sources import ClipItem
-from training.augment import RandAugmentSettings, rand_augment, random_erase
-from training.boxes import boxes_for_frames
-from training.transforms import (
+from mofo.shared.cache import KEY_PREFIX
+from mofo.shared.decode import Clip, read_training_frames
+from mofo.shared.errors import ClipError, MofoError
+from mofo.shared.params import DecodeLimits, MotionParams
+from mofo.shared.paths import resolve_under_root
+from mofo.shared.record import BoxRecord
+from mofo.shared.sources import ClipItem
+from mofo.training.augment import RandAugmentSettings, rand_augment, random_erase
+from mofo.training.boxes import boxes_for_frames
+from mofo.training.transforms import (
     apply_crop,
     dense_indices,
     dense_view_indices,
@@ -106,8 +106,8 @@ class CachedBoxes:
     def cache(self) -> Any:
         """This process's cache client (a RedisBoxCache or FileBoxCache), opened on first use."""
         if self._cache is None or self._pid != os.getpid():
-            from shared.cache import RedisBoxCache
-            from shared.cache_files import FileBoxCache
+            from mofo.shared.cache import RedisBoxCache
+            from mofo.shared.cache_files import FileBoxCache
 
             if self.where.startswith(REDIS_SCHEMES):
                 self._cache = RedisBoxCache.from_url(self.where, prefix=self.prefix)
@@ -141,7 +141,7 @@ class ComputedBoxes:
         self.device = device
 
     def records(self, items: Sequence[ClipItem]) -> list[BoxRecord | None]:
-        from shared.pipeline import analyse_clip
+        from mofo.shared.pipeline import analyse_clip
 
         out: list[BoxRecord | None] = []
         for item in items:
@@ -232,9 +232,9 @@ class VideoClips(Dataset):
     normalising); evaluation (``train=False``) takes the centred span (dense) or
     the middle of each part (segment) and the centre crop. Frames are decoded with the short
     side at ``decode_short_side`` (the source size when None) before cropping, by
-    :func:`~shared.decode.read_training_frames`: on the loader process's one thread, only up to
+    :func:`~mofo.shared.decode.read_training_frames`: on the loader process's one thread, only up to
     the last frame the sample takes, skipping frames nothing needs (the frames of
-    :func:`~shared.decode.read_frames`, faster).
+    :func:`~mofo.shared.decode.read_frames`, faster).
 
     Multi-view testing: ``views=(clips, crops)`` (evaluation only) gives every sample
     ``clips × crops`` views stacked in a leading dimension, temporal view by temporal view, the

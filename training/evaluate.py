@@ -32,12 +32,12 @@ from typing import Any
 
 import torch
 
-from training.classifier import ClassifierConfig, VideoClassifier
-from training.config import ConfigError
-from training.finetune import FinetuneConfig, open_labelled, sampling_of
-from training.finetune import load_config as load_finetune_config
-from training.metrics import average_views, confusion_matrix, per_class_accuracy, summary
-from training.runs import data_loader, init_processes, process_main, resolve_precision
+from mofo.training.classifier import ClassifierConfig, VideoClassifier
+from mofo.training.config import ConfigError
+from mofo.training.finetune import FinetuneConfig, open_labelled, sampling_of
+from mofo.training.finetune import load_config as load_finetune_config
+from mofo.training.metrics import average_views, confusion_matrix, per_class_accuracy, summary
+from mofo.training.runs import data_loader, init_processes, process_main, resolve_precision
 
 TOP = 5  # predictions kept per clip and task
 
@@ -91,7 +91,7 @@ def load_classifier(path: Path) -> tuple[VideoClassifier, dict[str, Any]]:
 
 def class_names(source) -> dict[str, list[str]] | None:
     """Class names per task where the source has them (SSV2's labels.json)."""
-    from shared.sources import ssv2_classes
+    from mofo.shared.sources import ssv2_classes
 
     if source.kind != "ssv2":
         return None
@@ -181,7 +181,7 @@ def figures(merged: dict[str, Any], classes: dict[str, int], names) -> dict[str,
 
 
 def write_outputs(out: Path, cfg: FinetuneConfig, items, merged, classes, names, saved) -> dict:
-    from training.visualise import confusion_image
+    from mofo.training.visualise import confusion_image
 
     out.mkdir(parents=True, exist_ok=True)
     e = cfg.evaluate
@@ -217,7 +217,7 @@ def write_outputs(out: Path, cfg: FinetuneConfig, items, merged, classes, names,
 
 def draw_saliency(model, dataset, cfg: FinetuneConfig, out: Path, device) -> list[dict]:
     """Grad-CAM maps of the chosen clips (centre view) with their boxes, one image per task."""
-    from training.saliency import grad_cam, saliency_image, save_saliency
+    from mofo.training.saliency import grad_cam, saliency_image, save_saliency
 
     e = cfg.evaluate
     if e.saliency_clips:
@@ -256,7 +256,7 @@ def evaluate(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from training.datasets import VideoClips, collate
+    from mofo.training.datasets import VideoClips, collate
 
     check_inputs(cfg)
     rank, world, local = init_processes()
@@ -314,8 +314,8 @@ run = evaluate  # what `mofo evaluate` calls
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.evaluate --config FILE [--set k=v]...`` (per process)."""
-    return process_main("python -m training.evaluate", load_config, evaluate, argv)
+    """``python -m mofo.training.evaluate --config FILE [--set k=v]...`` (per process)."""
+    return process_main("python -m mofo.training.evaluate", load_config, evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -27,18 +27,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.augment import RandAugmentSettings
-from training.classifier import (
+from mofo.training.augment import RandAugmentSettings
+from mofo.training.classifier import (
     EPIC_CLASSES,
     ClassifierConfig,
     VideoClassifier,
     param_groups,
 )
-from training.config import ConfigError, load_run_config
-from training.mixing import MixSettings, mix_batch, smooth_targets
-from training.models import config
-from training.pretrain import DataSection, open_data
-from training.runs import (
+from mofo.training.config import ConfigError, load_run_config
+from mofo.training.mixing import MixSettings, mix_batch, smooth_targets
+from mofo.training.models import config
+from mofo.training.pretrain import DataSection, open_data
+from mofo.training.runs import (
     EpochSampler,
     RunLog,
     StepLoop,
@@ -193,7 +193,7 @@ def check_inputs(cfg: FinetuneConfig) -> None:
 
 def task_classes(kind: str, source: Path) -> dict[str, int]:
     """The classes of each task of a labelled source."""
-    from shared.sources import ssv2_classes
+    from mofo.shared.sources import ssv2_classes
 
     if kind == "epic":
         return dict(EPIC_CLASSES)
@@ -237,7 +237,7 @@ def open_labelled(d: DataSection):
 
 def build_data(cfg: FinetuneConfig):
     """Training and held-out datasets of the config's source, and the tasks' classes."""
-    from training.datasets import VideoClips
+    from mofo.training.datasets import VideoClips
 
     d = cfg.data
     source, boxes, classes = open_labelled(d)
@@ -265,7 +265,7 @@ def build_data(cfg: FinetuneConfig):
 def score(engine, loader, rank: int, world: int, dtype) -> dict:
     """Every rank scores its share of the held-out clips (``loader``); rank 0 gets the summary
     of all of them."""
-    from training.metrics import summary
+    from mofo.training.metrics import summary
 
     engine.eval()
     logits: dict[str, list[torch.Tensor]] = {}
@@ -293,7 +293,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     import deepspeed
     from rich.console import Console
 
-    from training.datasets import collate
+    from mofo.training.datasets import collate
 
     check_inputs(cfg)
     rank, world, _ = init_processes()
@@ -421,8 +421,9 @@ run = finetune  # what `mofo finetune` calls
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.finetune --config FILE [--set k=v]... [--no-resume]`` (per process)."""
-    return process_main("python -m training.finetune", load_config, finetune, argv)
+    """``python -m mofo.training.finetune --config FILE [--set k=v]... [--no-resume]``, per
+    process."""
+    return process_main("python -m mofo.training.finetune", load_config, finetune, argv)
 
 
 if __name__ == "__main__":

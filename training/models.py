@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import nn
 
-from training.masking import TokenGrid
+from mofo.training.masking import TokenGrid
 
 # Added to the per-tubelet standard deviation of the targets (flat tubelets stay finite).
 TARGET_EPS = 1e-6

@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 import torch
 
-from shared.params import MotionParams
-from training.config import ConfigError, load_run_config
-from training.masking import (
+from mofo.shared.params import MotionParams
+from mofo.training.config import ConfigError, load_run_config
+from mofo.training.masking import (
     TokenGrid,
     box_cells,
     clip_boxes,
@@ -37,8 +37,8 @@ from training.masking import (
     mofo_mask,
     tube_mask,
 )
-from training.models import MAEConfig, VideoMAE, config
-from training.runs import (
+from mofo.training.models import MAEConfig, VideoMAE, config
+from mofo.training.runs import (
     EpochSampler,
     RunLog,
     StepLoop,
@@ -248,8 +248,8 @@ def open_data(d: DataSection):
     """The clips a ``[data]`` table names and their box source, the cache checked reachable
     (a cache that is down fails here, not in a loader process). Imported here: the data
     pipeline pulls in decoding, which the config checks do not need."""
-    from shared.sources import open_source
-    from training.datasets import box_source
+    from mofo.shared.sources import open_source
+    from mofo.training.datasets import box_source
 
     source = open_source(Path(d.source), Path(d.videos) if d.videos else None,
                          Path(d.root) if d.root else None)  # fmt: skip
@@ -261,7 +261,7 @@ def open_data(d: DataSection):
 
 def build_data(cfg: PretrainConfig):
     """The dataset of the config's source, with its box source."""
-    from training.datasets import VideoClips
+    from mofo.training.datasets import VideoClips
 
     d = cfg.data
     source, boxes = open_data(d)
@@ -293,8 +293,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     import deepspeed
     from rich.console import Console
 
-    from training.datasets import collate
-    from training.visualise import save_reconstructions
+    from mofo.training.datasets import collate
+    from mofo.training.visualise import save_reconstructions
 
     check_inputs(cfg)
     rank, world, _ = init_processes()
@@ -415,8 +415,9 @@ run = pretrain  # what `mofo pretrain` calls
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.pretrain --config FILE [--set k=v]... [--no-resume]`` (per process)."""
-    return process_main("python -m training.pretrain", load_config, pretrain, argv)
+    """``python -m mofo.training.pretrain --config FILE [--set k=v]... [--no-resume]``, per
+    process."""
+    return process_main("python -m mofo.training.pretrain", load_config, pretrain, argv)
 
 
 if __name__ == "__main__":

@@ -268,7 +268,7 @@ def plan_steps(clips: int, world: int, optim: Any, source: str) -> Plan:
     per_rank = clips // world // per_step * per_step
     steps_per_epoch = per_rank // per_step
     if steps_per_epoch == 0:
-        from shared.errors import MofoError
+        from mofo.shared.errors import MofoError
 
         raise MofoError(
             f"{source}: {clips} clips is less than one step ({world} processes x batch "
@@ -289,7 +289,7 @@ def load_latest(engine, checkpoints: Path, key: str, identity: dict) -> dict[str
     refused rather than half-loaded."""
     if not (checkpoints / "latest").exists():
         return None
-    from shared.errors import MofoError
+    from mofo.shared.errors import MofoError
 
     path, client = engine.load_checkpoint(str(checkpoints))
     if path is None:
@@ -427,8 +427,8 @@ def process_main(prog: str, load_config, job, argv: list[str] | None = None) -> 
     (what torch's launcher starts); exit 2 for a bad config, 1 for another failure."""
     import argparse
 
-    from shared.errors import MofoError
-    from training.config import ConfigError
+    from mofo.shared.errors import MofoError
+    from mofo.training.config import ConfigError
 
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--config", type=Path, required=True)

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from training.datasets import denormalise
-from training.visualise import (
+from mofo.training.datasets import denormalise
+from mofo.training.visualise import (
     BACKGROUND,
     GAP,
     draw_box,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.record import BoxRecord, union_box
+from mofo.shared.record import BoxRecord, union_box
 
 DIRECTIONS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")
 TEMPLATE = "Moving something {}"

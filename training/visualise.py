@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training import models
-from training.datasets import MEAN as IMAGENET_MEAN
-from training.datasets import STD as IMAGENET_STD
-from training.masking import TokenGrid
-from training.models import TARGET_EPS
+from mofo.training import models
+from mofo.training.datasets import MEAN as IMAGENET_MEAN
+from mofo.training.datasets import STD as IMAGENET_STD
+from mofo.training.masking import TokenGrid
+from mofo.training.models import TARGET_EPS
 
 GREEN = (0, 255, 0)
 GREY = 0.5  # what a hidden patch shows in the masked-input row

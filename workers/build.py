@@ -24,15 +24,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.cache import KEY_PREFIX, box_key
-from shared.jobs import limits_dict
-from shared.params import DecodeLimits, MotionParams
-from shared.record import BoxRecord
-from shared.sources import ClipItem, Dataset
+from mofo.shared.cache import KEY_PREFIX, box_key
+from mofo.shared.jobs import limits_dict
+from mofo.shared.params import DecodeLimits, MotionParams
+from mofo.shared.record import BoxRecord
+from mofo.shared.sources import ClipItem, Dataset
 
 BUILD_PREFIX = "mofo:build"
 BUILDS_KEY = "mofo:builds"  # set of "{params_hash}:{name}"
-BUILD_FUNCTION = "workers.jobs.build_chunk_job"
+BUILD_FUNCTION = "mofo.workers.jobs.build_chunk_job"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 PIPELINE_CHUNK = 1000
 MAX_ATTEMPTS = 3  # starts of one clip without an outcome before it is failed as a crasher

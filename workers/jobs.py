@@ -1,6 +1,6 @@
 """The RQ jobs that box many clips: the one the service enqueues when it runs with Redis
-(:data:`shared.jobs.JOB_FUNCTION`, boxing with :func:`shared.jobs.box_clips`) and the job of a
-cache build.
+(:data:`mofo.shared.jobs.JOB_FUNCTION`, boxing with :func:`mofo.shared.jobs.box_clips`) and the
+job of a cache build.
 
 A clip that fails (corrupt, too long, missing) is recorded with its reason and the job goes on;
 only a fault outside the clips (the cache unreachable) fails the whole job, so RQ can retry it.
@@ -13,10 +13,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from shared.errors import ClipError
-from shared.jobs import box_clips
-from shared.params import DecodeLimits, MotionParams
-from shared.record import BoxRecord
+from mofo.shared.errors import ClipError
+from mofo.shared.jobs import box_clips
+from mofo.shared.params import DecodeLimits, MotionParams
+from mofo.shared.record import BoxRecord
 
 log = logging.getLogger("mofo.worker")
 
@@ -28,11 +28,11 @@ def box_clips_job(
     into Redis, and write each record to the box cache; progress goes to the job's meta."""
     from rq import get_current_job
 
-    from shared.cache import is_upload_id
-    from shared.paths import resolve_under_root
-    from shared.pipeline import analyse_clip
-    from shared.uploads import JobUploads, UploadQuota
-    from workers.worker import worker_context
+    from mofo.shared.cache import is_upload_id
+    from mofo.shared.paths import resolve_under_root
+    from mofo.shared.pipeline import analyse_clip
+    from mofo.shared.uploads import JobUploads, UploadQuota
+    from mofo.workers.worker import worker_context
 
     job = get_current_job()
     assert job is not None, "box_clips_job runs inside an RQ worker"
@@ -90,10 +90,10 @@ def build_chunk_job(
     """
     from rq import get_current_job
 
-    from shared.paths import resolve_under_root
-    from shared.pipeline import analyse_clip
-    from workers.build import MAX_ATTEMPTS, BuildState
-    from workers.worker import worker_context
+    from mofo.shared.paths import resolve_under_root
+    from mofo.shared.pipeline import analyse_clip
+    from mofo.workers.build import MAX_ATTEMPTS, BuildState
+    from mofo.workers.worker import worker_context
 
     job = get_current_job()
     ctx = worker_context(job.connection if job is not None else None)

@@ -41,11 +41,11 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.worker import SimpleWorker, WorkerStatus
 
-from shared.batcher import FlowBatcher
-from shared.cache import RedisBoxCache, refusal, safe_url
-from shared.errors import MofoError
-from shared.pipeline import DEFAULT_BATCH, default_backend, resolve_device
-from shared.settings import Settings
+from mofo.shared.batcher import FlowBatcher
+from mofo.shared.cache import RedisBoxCache, refusal, safe_url
+from mofo.shared.errors import MofoError
+from mofo.shared.pipeline import DEFAULT_BATCH, default_backend, resolve_device
+from mofo.shared.settings import Settings
 
 log = logging.getLogger("mofo.worker")
 

@@ -12,15 +12,15 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.motion_api import problems
-from services.motion_api.jobs import LocalJobs, RQJobs
-from services.motion_api.limits import BodyLimitMiddleware
-from services.motion_api.metrics import MetricsMiddleware
-from services.motion_api.routes import boxes, health, images, jobs
-from services.motion_api.service import MotionService
-from shared.settings import Settings
+from mofo.services.motion_api import problems
+from mofo.services.motion_api.jobs import LocalJobs, RQJobs
+from mofo.services.motion_api.limits import BodyLimitMiddleware
+from mofo.services.motion_api.metrics import MetricsMiddleware
+from mofo.services.motion_api.routes import boxes, health, images, jobs
+from mofo.services.motion_api.service import MotionService
+from mofo.shared.settings import Settings
 
-STATIC = resources.files("services.motion_api") / "static"
+STATIC = resources.files("mofo.services.motion_api") / "static"
 # Swagger UI 5 (OpenAPI 3.1), shipped by the fastapi-offline package; only its assets are used.
 DOCS_ASSETS = resources.files("fastapi_offline") / "static"
 

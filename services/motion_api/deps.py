@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from services.motion_api.problems import Problem
-from services.motion_api.schemas import JobRequest, PathRequest
-from services.motion_api.service import (
+from mofo.services.motion_api.problems import Problem
+from mofo.services.motion_api.schemas import JobRequest, PathRequest
+from mofo.services.motion_api.service import (
     ClipSource,
     MotionService,
     clip_under_root,

@@ -11,14 +11,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Protocol
 
-from services.motion_api.problems import Problem
-from services.motion_api.schemas import JobState
-from services.motion_api.service import ClipSource, MotionService
-from shared.cache import QueueUnavailable, unavailable_as
-from shared.jobs import JOB_FUNCTION, box_clips, limits_dict
-from shared.params import MotionParams
-from shared.record import BoxRecord
-from shared.uploads import JobUploads, UploadQuota, UploadQuotaFull
+from mofo.services.motion_api.problems import Problem
+from mofo.services.motion_api.schemas import JobState
+from mofo.services.motion_api.service import ClipSource, MotionService
+from mofo.shared.cache import QueueUnavailable, unavailable_as
+from mofo.shared.jobs import JOB_FUNCTION, box_clips, limits_dict
+from mofo.shared.params import MotionParams
+from mofo.shared.record import BoxRecord
+from mofo.shared.uploads import JobUploads, UploadQuota, UploadQuotaFull
 
 JOB_ID = r"^[0-9a-f]{32}$"
 QUOTA_RETRY_S = 60  # Retry-After of a full job-upload quota: jobs take minutes, not seconds

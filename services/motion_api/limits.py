@@ -28,8 +28,8 @@ from collections import Counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.motion_api.metrics import Metrics
-from services.motion_api.problems import PROBLEM_JSON, Problem, problem_body
+from mofo.services.motion_api.metrics import Metrics
+from mofo.services.motion_api.problems import PROBLEM_JSON, Problem, problem_body
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 UPLOADS_RETRY_S = 5  # Retry-After of a busy answer: uploads end (or are cut) within seconds

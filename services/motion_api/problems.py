@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.cache import CacheFull, CacheUnavailable, QueueFull, QueueUnavailable
-from shared.errors import (
+from mofo.shared.cache import CacheFull, CacheUnavailable, QueueFull, QueueUnavailable
+from mofo.shared.errors import (
     ClipError,
     ClipNotFound,
     ClipTooLong,

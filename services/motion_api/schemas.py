@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.params import MotionParams, preset_params
-from shared.record import SCHEMA
+from mofo.shared.params import MotionParams, preset_params
+from mofo.shared.record import SCHEMA
 
 Box = Annotated[list[int], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2]")]
 PARAMS_HASH = r"^[0-9a-f]{16}$"

@@ -22,16 +22,22 @@ from typing import IO, TypeVar
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from services.motion_api.metrics import Metrics
-from services.motion_api.problems import Problem
-from shared.batcher import Cancelled, FlowBatcher
-from shared.cache import BoxCache, MemoryBoxCache, RedisBoxCache, is_upload_id
-from shared.decode import plan_work
-from shared.params import MotionParams
-from shared.paths import resolve_under_root
-from shared.pipeline import DEFAULT_BATCH, ClipResult, analyse_clip, default_backend, resolve_device
-from shared.record import BoxRecord
-from shared.settings import Settings
+from mofo.services.motion_api.metrics import Metrics
+from mofo.services.motion_api.problems import Problem
+from mofo.shared.batcher import Cancelled, FlowBatcher
+from mofo.shared.cache import BoxCache, MemoryBoxCache, RedisBoxCache, is_upload_id
+from mofo.shared.decode import plan_work
+from mofo.shared.params import MotionParams
+from mofo.shared.paths import resolve_under_root
+from mofo.shared.pipeline import (
+    DEFAULT_BATCH,
+    ClipResult,
+    analyse_clip,
+    default_backend,
+    resolve_device,
+)
+from mofo.shared.record import BoxRecord
+from mofo.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import get_args
 
 import torch
 
-from shared.flow.exposure import exposure_matched_flow
-from shared.flow.opencv_backend import opencv_tvl1
-from shared.flow.tvl1 import tvl1_flow
-from shared.params import CudaKernel, FlowBackend, FlowParams
+from mofo.shared.flow.exposure import exposure_matched_flow
+from mofo.shared.flow.opencv_backend import opencv_tvl1
+from mofo.shared.flow.tvl1 import tvl1_flow
+from mofo.shared.params import CudaKernel, FlowBackend, FlowParams
 
 __all__ = ["CUDA_KERNELS", "cuda_kernel", "opencv_tvl1", "optical_flow", "tvl1_flow"]
 
@@ -38,7 +38,7 @@ def optical_flow(
     """TV-L1 flow for a batch of pairs: (B, 1, H, W) gray in [0, 255] → (B, 2, H, W) (u, v).
 
     With ``params.exposure == "gain"``, a pair whose exposure changed is measured again at one
-    exposure (:mod:`shared.flow.exposure`); the others keep their first flow.
+    exposure (:mod:`mofo.shared.flow.exposure`); the others keep their first flow.
     """
     params = params or FlowParams()
     flow = _tvl1(i0, i1, params, backend)

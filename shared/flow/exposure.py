@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from shared.cuts import warp_back
+from mofo.shared.cuts import warp_back
 
 # A gain within 0.5 % of 1 is left alone: no second flow. 2 % let small flicker steps through,
 # and a 2-3 % step still reads as motion over flat sky and walls (BENCHMARKS.md, version 7).

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import torch
 
-from shared.flow.tvl1 import check_pair
-from shared.params import FlowParams
+from mofo.shared.flow.tvl1 import check_pair
+from mofo.shared.params import FlowParams
 
 
 def _create(params: FlowParams) -> cv2.optflow.DualTVL1OpticalFlow:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
-from shared.params import FlowParams
+from mofo.shared.params import FlowParams
 
 _FLT_EPSILON = float(torch.finfo(torch.float32).eps)
 _MIN_SIDE = 16  # OpenCV stops adding pyramid levels below 16 pixels
@@ -245,7 +245,7 @@ class _ScaleSolver:
         self._outer_iteration = self._outer_iteration_torch
         if fused:
             # Triton kernels, imported only when asked for (the import may pick its interpreter)
-            from shared.flow import tvl1_triton
+            from mofo.shared.flow import tvl1_triton
 
             self.kernels = tvl1_triton
             self.alt = (buf(2), buf(2), buf(2))  # the second state of the ping-pong
@@ -401,7 +401,7 @@ def tvl1_flow(
         cuda_graphs: replay each level's outer iteration as a CUDA graph (default: on CUDA).
         compile: fuse the inner iteration with ``torch.compile`` (costs a one-off compile).
         fused: run the median filter and each inner iteration as one hand-written Triton kernel
-            (``shared.flow.tvl1_triton``; overrides ``compile``). On CUDA; without CUDA, Triton's
+            (:mod:`.tvl1_triton`; overrides ``compile``). On CUDA; without CUDA, Triton's
             interpreter runs them, very slowly (for tests).
 
     Returns:

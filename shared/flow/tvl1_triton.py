@@ -1,7 +1,7 @@
 """TV-L1's inner loop as hand-written Triton kernels: one launch per inner iteration, one for the
 median filter at the start of each outer iteration.
 
-``torch.compile``'s fusion of the inner step (``shared.flow.tvl1._step``) left the solver at about
+``torch.compile``'s fusion of the inner step (``tvl1._step``) left the solver at about
 7 % of an H200's memory bandwidth (BENCHMARKS.md §11): the step is several kernels, each reading
 the state again, plus a reduction. Here one program computes a block of pixels of one pair and
 does the whole iteration:

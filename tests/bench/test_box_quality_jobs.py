@@ -9,7 +9,7 @@ import pytest
 
 from bench import box_quality
 from bench.box_quality import main, score_clips, suite
-from shared.params import preset_params
+from mofo.shared.params import preset_params
 
 
 def test_clips_scored_in_two_processes_match_one(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.box_quality import main, parse_overrides, with_overrides
-from shared.params import preset_params
+from mofo.shared.params import preset_params
 
 
 def test_overrides_set_motion_and_flow_fields_and_keep_the_rest() -> None:

@@ -25,8 +25,8 @@ from bench.gpu_flow import (
 from bench.gpu_pipeline import box_difference
 from bench.gpu_report import junit_summary, merge, read_sections, summary_lines
 from bench.realframes import centre_crop, cover_short_side
-from shared.flow.tvl1 import pyramid_sizes
-from shared.params import FlowParams
+from mofo.shared.flow.tvl1 import pyramid_sizes
+from mofo.shared.params import FlowParams
 
 
 def test_inner_iteration_moves_16_floats_per_pixel() -> None:

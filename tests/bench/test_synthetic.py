@@ -28,7 +28,7 @@ from bench.synthetic import (
     with_frames,
     write_mp4,
 )
-from shared.record import box_iou, union_box
+from mofo.shared.record import box_iou, union_box
 
 STATIC_ONE = next(s for s in SCENARIOS if s.camera == "static" and s.movers == 1)
 

@@ -180,7 +180,7 @@ def test_images_run_as_a_non_root_user_with_the_compose_healthcheck(compose):
         if test[0] == "CMD":
             assert command == test[1:], name
         else:
-            assert command[:2] == ["sh", "-c"] and "shared.health trainer" in command[2], name
+            assert command[:2] == ["sh", "-c"] and "mofo.shared.health trainer" in command[2], name
         (cmd,) = instruction(stage, "CMD")
         assert json.loads(cmd)[0] == "mofo"
     runtime = " ".join(stages["runtime"])

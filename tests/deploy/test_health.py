@@ -1,4 +1,4 @@
-"""``python -m shared.health``: the containers' healthchecks, each shown failing and passing on
+"""``python -m mofo.shared.health``: the containers' healthchecks, each shown failing and passing on
 real parts (an HTTP server, a Redis server, a run folder). The real API and workers pass theirs
 in test_pipeline.py."""
 
@@ -15,7 +15,7 @@ import time
 import pytest
 import redis
 
-from shared.health import check_api, check_trainer, check_worker, main
+from mofo.shared.health import check_api, check_trainer, check_worker, main
 from tests.redis_server import start_redis
 from tests.services.server import free_port
 

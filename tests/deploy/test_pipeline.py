@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from shared.sample import sample_clip
+from mofo.shared.sample import sample_clip
 from tests.deploy.compose import COMPOSE, CPU_OVERRIDE, Topology, load, merge
 from tests.services.server import MOFO, free_port
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import mofo
-from shared.errors import ClipNotFound
-from shared.params import preset_params
-from shared.pipeline import analyse_clip
+from mofo.shared.errors import ClipNotFound
+from mofo.shared.params import preset_params
+from mofo.shared.pipeline import analyse_clip
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_importing_mofo_leaves_torch_and_the_service_unloaded() -> None:
     """The command line imports the package first: ``mofo --help`` must stay quick."""
     code = (
         "import sys, mofo, mofo.cli; "
-        "print(sorted(m for m in ('torch', 'services.motion_api.app', 'training.runs') "
+        "print(sorted(m for m in ('torch', 'mofo.services.motion_api.app', 'mofo.training.runs') "
         "if m in sys.modules))"
     )
     out = subprocess.run(

@@ -17,7 +17,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, bikes: Path, carphone: P
     """A data root with real clips in a subfolder, a secret beside it, and a link leading out."""
     import shutil
 
-    from shared.sample import sample_clip
+    from mofo.shared.sample import sample_clip
     from tests.badclips import truncated_mp4
 
     base = tmp_path_factory.mktemp("data")

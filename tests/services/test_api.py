@@ -15,11 +15,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from shared.params import FlowParams, MotionParams, preset_params
-from shared.pipeline import analyse_clip
-from shared.record import BoxRecord
-from shared.render import strip_size
-from shared.sample import sample_clip
+from mofo.shared.params import FlowParams, MotionParams, preset_params
+from mofo.shared.pipeline import analyse_clip
+from mofo.shared.record import BoxRecord
+from mofo.shared.render import strip_size
+from mofo.shared.sample import sample_clip
 from tests import badclips
 from tests.services.server import Server, problem
 

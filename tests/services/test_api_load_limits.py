@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from shared.sample import sample_clip
+from mofo.shared.sample import sample_clip
 from tests.services.server import Server, start_server
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.cache import box_key
-from shared.sample import sample_clip
+from mofo.shared.cache import box_key
+from mofo.shared.sample import sample_clip
 from tests.redis_server import RedisServer, start_redis
 from tests.services.server import start_server
 from tests.workers.conftest import mofo, mofo_env

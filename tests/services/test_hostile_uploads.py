@@ -23,9 +23,9 @@ import httpx
 import pytest
 import redis
 
-from services.motion_api.service import content_id
-from shared.cache import box_key
-from shared.sample import sample_clip
+from mofo.services.motion_api.service import content_id
+from mofo.shared.cache import box_key
+from mofo.shared.sample import sample_clip
 from tests.redis_server import start_redis
 from tests.services.server import Server, start_server
 from tests.workers.conftest import mofo, mofo_env

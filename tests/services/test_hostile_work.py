@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.sample import sample_clip
+from mofo.shared.sample import sample_clip
 from tests.hostile_corpus import write_corpus
 from tests.redis_server import start_redis
 from tests.services.server import PROBLEM, Server, problem, start_server
@@ -334,9 +334,9 @@ def test_redis_address_is_not_in_503_bodies_or_readyz(tmp_path_factory, data_roo
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
-        ("shared.errors.DataRootUnavailable: data root /srv/data/epic is not available on this "
-         "worker", "shared.errors.DataRootUnavailable: data root <path> is not available on this "
-         "worker"),
+        ("mofo.shared.errors.DataRootUnavailable: data root /srv/data/epic is not available on "
+         "this worker", "mofo.shared.errors.DataRootUnavailable: data root <path> is not available "
+         "on this worker"),
         ("box cache at redis://:***@10.0.0.5:6379/2 unreachable: Error 111 connecting to "
          "10.0.0.5:6379. Connection refused.", "box cache at <url> unreachable: Error 111 "
          "connecting to <address>. Connection refused."),
@@ -345,6 +345,6 @@ def test_redis_address_is_not_in_503_bodies_or_readyz(tmp_path_factory, data_roo
     ],
 )  # fmt: skip
 def test_job_errors_show_no_server_paths_or_addresses(text, shown):
-    from services.motion_api.routes.jobs import public_error
+    from mofo.services.motion_api.routes.jobs import public_error
 
     assert public_error(text) == shown

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.sample import sample_clip
+from mofo.shared.sample import sample_clip
 from tests.services.server import Server
 
 CHROMIUM = Path("/usr/bin/chromium")

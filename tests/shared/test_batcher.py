@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from shared.batcher import Cancelled, FlowBatcher
-from shared.flow import optical_flow
-from shared.params import FlowParams, MotionParams
+from mofo.shared.batcher import Cancelled, FlowBatcher
+from mofo.shared.flow import optical_flow
+from mofo.shared.params import FlowParams, MotionParams
 
 
 def _gray(frames: int, seed: int, size: tuple[int, int] = (32, 40)) -> torch.Tensor:
@@ -88,7 +88,7 @@ def test_long_clip_is_sliced_and_reassembled_in_order(batcher, batches):
 
 
 def test_plan_gives_each_waiting_request_a_share(batcher):
-    from shared.batcher import _Work
+    from mofo.shared.batcher import _Work
 
     long_gray, short_gray = _gray(30, 0), _gray(3, 1)
     long = _Work(long_gray, *_pairs(long_gray), key=(32, 40, PARAMS.flow, "torch"), enqueued=0.0)

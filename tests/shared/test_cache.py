@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from shared.cache import (
+from mofo.shared.cache import (
     MGET_CHUNK,
     CacheUnavailable,
     MemoryBoxCache,
     RedisBoxCache,
     box_key,
 )
-from shared.params import MotionParams
-from shared.record import BoxRecord
+from mofo.shared.params import MotionParams
+from mofo.shared.record import BoxRecord
 from tests.redis_server import start_redis
 
 

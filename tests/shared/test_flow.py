@@ -1,4 +1,4 @@
-"""Tests for shared.flow: gray conversion, the TV-L1 building blocks, and both flow backends.
+"""Tests for mofo.shared.flow: gray conversion, the TV-L1 building blocks, and both flow backends.
 
 Building blocks are checked against hand computation or OpenCV on tiny inputs; the solvers on a
 smoothed-noise image shifted by a known integer displacement (48×64, a few seconds on CPU).
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from shared.flow import optical_flow
-from shared.flow.gray import rgb_to_gray
-from shared.flow.tvl1 import (
+from mofo.shared.flow import optical_flow
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.flow.tvl1 import (
     centered_gradient,
     divergence,
     forward_gradient,
@@ -26,7 +26,7 @@ from shared.flow.tvl1 import (
     tvl1_flow,
     warp_bicubic,
 )
-from shared.params import FlowParams
+from mofo.shared.params import FlowParams
 
 # A 3×4 image for hand-computed derivatives.
 X34 = [[0.0, 1.0, 3.0, 6.0], [2.0, 2.0, 5.0, 9.0], [7.0, 4.0, 4.0, 0.0]]

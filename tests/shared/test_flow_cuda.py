@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.flow.tvl1 import clear_graph_cache, tvl1_flow
-from shared.params import FlowParams
-from shared.regions import label_regions, region_stats
+from mofo.shared.flow.tvl1 import clear_graph_cache, tvl1_flow
+from mofo.shared.params import FlowParams
+from mofo.shared.regions import label_regions, region_stats
 
 pytestmark = pytest.mark.gpu
 
@@ -81,7 +81,7 @@ def test_graph_capture_while_other_threads_use_the_gpu(fused: bool) -> None:
     import threading
     import time
 
-    from shared.motion_boundary import motion_boundary
+    from mofo.shared.motion_boundary import motion_boundary
 
     clear_graph_cache()
     i0, i1 = _shifted_pair(batch=6)
@@ -152,7 +152,7 @@ def test_triton_kernels_match_the_compiled_step_on_real_frames(stopping: str) ->
 def test_odd_batches_are_padded_to_a_captured_graph_batch(fused: bool) -> None:
     """Batches of 5 and 7 run in the graphs of 6 and 8 (the last pair repeated): the same flow as
     without graphs, pair for pair, and only graph batches in the cache."""
-    from shared.flow import tvl1 as tvl1_module
+    from mofo.shared.flow import tvl1 as tvl1_module
 
     clear_graph_cache()
     i0, i1 = _shifted_pair(batch=7)

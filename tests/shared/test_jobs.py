@@ -1,4 +1,4 @@
-"""The job contract between the service and the workers (:mod:`shared.jobs`)."""
+"""The job contract between the service and the workers (:mod:`mofo.shared.jobs`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ClipNotFound
-from shared.jobs import JOB_FUNCTION, box_clips, limits_dict
-from shared.params import DecodeLimits
-from shared.record import BoxRecord
+from mofo.shared.errors import ClipNotFound
+from mofo.shared.jobs import JOB_FUNCTION, box_clips, limits_dict
+from mofo.shared.params import DecodeLimits
+from mofo.shared.record import BoxRecord
 
 
 def _record(video: str) -> BoxRecord:

@@ -1,4 +1,4 @@
-"""Tests for shared.motion_boundary: eq. 1 of MOFO and the temporal average of its maps."""
+"""Tests for mofo.shared.motion_boundary: eq. 1 of MOFO and the temporal average of its maps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from shared.motion_boundary import motion_boundary, temporal_average
+from mofo.shared.motion_boundary import motion_boundary, temporal_average
 
 H, W = 6, 7
 

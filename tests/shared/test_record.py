@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.record import scale_box
+from mofo.shared.record import scale_box
 
 
 def test_scale_box_rounds_each_side_to_the_nearest_source_pixel() -> None:

@@ -1,12 +1,13 @@
-"""Tests for shared.refine: the camera's motion, the residual flow and the refined region boxes."""
+"""Tests for mofo.shared.refine: the camera's motion, the residual flow and the refined region
+boxes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import shared.refine
-from shared.refine import (
+import mofo.shared.refine
+from mofo.shared.refine import (
     dominant_motion,
     refine_boxes,
     refine_region_boxes,
@@ -168,7 +169,7 @@ def test_regions_refined_in_chunks_equal_at_once(
     regions = [[[2, 3, 30, 25], [10, 10, 20, 20]], [[0, 0, W, H]], [], [[5, 5, 9, 9]]]
     settings = {"min_motion": 0.0}
     whole = refine_regions(flow, regions, **settings)
-    monkeypatch.setattr(shared.refine, "_CHUNK_PIXELS", H * W)  # one region per chunk
+    monkeypatch.setattr(mofo.shared.refine, "_CHUNK_PIXELS", H * W)  # one region per chunk
     assert refine_regions(flow, regions, **settings) == whole
 
 
@@ -389,8 +390,8 @@ def test_bilinear_crops_read_the_flow_as_an_upsampled_frame(device: torch.device
     crops = torch.tensor([[0, 0, 10, 8], [25, 20, W, H]], device=device)  # frame edges on both
     frame = torch.tensor([1, 0], device=device)
     for scale in (1, 4):
-        xs, ys, valid = shared.refine._crop_grid(crops, scale, H, W)
-        got = shared.refine._sample_bilinear(maps, frame, xs, ys)
+        xs, ys, valid = mofo.shared.refine._crop_grid(crops, scale, H, W)
+        got = mofo.shared.refine._sample_bilinear(maps, frame, xs, ys)
         whole = torch.nn.functional.interpolate(
             maps, scale_factor=scale, mode="bilinear", align_corners=False
         )
@@ -401,7 +402,7 @@ def test_bilinear_crops_read_the_flow_as_an_upsampled_frame(device: torch.device
             torch.testing.assert_close(got[r, :, :h, :w], want)
         if scale == 1:
             assert torch.equal(got[0, :, :8, :10], maps[1, :, 0:8, 0:10])
-    near = shared.refine._sample_nearest(maps[:, 0], frame, crops, 4, (32, 60))
+    near = mofo.shared.refine._sample_nearest(maps[:, 0], frame, crops, 4, (32, 60))
     assert torch.equal(near[1, :12:4, :15:4], maps[0, 0, 20:23, 25:29])
 
 
@@ -437,9 +438,9 @@ def test_subpixel_keeps_whole_pixel_movers_and_growth(device: torch.device, kind
 
 
 def test_like_sized_chunks_partition_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shared.refine, "_CHUNK_PIXELS", 1000)
+    monkeypatch.setattr(mofo.shared.refine, "_CHUNK_PIXELS", 1000)
     sizes = [[30, 30], [5, 5], [10, 10], [6, 4], [20, 2]]
-    chunks = shared.refine._like_sized_chunks(sizes)
+    chunks = mofo.shared.refine._like_sized_chunks(sizes)
     assert sorted(k for c in chunks for k in c) == list(range(len(sizes)))
     assert chunks[0][:2] == [3, 1]  # smallest first
     for chunk in chunks:

@@ -1,11 +1,12 @@
-"""Tests for shared.regions: smoothing, border suppression, thresholds, labels, region boxes."""
+"""Tests for mofo.shared.regions: smoothing, border suppression, thresholds, labels, region
+boxes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from shared.regions import (
+from mofo.shared.regions import (
     label_regions,
     region_stats,
     smooth,

@@ -1,4 +1,5 @@
-"""Tests for shared.render: box drawing, motion colour maps, PNG strips, GIF and MP4 previews."""
+"""Tests for mofo.shared.render: box drawing, motion colour maps, PNG strips, GIF and MP4
+previews."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.render import (
+from mofo.shared.render import (
     DEFAULT_COLOR,
     FALLBACK_COLOR,
     STRIP_BACKGROUND,
@@ -379,7 +380,7 @@ def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared.render as render
+    import mofo.shared.render as render
 
     def boom(tmp: str, frames: np.ndarray, fps: float) -> None:
         Path(tmp).write_bytes(b"half")

@@ -1,4 +1,4 @@
-"""A second look at a lower threshold (shared.regions.admit_second): a slow mover beside a fast
+"""A second look at a lower threshold (mofo.shared.regions.admit_second): a slow mover beside a fast
 one keeps its box, strips along edges do not join, per frame (so sampling cannot change it)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.params import MotionParams, preset_params
-from shared.regions import admit_second
+from mofo.shared.params import MotionParams, preset_params
+from mofo.shared.regions import admit_second
 from tests.images import ious_on_and_off, texture
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.params import DecodeLimits, FlowParams, MotionParams
-from shared.settings import Settings
+from mofo.shared.params import DecodeLimits, FlowParams, MotionParams
+from mofo.shared.settings import Settings
 
 
 def test_defaults_are_the_embedded_service(monkeypatch, tmp_path):
@@ -56,9 +56,9 @@ def test_params_round_trip_through_a_dict():
 
 
 def test_the_tvl1_kernel_from_dotenv_reaches_the_flow(monkeypatch, tmp_path):
-    """MOFO_TVL1_KERNEL is read where the flow runs (shared.flow.cuda_kernel): a value given in
+    """MOFO_TVL1_KERNEL is read where the flow runs (mofo.shared.flow.cuda_kernel): a value given in
     .env is checked at start-up and exported for this process; a bad one stops the start."""
-    from shared.flow import cuda_kernel
+    from mofo.shared.flow import cuda_kernel
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MOFO_TVL1_KERNEL", "unset by this test")  # restored after it

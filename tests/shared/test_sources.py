@@ -1,4 +1,4 @@
-"""The dataset readers of ``mofo cache build`` (:func:`shared.sources.open_source`): folders of
+"""The dataset readers of ``mofo cache build`` (:func:`mofo.shared.sources.open_source`): folders of
 clips, Something-Something V2 label files and Epic-Kitchens-100 annotation CSVs, written in their
 real formats into ``tmp_path``, with and without a data root, and each kind of malformed input.
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.sources import ClipItem, SourceError, open_source
+from mofo.shared.sources import ClipItem, SourceError, open_source
 
 EPIC_HEADER = [
     "narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",

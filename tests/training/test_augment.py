@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from training.augment import (
+from mofo.training.augment import (
     GEOMETRIC,
     OPERATIONS,
     RandAugmentSettings,
@@ -79,7 +79,7 @@ def test_a_box_pushed_out_of_the_frame_is_no_longer_a_box():
     clip = tv_tensors.Video(video.permute(1, 0, 2, 3))
     moved = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(S, S))
     _, out_boxes = _apply("translate_x", clip, moved, 40.0)
-    from training import augment
+    from mofo.training import augment
 
     # rand_augment's clipping and validity on the moved boxes:
     rng = np.random.default_rng(0)
@@ -110,7 +110,7 @@ def test_a_seed_repeats_the_draw_and_boxes_stay_inside_the_frame():
 
 
 def test_unknown_operations_are_refused():
-    from training.augment import RandAugmentSettings
+    from mofo.training.augment import RandAugmentSettings
 
     with pytest.raises(ValueError, match=r"unknown RandAugment operations \['identity'\]"):
         RandAugmentSettings(operations=("rotate", "identity"))
@@ -119,7 +119,7 @@ def test_unknown_operations_are_refused():
 
 
 def test_timms_increasing_operations_at_magnitude_7():
-    from training.augment import _strength
+    from mofo.training.augment import _strength
 
     assert set(OPERATIONS) == {
         "autocontrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add",

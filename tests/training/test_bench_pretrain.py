@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bench import pretrain
-from training.models import Attention
+from mofo.training.models import Attention
 
 TINY = "vit_tiny_patch8_tubelet2_32px"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from shared.record import BoxRecord
-from training.boxes import boxes_for_frames
+from mofo.shared.record import BoxRecord
+from mofo.training.boxes import boxes_for_frames
 
 
 def _record(**changes) -> BoxRecord:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.classifier import EPIC_CLASSES, ClassifierConfig, VideoClassifier
-from training.models import VideoMAE, config
+from mofo.training.classifier import EPIC_CLASSES, ClassifierConfig, VideoClassifier
+from mofo.training.models import VideoMAE, config
 
 TINY = config("vit_tiny_patch8_tubelet2_32px")  # 4 frames of 32 x 32: 2 x 4 x 4 tokens
 
@@ -90,7 +90,7 @@ def test_bad_configs():
 
 
 def test_layer_wise_lr_decay_groups():
-    from training.classifier import param_groups
+    from mofo.training.classifier import param_groups
 
     model = VideoClassifier(ClassifierConfig(TINY))  # 2 blocks
     groups = param_groups(model, weight_decay=0.05, layer_decay=0.75)

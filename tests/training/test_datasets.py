@@ -16,15 +16,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from shared.cache import RedisBoxCache
-from shared.cache_files import export_cache
-from shared.decode import read_clip
-from shared.params import MotionParams
-from shared.record import BoxRecord, box_iou, union_box
-from shared.sources import ClipItem, open_source
-from tests.redis_server import start_redis
-from training.boxes import boxes_for_frames
-from training.datasets import (
+from mofo.shared.cache import RedisBoxCache
+from mofo.shared.cache_files import export_cache
+from mofo.shared.decode import read_clip
+from mofo.shared.params import MotionParams
+from mofo.shared.record import BoxRecord, box_iou, union_box
+from mofo.shared.sources import ClipItem, open_source
+from mofo.training.boxes import boxes_for_frames
+from mofo.training.datasets import (
     MEAN,
     STD,
     CachedBoxes,
@@ -36,8 +35,9 @@ from training.datasets import (
     collate,
     denormalise,
 )
-from training.synth import write_dataset
-from training.transforms import centre_crop, dense_indices, move_boxes, multi_scale_crop
+from mofo.training.synth import write_dataset
+from mofo.training.transforms import centre_crop, dense_indices, move_boxes, multi_scale_crop
+from tests.redis_server import start_redis
 
 PARAMS = MotionParams()
 HASH = PARAMS.hash()
@@ -181,7 +181,7 @@ def test_randaugment_keeps_the_boxes_on_the_mover(items, root, cached):
     """RandAugment's shears, translations and rotations move the boxes too: the pixels that
     change from frame to frame stay inside them. (Only the geometric operations here: equalize
     and the like amplify the clips' noise into frame-to-frame change everywhere.)"""
-    from training.augment import GEOMETRIC, RandAugmentSettings
+    from mofo.training.augment import GEOMETRIC, RandAugmentSettings
 
     settings = RandAugmentSettings(ops=2, magnitude=5, magnitude_std=0.0,
                                    operations=tuple(sorted(GEOMETRIC)))  # fmt: skip

@@ -14,15 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.cache_files import write_records
-from shared.sources import open_source
+from mofo.shared.cache_files import write_records
+from mofo.shared.sources import open_source
+from mofo.training.classifier import ClassifierConfig, VideoClassifier
+from mofo.training.datasets import CachedBoxes, VideoClips, collate
+from mofo.training.metrics import average_views
+from mofo.training.models import config
+from mofo.training.synth import TRUTH_PARAMS, truth_records, write_dataset
 from tests.badclips import random_bytes
 from tests.training.commands import mofo
-from training.classifier import ClassifierConfig, VideoClassifier
-from training.datasets import CachedBoxes, VideoClips, collate
-from training.metrics import average_views
-from training.models import config
-from training.synth import TRUTH_PARAMS, truth_records, write_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -14,19 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.cache_files import write_records
-from tests.training.commands import mofo
-from training.classifier import ClassifierConfig, VideoClassifier
-from training.config import ConfigError
-from training.finetune import (
+from mofo.shared.cache_files import write_records
+from mofo.training.classifier import ClassifierConfig, VideoClassifier
+from mofo.training.config import ConfigError
+from mofo.training.finetune import (
     load_config,
     sampling_of,
     soft_cross_entropy,
     split_holdout,
     task_classes,
 )
-from training.models import VideoMAE, config
-from training.synth import truth_records, write_dataset
+from mofo.training.models import VideoMAE, config
+from mofo.training.synth import truth_records, write_dataset
+from tests.training.commands import mofo
 
 pytestmark = pytest.mark.slow
 
@@ -205,7 +205,7 @@ def test_parts():
         "finetune_*.toml"))
 )  # fmt: skip
 def test_shipped_finetune_configs_load(name):
-    from training.evaluate import load_config as load_evaluate_config
+    from mofo.training.evaluate import load_config as load_evaluate_config
 
     path = Path(__file__).parents[2] / "training" / "configs" / name
     cfg = load_config(path)

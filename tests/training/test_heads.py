@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from training.heads import (
+from mofo.training.heads import (
     MeanPoolHead,
     MotionCrossAttention,
     MotionCrossAttentionHead,

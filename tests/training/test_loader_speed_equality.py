@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-import shared.decode as decode
+import mofo.shared.decode as decode
 from bench.loader import HASH, TodayClips, apply_crop_before, record, write_clip
-from shared.cache_files import write_records
-from shared.decode import read_frames, read_training_frames
-from shared.errors import ClipError
-from shared.sources import ClipItem
-from training.datasets import CachedBoxes, VideoClips
-from training.transforms import apply_crop, dense_indices, multi_scale_crop, segment_indices
+from mofo.shared.cache_files import write_records
+from mofo.shared.decode import read_frames, read_training_frames
+from mofo.shared.errors import ClipError
+from mofo.shared.sources import ClipItem
+from mofo.training.datasets import CachedBoxes, VideoClips
+from mofo.training.transforms import apply_crop, dense_indices, multi_scale_crop, segment_indices
 
 
 @pytest.fixture(scope="module")

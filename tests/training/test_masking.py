@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from training.masking import (
+from mofo.training.masking import (
     TokenGrid,
     box_cells,
     hidden_shares,

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from training.metrics import (
+from mofo.training.metrics import (
     action_correct,
     average_views,
     confusion_matrix,

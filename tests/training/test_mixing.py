@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.mixing import MixSettings, cut_region, mix_batch, smooth_targets
+from mofo.training.mixing import MixSettings, cut_region, mix_batch, smooth_targets
 
 B, T, H, W = 4, 2, 16, 16
 CLASSES = {"action": 5}
@@ -91,7 +91,7 @@ def test_cut_region_sizes_and_no_mixing():
 
 
 def test_a_box_loses_what_the_pasted_region_covers():
-    from training.mixing import _subtract
+    from mofo.training.mixing import _subtract
 
     boxes = torch.tensor([[2.0, 2.0, 8.0, 8.0]] * 4)
     regions = [[0, 0, 16, 5], [0, 0, 16, 16], [4, 4, 6, 6], [5, 0, 16, 16]]

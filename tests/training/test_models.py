@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from training.masking import tube_mask
-from training.models import (
+from mofo.training.masking import tube_mask
+from mofo.training.models import (
     Attention,
     MAEConfig,
     VideoMAE,

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.pretrain import explicit_attention
-from training.masking import tube_mask
-from training.models import Attention, VideoMAE, config
+from mofo.training.masking import tube_mask
+from mofo.training.models import Attention, VideoMAE, config
 
 TINY = config("vit_tiny_patch8_tubelet2_32px")
 

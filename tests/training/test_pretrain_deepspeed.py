@@ -18,14 +18,14 @@ import psutil
 import pytest
 import torch
 
-from shared.cache import RedisBoxCache
-from shared.params import MotionParams
-from shared.pipeline import analyse_clip
-from shared.sources import open_source
+from mofo.shared.cache import RedisBoxCache
+from mofo.shared.params import MotionParams
+from mofo.shared.pipeline import analyse_clip
+from mofo.shared.sources import open_source
+from mofo.training.models import MAEConfig, VideoMAE
+from mofo.training.synth import write_dataset
 from tests.redis_server import start_redis
 from tests.training.commands import MOFO, env, mofo
-from training.models import MAEConfig, VideoMAE
-from training.synth import write_dataset
 
 pytestmark = pytest.mark.slow
 

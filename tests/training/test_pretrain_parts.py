@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.config import ConfigError, apply_overrides, parse_value
-from training.masking import TokenGrid, box_cells, clip_boxes
-from training.models import VideoMAE, config
-from training.pretrain import (
+from mofo.training.config import ConfigError, apply_overrides, parse_value
+from mofo.training.masking import TokenGrid, box_cells, clip_boxes
+from mofo.training.models import VideoMAE, config
+from mofo.training.pretrain import (
     EpochSampler,
     MaskingSection,
     learning_rate,

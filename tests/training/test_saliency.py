@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from training.classifier import ClassifierConfig, VideoClassifier
-from training.models import config
-from training.saliency import grad_cam, heat_colours, saliency_image, save_saliency, upsample
-from training.visualise import GAP, GREEN, confusion_image
+from mofo.training.classifier import ClassifierConfig, VideoClassifier
+from mofo.training.models import config
+from mofo.training.saliency import grad_cam, heat_colours, saliency_image, save_saliency, upsample
+from mofo.training.visualise import GAP, GREEN, confusion_image
 
 TINY = config("vit_tiny_patch8_tubelet2_32px")  # 4 frames of 32 x 32: a 2 x 4 x 4 token grid
 

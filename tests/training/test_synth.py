@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.decode import read_clip
-from shared.params import MotionParams
-from shared.pipeline import analyse_clip
-from shared.record import box_iou, union_box
-from shared.sources import open_source
+from mofo.shared.decode import read_clip
+from mofo.shared.params import MotionParams
+from mofo.shared.pipeline import analyse_clip
+from mofo.shared.record import box_iou, union_box
+from mofo.shared.sources import open_source
+from mofo.training.synth import DIRECTIONS, make_clip, write_dataset
 from tests.services.server import MOFO
-from training.synth import DIRECTIONS, make_clip, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def test_long_clips_slow_down_to_stay_in_the_frame():
 
 
 def test_the_truth_reads_like_cached_records(dataset, tmp_path):
-    from shared.cache_files import CacheFileError, FileBoxCache, write_records
-    from training.synth import TRUTH_PARAMS, truth_records
+    from mofo.shared.cache_files import CacheFileError, FileBoxCache, write_records
+    from mofo.training.synth import TRUTH_PARAMS, truth_records
 
     records = truth_records(dataset)
     truth = [json.loads(line) for line in (dataset / "boxes.jsonl").read_text().splitlines()]

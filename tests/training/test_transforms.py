@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.transforms import (
+from mofo.training.transforms import (
     Crop,
     apply_crop,
     centre_crop,

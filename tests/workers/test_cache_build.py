@@ -15,10 +15,10 @@ import redis
 from rq.job import Job
 from rq.worker import Worker
 
-from shared.cache import KEY_PREFIX
-from shared.params import DecodeLimits, MotionParams
-from shared.pipeline import analyse_clip
-from shared.record import BoxRecord
+from mofo.shared.cache import KEY_PREFIX
+from mofo.shared.params import DecodeLimits, MotionParams
+from mofo.shared.pipeline import analyse_clip
+from mofo.shared.record import BoxRecord
 from tests.redis_server import start_redis
 from tests.workers.conftest import FAST_WORKER, PARAMS_ARGS, mofo, mofo_env
 

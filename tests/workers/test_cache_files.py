@@ -1,4 +1,4 @@
-"""Export and import of the Redis box cache (:mod:`shared.cache_files`) against a private
+"""Export and import of the Redis box cache (:mod:`mofo.shared.cache_files`) against a private
 ``redis-server``: both file formats, byte-exact round trips, the read-only
 :class:`FileBoxCache`, every way a file can be bad, and the ``mofo cache export|import`` commands
 run as a user runs them."""
@@ -11,8 +11,8 @@ import json
 import pytest
 import redis
 
-from shared.cache import KEY_PREFIX, RedisBoxCache, box_key
-from shared.cache_files import (
+from mofo.shared.cache import KEY_PREFIX, RedisBoxCache, box_key
+from mofo.shared.cache_files import (
     CacheFileError,
     FileBoxCache,
     export_cache,
@@ -21,8 +21,8 @@ from shared.cache_files import (
     open_box_cache,
     read_records,
 )
-from shared.params import MotionParams
-from shared.record import BoxRecord
+from mofo.shared.params import MotionParams
+from mofo.shared.record import BoxRecord
 from tests.redis_server import start_redis
 from tests.services.server import free_port
 from tests.workers.conftest import mofo, mofo_env

@@ -21,9 +21,9 @@ import redis
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from shared.cache import KEY_PREFIX
-from shared.params import MotionParams
-from shared.record import BoxRecord
+from mofo.shared.cache import KEY_PREFIX
+from mofo.shared.params import MotionParams
+from mofo.shared.record import BoxRecord
 from tests import badclips
 from tests.redis_server import start_redis
 from tests.workers.conftest import (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.cache import KEY_PREFIX
+from mofo.shared.cache import KEY_PREFIX
 from tests.redis_server import RedisServer, start_redis
 from tests.workers.conftest import FAST_WORKER, PARAMS_ARGS, mofo, mofo_env, small_clips
 

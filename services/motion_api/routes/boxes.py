@@ -8,9 +8,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from services.motion_api.deps import CLIP_BODY, Clip, Service
-from services.motion_api.problems import Problem
-from services.motion_api.schemas import BoxRecordOut, ComputeOptions, LookupOptions, ProblemOut
+from mofo.services.motion_api.deps import CLIP_BODY, Clip, Service
+from mofo.services.motion_api.problems import Problem
+from mofo.services.motion_api.schemas import BoxRecordOut, ComputeOptions, LookupOptions, ProblemOut
 
 router = APIRouter(prefix="/v1/boxes", tags=["boxes"])
 

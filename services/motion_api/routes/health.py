@@ -7,10 +7,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from services.motion_api.deps import Service
-from services.motion_api.problems import public_detail
-from services.motion_api.schemas import Health, Readiness
-from shared.cache import CacheFull, CacheUnavailable
+from mofo.services.motion_api.deps import Service
+from mofo.services.motion_api.problems import public_detail
+from mofo.services.motion_api.schemas import Health, Readiness
+from mofo.shared.cache import CacheFull, CacheUnavailable
 
 router = APIRouter(tags=["health"])
 

@@ -9,10 +9,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from services.motion_api.deps import CLIP_BODY, Clip, Service
-from services.motion_api.routes.boxes import PROBLEMS
-from services.motion_api.schemas import BoxOptions, PreviewOptions
-from shared.render import sampled_fps, write_motion_map, write_preview
+from mofo.services.motion_api.deps import CLIP_BODY, Clip, Service
+from mofo.services.motion_api.routes.boxes import PROBLEMS
+from mofo.services.motion_api.schemas import BoxOptions, PreviewOptions
+from mofo.shared.render import sampled_fps, write_motion_map, write_preview
 
 router = APIRouter(prefix="/v1", tags=["images"])
 

@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from services.motion_api.deps import JOB_BODY, JobClips, Service
-from services.motion_api.jobs import JOB_ID
-from services.motion_api.problems import Problem
-from services.motion_api.routes.boxes import PROBLEMS
-from services.motion_api.schemas import BoxOptions, JobOut
+from mofo.services.motion_api.deps import JOB_BODY, JobClips, Service
+from mofo.services.motion_api.jobs import JOB_ID
+from mofo.services.motion_api.problems import Problem
+from mofo.services.motion_api.routes.boxes import PROBLEMS
+from mofo.services.motion_api.schemas import BoxOptions, JobOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
