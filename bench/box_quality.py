@@ -35,7 +35,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -51,6 +50,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from bench import synthetic  # noqa: E402
+from bench.common import cores_line, one_thread  # noqa: E402
 from bench.paper_pipeline import opencv_flows, paper_boxes  # noqa: E402
 from mofo.shared.decode import motion_partners, plan_frames, working_size  # noqa: E402
 from mofo.shared.flow import exposure, optical_flow  # noqa: E402
@@ -287,11 +287,6 @@ def score_clip(
     )
 
 
-def _one_thread() -> None:
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
 def _report(row: ClipScores) -> None:
     every = {m: row.scores[m]["every"] for m in row.scores}
     print(
@@ -317,7 +312,7 @@ def score_clips(jobs: Sequence[tuple], workers: int = 1) -> list[ClipScores]:
 
     done: dict[int, ClipScores] = {}
     with ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=_one_thread
+        min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=one_thread
     ) as pool:
         futures = {pool.submit(score_clip, *job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
@@ -459,22 +454,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", action="store_true", help="a PNG per scenario (first seed)")
     methods = "the methods to score (ours always runs: its cuts are reported)"
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=[*METHODS], help=methods)
-    parser.add_argument("--baseline", type=Path, nargs="*", default=[],
-                        help="--json files of earlier runs on the same clips: the methods not run "
-                             "here are read from them")  # fmt: skip
-    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="MotionParams fields over the preset for ours (JSON values), "
-                             "e.g. refine_fraction=0.3")  # fmt: skip
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="clips scored at once, each in its own process on one thread "
-                             "(the scores do not depend on it)")  # fmt: skip
-    parser.add_argument("--from-json", type=Path, nargs="*", default=[],
-                        help="tabulate these --json files (merged) instead of running")  # fmt: skip
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="--json files of earlier runs on the same clips: the methods not run "
+        "here are read from them",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="MotionParams fields over the preset for ours (JSON values), e.g. refine_fraction=0.3",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="clips scored at once, each in its own process on one thread "
+        "(the scores do not depend on it)",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="tabulate these --json files (merged) instead of running",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    one_thread()
 
     scenarios = list(suite(args.suite))
     if args.only:
@@ -511,10 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(table)
     cuts = cut_detection([r for r in rows if r.cuts_true])
     print(f"cut detection (clips with a cut, every frame): {cuts}")
-    print(
-        f"wall {wall:.0f} s on {platform.machine()}, {os.cpu_count()} CPUs, one thread; "
-        f"ours = preset {args.quality!r} ({params.hash()})"
-    )
+    print(f"wall {wall:.0f} s on {cores_line()}; ours = preset {args.quality!r} ({params.hash()})")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {

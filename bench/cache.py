@@ -73,14 +73,17 @@ from pathlib import Path
 
 import redis
 
-from mofo.shared.cache import KEY_PREFIX, RedisBoxCache, box_key
+from bench.common import cpu_model
+from mofo.shared.cache import RedisBoxCache
 from mofo.shared.cache_files import FileBoxCache, export_cache, read_records
 from mofo.shared.errors import ClipError
+from mofo.shared.keys import BOX_PREFIX, box_key
 from mofo.shared.params import DecodeLimits, MotionParams
 from mofo.shared.record import BoxRecord, centre_box, union_box
 from mofo.shared.settings import Settings
-from tests.redis_server import RedisServer, start_redis
-from tests.workers.conftest import MOFO, DatasetDir, make_dataset, mofo_env
+from testkit.datasets import DatasetDir, make_dataset, mofo_env
+from testkit.redis_server import RedisServer, start_redis
+from testkit.server import MOFO
 
 MB = 1e6
 SSV2_CLIPS = 220_847  # train 168,913 + validation 24,777 + test 27,157
@@ -129,13 +132,6 @@ def spread(ms: list[float]) -> dict[str, float]:
 
 
 # -- machine -----------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def machine(client: redis.Redis) -> dict:
@@ -365,9 +361,18 @@ def run_build(
     if args.clip_threads:
         env["MOFO_WORKER_CLIP_THREADS"] = str(args.clip_threads)
     command = [
-        MOFO, "cache", "build", str(dataset.root), "--short-side", str(args.short_side),
-        "--num-frames", str(args.num_frames), "--chunk", str(args.chunk), "--json",
-    ]  # fmt: skip
+        MOFO,
+        "cache",
+        "build",
+        str(dataset.root),
+        "--short-side",
+        str(args.short_side),
+        "--num-frames",
+        str(args.num_frames),
+        "--chunk",
+        str(args.chunk),
+        "--json",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"mofo cache build failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -440,7 +445,7 @@ def compare_records(client: redis.Redis, params_hash: str, loop_records: dict[st
 
 
 def key_family(key: str) -> str:
-    if key.startswith(KEY_PREFIX + ":"):
+    if key.startswith(BOX_PREFIX + ":"):
         return "records (mofo:box:*)"
     if key.startswith("mofo:build:"):
         return "build state (mofo:build:*)"
@@ -487,7 +492,7 @@ def stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]
 
 
 def record_value_bytes(client: redis.Redis) -> list[int]:
-    keys = list(client.scan_iter(match=f"{KEY_PREFIX}:*", count=10_000))
+    keys = list(client.scan_iter(match=f"{BOX_PREFIX}:*", count=10_000))
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.strlen(key)

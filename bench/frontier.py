@@ -24,8 +24,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import os
-import platform
 import re
 import sys
 import time
@@ -33,7 +31,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -50,6 +47,7 @@ from bench.box_quality import (  # noqa: E402
     suite,
     to_working,
 )
+from bench.common import cores_line, one_thread  # noqa: E402
 from mofo.shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
 from mofo.shared.pipeline import analyse_frames  # noqa: E402
 
@@ -147,7 +145,7 @@ def print_speeds(speeds: dict[str, float]) -> None:
     for name, value in speeds.items():
         ratio = f"  {value / reference:5.2f}x paper" if reference else ""
         print(f"{name:16s} {value:8.2f} pairs/s{ratio}")
-    print(f"on {platform.machine()}, {os.cpu_count()} CPUs, one thread")
+    print(f"on {cores_line()}")
 
 
 def plot(path: Path, rows: list[dict], chosen: str) -> None:
@@ -235,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--from-log needs --plot")
         plot(args.plot, rows_from_log(args.from_log), args.chosen)
         return 0
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    one_thread()
 
     tried = settings()
     if args.only:
@@ -291,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['heldout']['num_frames=6']:6.3f}{mark}"
         )
     wall = time.perf_counter() - start
-    print(f"wall {wall:.0f} s on {platform.machine()}, {os.cpu_count()} CPUs, one thread")
+    print(f"wall {wall:.0f} s on {cores_line()}")
     if args.plot is not None:
         plot(args.plot, rows, chosen)
     if args.json is not None:

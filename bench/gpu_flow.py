@@ -257,9 +257,13 @@ def agreement(
             for variant in variants:
                 graphs, compiled, fused = VARIANTS[variant]
                 flow = tvl1_flow(
-                    i0.cuda(), i1.cuda(), FlowParams(stopping=stopping), cuda_graphs=graphs,
-                    compile=compiled, fused=fused,
-                )  # fmt: skip
+                    i0.cuda(),
+                    i1.cuda(),
+                    FlowParams(stopping=stopping),
+                    cuda_graphs=graphs,
+                    compile=compiled,
+                    fused=fused,
+                )
                 row[f"{variant}/{stopping}_epe_vs_opencv_px"] = epe(flow, ref)
                 flows.append(flow)
             row[f"{stopping}_epe_vs_opencv_px"] = epe(flows[0], ref)

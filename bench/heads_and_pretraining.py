@@ -45,44 +45,87 @@ def mofo(*args: str) -> float:
 
 def common(data: Path, boxes: Path, args) -> list[str]:
     """Overrides both runs take: the data, its boxes, the model and the frame rate."""
-    return ["--set", f"data.source={data / 'train.json'}", "--set", f"data.boxes={boxes}",
-            "--set", f"data.motion.short_side={MOTION.short_side}",
-            "--set", f"data.motion.stride={MOTION.stride}", "--set", f"data.rate={args.rate}",
-            "--set", f"model.name={args.model}"]  # fmt: skip
+    return [
+        "--set",
+        f"data.source={data / 'train.json'}",
+        "--set",
+        f"data.boxes={boxes}",
+        "--set",
+        f"data.motion.short_side={MOTION.short_side}",
+        "--set",
+        f"data.motion.stride={MOTION.stride}",
+        "--set",
+        f"data.rate={args.rate}",
+        "--set",
+        f"model.name={args.model}",
+    ]
 
 
 def pretrain(out: Path, data: Path, boxes: Path, kind: str, args) -> tuple[Path, float]:
     run = out / f"pretrain-{kind}"
     if (run / "model.pt").exists():
         return run, 0.0
-    seconds = mofo("pretrain", "--config", str(CONFIGS / "pretrain_tiny_cpu.toml"), "--nproc", "2",
-                   *common(data, boxes, args), "--set", f"masking.kind={kind}",
-                   "--set", f"model.norm_targets={str(args.targets == 'norm').lower()}",
-                   "--set", f"optim.epochs={args.pretrain_epochs}",
-                   "--set", f"run.out={run}")  # fmt: skip
+    seconds = mofo(
+        "pretrain",
+        "--config",
+        str(CONFIGS / "pretrain_tiny_cpu.toml"),
+        "--nproc",
+        "2",
+        *common(data, boxes, args),
+        "--set",
+        f"masking.kind={kind}",
+        "--set",
+        f"model.norm_targets={str(args.targets == 'norm').lower()}",
+        "--set",
+        f"optim.epochs={args.pretrain_epochs}",
+        "--set",
+        f"run.out={run}",
+    )
     return run, seconds
 
 
-def finetune(out: Path, data: Path, boxes: Path, pretrained: Path | None, head: str, seed: int,
-             args) -> dict:  # fmt: skip
+def finetune(
+    out: Path, data: Path, boxes: Path, pretrained: Path | None, head: str, seed: int, args
+) -> dict:
     name = f"finetune-{pretrained.name.removeprefix('pretrain-') if pretrained else 'scratch'}"
     run = out / f"{name}-{head}-seed{seed}"
-    command = ["--config", str(CONFIGS / "finetune_tiny_cpu.toml"), *common(data, boxes, args),
-               "--set", f"model.pretrained={pretrained / 'model.pt' if pretrained else ''}",
-               "--set", f"model.head={head}", "--set", f"run.seed={seed}",
-               "--set", f"optim.epochs={args.epochs}", "--set", f"run.out={run}",
-               "--set", f"evaluate.source={data / 'validation.json'}",
-               "--set", "evaluate.clips=2", "--set", "evaluate.crops=1"]  # fmt: skip
+    command = [
+        "--config",
+        str(CONFIGS / "finetune_tiny_cpu.toml"),
+        *common(data, boxes, args),
+        "--set",
+        f"model.pretrained={pretrained / 'model.pt' if pretrained else ''}",
+        "--set",
+        f"model.head={head}",
+        "--set",
+        f"run.seed={seed}",
+        "--set",
+        f"optim.epochs={args.epochs}",
+        "--set",
+        f"run.out={run}",
+        "--set",
+        f"evaluate.source={data / 'validation.json'}",
+        "--set",
+        "evaluate.clips=2",
+        "--set",
+        "evaluate.crops=1",
+    ]
     train_s = 0.0 if (run / "model.pt").exists() else mofo("finetune", "--nproc", "2", *command)
     eval_s = mofo("evaluate", *command)
     result = json.loads((run / "eval" / "results.json").read_text())
     return {
         "pretraining": pretrained.name.removeprefix("pretrain-") if pretrained else "none",
-        "head": head, "seed": seed, "held_out_top1": result["held_out"].get("action_top1"),
-        "top1": result["views"]["action_top1"], "top5": result["views"]["action_top5"],
-        "first_view_top1": result["first_view"]["action_top1"], "clips": result["scored"],
-        "finetune_s": round(train_s, 1), "evaluate_s": round(eval_s, 1), "run": str(run),
-    }  # fmt: skip
+        "head": head,
+        "seed": seed,
+        "held_out_top1": result["held_out"].get("action_top1"),
+        "top1": result["views"]["action_top1"],
+        "top5": result["views"]["action_top5"],
+        "first_view_top1": result["first_view"]["action_top1"],
+        "clips": result["scored"],
+        "finetune_s": round(train_s, 1),
+        "evaluate_s": round(eval_s, 1),
+        "run": str(run),
+    }
 
 
 def main() -> None:
@@ -96,8 +139,9 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=30, help="finetuning epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--json", type=Path,
-                        default=Path("bench/results/heads_and_pretraining.json"))  # fmt: skip
+    parser.add_argument(
+        "--json", type=Path, default=Path("bench/results/heads_and_pretraining.json")
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out.resolve()
@@ -118,22 +162,27 @@ def main() -> None:
                 row = finetune(out, data, boxes, source, head, seed, args)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    print(f"\n{args.model}, rate {args.rate}, {args.clips} clips (evaluation split "
-          f"{args.clips // 5}); pretraining {args.pretrain_epochs} epochs ({args.targets} "
-          f"targets), finetuning {args.epochs} epochs, seeds {args.seeds}; top-1 % over 2 views "
-          f"(chance {CHANCE:.1f} %)")  # fmt: skip
+    print(
+        f"\n{args.model}, rate {args.rate}, {args.clips} clips (evaluation split "
+        f"{args.clips // 5}); pretraining {args.pretrain_epochs} epochs ({args.targets} "
+        f"targets), finetuning {args.epochs} epochs, seeds {args.seeds}; top-1 % over 2 views "
+        f"(chance {CHANCE:.1f} %)"
+    )
     print(f"{'pretraining':12s} {'head':5s} {'top-1 per seed':>24s} {'mean':>6s} {'top-5':>6s}")
     for source in ("mofo", "tube", "none"):
         for head in ("mca", "mean"):
             mine = [r for r in rows if r["pretraining"] == source and r["head"] == head]
             top1 = [r["top1"] for r in mine]
-            print(f"{source:12s} {head:5s} {' '.join(f'{t:5.1f}' for t in top1):>24s} "
-                  f"{statistics.mean(top1):6.1f} "
-                  f"{statistics.mean(r['top5'] for r in mine):6.1f}")  # fmt: skip
+            print(
+                f"{source:12s} {head:5s} {' '.join(f'{t:5.1f}' for t in top1):>24s} "
+                f"{statistics.mean(top1):6.1f} "
+                f"{statistics.mean(r['top5'] for r in mine):6.1f}"
+            )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    args.json.write_text(json.dumps({**settings, "chance": CHANCE, "pretrain_s": timings,
-                                     "rows": rows}, indent=1))  # fmt: skip
+    args.json.write_text(
+        json.dumps({**settings, "chance": CHANCE, "pretrain_s": timings, "rows": rows}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,6 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +58,10 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage import data as photos
 
-import mofo.training.datasets as datasets
+from bench.common import one_thread
 from mofo.shared.cache_files import write_records
 from mofo.shared.decode import read_frames, read_training_frames, working_size
-from mofo.shared.params import MotionParams
-from mofo.shared.paths import resolve_under_root
-from mofo.shared.record import BoxRecord, union_box
 from mofo.shared.sources import ClipItem
 from mofo.training.datasets import CachedBoxes, VideoClips
 from mofo.training.transforms import (
@@ -76,55 +71,12 @@ from mofo.training.transforms import (
     multi_scale_crop,
     segment_indices,
 )
+from testkit.loader import HASH, TodayClips, apply_crop_before, record, write_clip
 
-PHOTOS = (
-    photos.astronaut,
-    photos.coffee,
-    photos.chelsea,
-    photos.rocket,
-    photos.immunohistochemistry,
-)
-HASH = MotionParams().hash()
 BATCH = 8  # samples per __getitems__ call: one box lookup each
 
 
 # --- clips and records --------------------------------------------------------------------------
-
-
-def write_clip(path: Path, codec: str, size: tuple[int, int], fps: int, frames: int, seed: int,
-               options: dict[str, str]) -> None:  # fmt: skip
-    """A window of ``size`` panning over an enlarged photo, encoded with ``codec``."""
-    if path.exists():
-        return
-    image = PHOTOS[seed % len(PHOTOS)]()
-    image = cv2.resize(image[..., :3], None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
-    height, width = image.shape[:2]
-    w, h = size
-    tmp = path.with_name(f".{path.name}")
-    with av.open(str(tmp), "w", format=path.suffix[1:]) as out:
-        stream = out.add_stream(codec, rate=fps, options=options)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for t in range(frames):
-            x = int((width - w) * (0.5 + 0.45 * np.sin(t / 40 + seed)))
-            y = int((height - h) * (0.5 + 0.4 * np.cos(t / 53 + 2 * seed)))
-            crop = np.ascontiguousarray(image[y : y + h, x : x + w])
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")))
-        out.mux(stream.encode())
-    tmp.rename(path)
-
-
-def record(
-    video: str, size: tuple[int, int], indices: range, rng: np.random.Generator
-) -> BoxRecord:
-    """A record of boxes on ``indices`` at the 224-short-side working size of ``size``."""
-    w, h = working_size(*size, 224)
-    boxes = []
-    for _ in indices:
-        x, y = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
-        boxes.append([x, y, x + int(rng.integers(16, w // 2)), y + int(rng.integers(16, h // 2))])
-    return BoxRecord(video=video, params=HASH, width=w, height=h, fps=12.0,
-                     frame_indices=list(indices), frames=boxes, clip_box=union_box(boxes),
-                     fallback=False)  # fmt: skip
 
 
 def make_data(work: Path, ssv2: int, epic: int, segments: int) -> dict[str, list[ClipItem]]:
@@ -136,8 +88,15 @@ def make_data(work: Path, ssv2: int, epic: int, segments: int) -> dict[str, list
     for i in range(ssv2):
         frames = int(rng.integers(24, 49))
         path = work / f"ssv2_{i}.webm"
-        write_clip(path, "libvpx-vp9", (428, 240), 12, frames, i,
-                   {"deadline": "good", "cpu-used": "4", "crf": "30", "b": "0"})  # fmt: skip
+        write_clip(
+            path,
+            "libvpx-vp9",
+            (428, 240),
+            12,
+            frames,
+            i,
+            {"deadline": "good", "cpu-used": "4", "crf": "30", "b": "0"},
+        )
         items["ssv2"].append(ClipItem(str(i), path.name))
         records.append(record(str(i), (428, 240), range(0, frames, 2), rng))
     for v in range(epic):
@@ -153,51 +112,22 @@ def make_data(work: Path, ssv2: int, epic: int, segments: int) -> dict[str, list
     return items
 
 
-# --- today's path, kept here to compare against -------------------------------------------------
-
-
-def apply_crop_before(frames: torch.Tensor, crop: Crop) -> torch.Tensor:
-    """``apply_crop`` as it was: the resize runs on channels-last floats."""
-    x = frames[:, crop.y : crop.y + crop.h, crop.x : crop.x + crop.w]
-    x = x.permute(0, 3, 1, 2).float() / 255.0
-    x = F.interpolate(x, size=(crop.size, crop.size), mode="bilinear", antialias=True,
-                      align_corners=False)  # fmt: skip
-    if crop.flip:
-        x = x.flip(-1)
-    return x.permute(1, 0, 2, 3).contiguous()
+# --- crop variants (today's, apply_crop_before, is testkit.loader's) ----------------------------
 
 
 def apply_crop_uint8(frames: torch.Tensor, crop: Crop) -> torch.Tensor:
     """The crop resized as uint8 (rounded to whole levels), then made floats: faster, not equal."""
     x = frames[:, crop.y : crop.y + crop.h, crop.x : crop.x + crop.w].permute(0, 3, 1, 2)
-    x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(crop.size, crop.size),
-                      mode="bilinear", antialias=True, align_corners=False)  # fmt: skip
+    x = F.interpolate(
+        x.contiguous(memory_format=torch.channels_last),
+        size=(crop.size, crop.size),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
     if crop.flip:
         x = x.flip(-1)
     return (x.float() / 255.0).permute(1, 0, 2, 3).contiguous()
-
-
-class TodayClips(VideoClips):
-    """The dataset with today's decoding (``read_frames``) and crop."""
-
-    def _read(self, item, rng):
-        path = resolve_under_root(self.root, item.path)[0]
-        return read_frames(path, self._pick(rng), self.decode_short_side, self.limits,
-                           name=item.video, segment=item.segment)  # fmt: skip
-
-    def _sample(self, decoded, record):
-        with swapped(datasets, "apply_crop", apply_crop_before):
-            return super()._sample(decoded, record)
-
-
-@contextmanager
-def swapped(module: Any, name: str, value: Any):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 # --- decode variants ----------------------------------------------------------------------------
@@ -273,15 +203,17 @@ def same_samples(a: list[dict], b: list[dict]) -> bool:
     return all(
         all(torch.equal(x[k], y[k]) for k in ("video", "boxes", "valid", "frame_indices"))
         for x, y in zip(a, b, strict=True)
-    )  # fmt: skip
+    )
 
 
 def bench_kind(kind: str, items: list[ClipItem], work: Path, rounds: int) -> dict[str, Any]:
     sampling = "segment" if kind == "epic" else "dense"
     boxes = CachedBoxes(str(work / "boxes.jsonl.gz"), HASH)
     options = dict(frames=16, rate=2, size=224, sampling=sampling, train=True, seed=0, flip=False)
-    sets = {"today": TodayClips(items, work, boxes, **options),
-            "new": VideoClips(items, work, boxes, **options)}  # fmt: skip
+    sets = {
+        "today": TodayClips(items, work, boxes, **options),
+        "new": VideoClips(items, work, boxes, **options),
+    }
     batches = [list(range(i, min(i + BATCH, len(items)))) for i in range(0, len(items), BATCH)]
 
     def run(dataset):
@@ -306,8 +238,10 @@ def bench_kind(kind: str, items: list[ClipItem], work: Path, rounds: int) -> dic
             picks.append(lambda c, r=rng.bit_generator.state: segment_indices(0, c, 16, _rng(r)))
         del length
     variants = decode_variants()
-    reference = [variants["read_frames (today)"](work / it.path, pk, it.segment)
-                 for it, pk in zip(items, picks, strict=True)]  # fmt: skip
+    reference = [
+        variants["read_frames (today)"](work / it.path, pk, it.segment)
+        for it, pk in zip(items, picks, strict=True)
+    ]
     decode_times: dict[str, list] = {k: [] for k in variants}
     decode_equal = {}
     for name, fn in variants.items():
@@ -323,25 +257,41 @@ def bench_kind(kind: str, items: list[ClipItem], work: Path, rounds: int) -> dic
                     ]
                 )
             )
-    decode = {k: {**rates(len(items), v), "equal_to_today": decode_equal[k]}
-              for k, v in decode_times.items()}  # fmt: skip
+    decode = {
+        k: {**rates(len(items), v), "equal_to_today": decode_equal[k]}
+        for k, v in decode_times.items()
+    }
 
     # The crop stage and the reduced-size conversion, on the first clip's frames.
     frames = torch.from_numpy(reference[0])
-    crops = [multi_scale_crop(frames.shape[2], frames.shape[1], 224, np.random.default_rng(s))
-             for s in range(8)]  # fmt: skip
-    crop_fns = {"channels-last floats (today)": apply_crop_before,
-                "planar floats (new)": apply_crop, "uint8 resize": apply_crop_uint8}  # fmt: skip
+    crops = [
+        multi_scale_crop(frames.shape[2], frames.shape[1], 224, np.random.default_rng(s))
+        for s in range(8)
+    ]
+    crop_fns = {
+        "channels-last floats (today)": apply_crop_before,
+        "planar floats (new)": apply_crop,
+        "uint8 resize": apply_crop_uint8,
+    }
     crop_times: dict[str, list] = {k: [] for k in crop_fns}
-    diffs = {k: max(float((f(frames, c) - apply_crop_before(frames, c)).abs().max()) for c in crops)
-             for k, f in crop_fns.items()}  # fmt: skip
+    diffs = {
+        k: max(float((f(frames, c) - apply_crop_before(frames, c)).abs().max()) for c in crops)
+        for k, f in crop_fns.items()
+    }
     for _ in range(rounds):
         for name, fn in crop_fns.items():
             crop_times[name].append(timed(lambda f=fn: [f(frames, c) for c in crops]))
     crop = {k: {**rates(len(crops), v), "max_abs_diff": diffs[k]} for k, v in crop_times.items()}
     convert = convert_bench(work / items[0].path, rounds)
-    return {"clips": len(items), "equal_samples": equal, "boxes_found": found, "sample": sample,
-            "decode": decode, "crop": crop, "convert": convert}  # fmt: skip
+    return {
+        "clips": len(items),
+        "equal_samples": equal,
+        "boxes_found": found,
+        "sample": sample,
+        "decode": decode,
+        "crop": crop,
+        "convert": convert,
+    }
 
 
 def _rng(state: dict) -> np.random.Generator:
@@ -358,10 +308,12 @@ def convert_bench(path: Path, rounds: int) -> dict[str, dict[str, float]]:
     fns = {
         "reformat rgb24, source size": lambda f: f.to_ndarray(format="rgb24"),
         "reformat rgb24 scaled to short side 160": lambda f: f.reformat(
-            width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray(),
+            width=w, height=h, format="rgb24", interpolation="AREA"
+        ).to_ndarray(),
         "to_ndarray then cv2.resize (AREA)": lambda f: cv2.resize(
-            f.to_ndarray(format="rgb24"), (w, h), interpolation=cv2.INTER_AREA),
-    }  # fmt: skip
+            f.to_ndarray(format="rgb24"), (w, h), interpolation=cv2.INTER_AREA
+        ),
+    }
     out: dict[str, list] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
@@ -378,8 +330,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("bench-out/loader"))
     parser.add_argument("--json", type=Path, default=Path("bench/results/loader.json"))
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    one_thread()
     items = make_data(args.work_dir, args.ssv2, args.epic, args.segments)
     results: dict[str, Any] = {
         "machine": {
@@ -394,8 +345,10 @@ def main() -> None:
     for kind in ("ssv2", "epic"):
         r = results[kind] = bench_kind(kind, items[kind], args.work_dir, args.rounds)
         base = r["sample"]["today"]["per_core"]
-        print(f"\n{kind}: {r['clips']} clips, samples equal: {r['equal_samples']}, "
-              f"records found: {r['boxes_found']}/{r['clips']}")  # fmt: skip
+        print(
+            f"\n{kind}: {r['clips']} clips, samples equal: {r['equal_samples']}, "
+            f"records found: {r['boxes_found']}/{r['clips']}"
+        )
         print("  sample (clips/s per core, wall, × today):")
         for name, v in r["sample"].items():
             print(
@@ -404,18 +357,23 @@ def main() -> None:
         base = r["decode"]["read_frames (today)"]["per_core"]
         print("  decode 16 frames (clips/s per core, wall, × today, equal):")
         for name, v in r["decode"].items():
-            print(f"    {name:40s} {v['per_core']:8.2f} {v['wall']:8.2f}  "
-                  f"×{v['per_core'] / base:.2f}  {v['equal_to_today']}")  # fmt: skip
+            print(
+                f"    {name:40s} {v['per_core']:8.2f} {v['wall']:8.2f}  "
+                f"×{v['per_core'] / base:.2f}  {v['equal_to_today']}"
+            )
         base = r["crop"]["channels-last floats (today)"]["per_core"]
         print("  crop 16 frames to 224 (crops/s per core, × today, max |diff|):")
         for name, v in r["crop"].items():
-            print(f"    {name:40s} {v['per_core']:8.2f}  ×{v['per_core'] / base:.2f}  "
-                  f"{v['max_abs_diff']:.2e}")  # fmt: skip
+            print(
+                f"    {name:40s} {v['per_core']:8.2f}  ×{v['per_core'] / base:.2f}  "
+                f"{v['max_abs_diff']:.2e}"
+            )
         print("  frame to RGB (frames/s per core):")
         for name, v in r["convert"].items():
             print(f"    {name:40s} {v['per_core']:8.1f}")
-        r["gpu_640_loader_processes"] = {k: int(np.ceil(640 / v["per_core"]))
-                                         for k, v in r["sample"].items()}  # fmt: skip
+        r["gpu_640_loader_processes"] = {
+            k: int(np.ceil(640 / v["per_core"])) for k, v in r["sample"].items()
+        }
         print(f"  loader processes for 640 clips/s: {r['gpu_640_loader_processes']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")

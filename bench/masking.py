@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.common import cpu_model
 from mofo.training.masking import TokenGrid, box_cells, masked_per_slot, mofo_mask
 
 GRID = TokenGrid()
@@ -95,7 +95,7 @@ def main() -> None:
     loop_s = timed(lambda: per_sample(random_boxes(args.batch, rng), rng), args.repeats)
     med_b, med_l = statistics.median(batched_s), statistics.median(loop_s)
     lines = [
-        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__} "
+        f"machine: {cpu_model()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), numpy {np.__version__}",
         f"MOFO masks for a batch of {args.batch} clips, {GRID.tokens} tokens each, ratio 0.9, "
         f"inside 0.75; medians of {args.repeats}",

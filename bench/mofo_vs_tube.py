@@ -65,8 +65,10 @@ def prepare(out: Path, clips: int) -> Path:
             records = list(pool.map(_boxes, jobs))
         write_records(boxes, records)
         fallback = sum(r.fallback for r in records)
-        print(f"motion boxes for {len(records)} clips in {time.perf_counter() - t0:.0f} s "
-              f"({fallback} fell back to the centre box)")  # fmt: skip
+        print(
+            f"motion boxes for {len(records)} clips in {time.perf_counter() - t0:.0f} s "
+            f"({fallback} fell back to the centre box)"
+        )
     write_records(out / "truth.jsonl.gz", truth_records(data))
     return data
 
@@ -124,8 +126,9 @@ def evaluate(run: Path, data: Path, out: Path, mask_seeds: int) -> dict[str, dic
     grid = cfg.grid
     source = open_source(data / "validation.json")
     truth = CachedBoxes(str(out / "truth.jsonl.gz"), TRUTH_PARAMS)
-    clips = VideoClips(source.items, source.root, truth, frames=grid.frames, rate=2,
-                       size=grid.height, train=False)  # fmt: skip
+    clips = VideoClips(
+        source.items, source.root, truth, frames=grid.frames, rate=2, size=grid.height, train=False
+    )
     batch = collate(clips.__getitems__(list(range(len(clips)))))
     video, b = batch["video"], batch["video"].shape[0]
     inside = box_cells(batch["boxes"], batch["valid"], grid)  # (B, T', cells)
@@ -184,9 +187,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--mask-seeds", type=int, default=5)
     parser.add_argument(
-        "--targets", choices=["norm", "raw"], nargs="+", default=["norm", "raw"],
+        "--targets",
+        choices=["norm", "raw"],
+        nargs="+",
+        default=["norm", "raw"],
         help="per-tubelet normalised pixels (VideoMAE) and/or raw pixels",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/mofo_vs_tube.json"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -198,19 +204,42 @@ def main() -> None:
             for kind in ("tube", "mofo"):
                 run = train(out, data, kind, args.steps, seed, args.batch, targets == "norm")
                 for masks, figures in evaluate(run, data, out, args.mask_seeds).items():
-                    table.append({"targets": targets, "pretraining": kind, "seed": seed,
-                                  "eval masks": masks, **figures})  # fmt: skip
-    print(f"\n{MODEL}, {args.steps} steps x batch {args.batch}, seeds {args.seeds}; errors of "
-          f"hidden tokens, {args.clips // 5} held-out clips x {args.mask_seeds} masks")  # fmt: skip
-    print(f"{'targets':7s} {'pretraining':12s} {'seed':>4s} {'eval masks':12s} {'loss in':>8s} "
-          f"{'loss out':>8s} {'RMSE in':>8s} {'RMSE out':>8s}")  # fmt: skip
+                    table.append(
+                        {
+                            "targets": targets,
+                            "pretraining": kind,
+                            "seed": seed,
+                            "eval masks": masks,
+                            **figures,
+                        }
+                    )
+    print(
+        f"\n{MODEL}, {args.steps} steps x batch {args.batch}, seeds {args.seeds}; errors of "
+        f"hidden tokens, {args.clips // 5} held-out clips x {args.mask_seeds} masks"
+    )
+    print(
+        f"{'targets':7s} {'pretraining':12s} {'seed':>4s} {'eval masks':12s} {'loss in':>8s} "
+        f"{'loss out':>8s} {'RMSE in':>8s} {'RMSE out':>8s}"
+    )
     for row in table:
-        print(f"{row['targets']:7s} {row['pretraining']:12s} {row['seed']:4d} "
-              f"{row['eval masks']:12s} {row['loss_inside']:8.4f} {row['loss_outside']:8.4f} "
-              f"{row['rmse_inside']:8.2f} {row['rmse_outside']:8.2f}")  # fmt: skip
+        print(
+            f"{row['targets']:7s} {row['pretraining']:12s} {row['seed']:4d} "
+            f"{row['eval masks']:12s} {row['loss_inside']:8.4f} {row['loss_outside']:8.4f} "
+            f"{row['rmse_inside']:8.2f} {row['rmse_outside']:8.2f}"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"model": MODEL, "steps": args.steps, "batch": args.batch,
-                                     "clips": args.clips, "rows": table}, indent=1))  # fmt: skip
+    args.json.write_text(
+        json.dumps(
+            {
+                "model": MODEL,
+                "steps": args.steps,
+                "batch": args.batch,
+                "clips": args.clips,
+                "rows": table,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

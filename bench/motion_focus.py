@@ -89,11 +89,27 @@ import numpy as np
 
 MOFO = str(Path(sys.executable).with_name("mofo"))
 CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
-PATTERNS = ("right", "left", "circle clockwise", "circle anticlockwise", "shaking sideways",
-            "shaking up and down", "growing", "shrinking")  # fmt: skip
+PATTERNS = (
+    "right",
+    "left",
+    "circle clockwise",
+    "circle anticlockwise",
+    "shaking sideways",
+    "shaking up and down",
+    "growing",
+    "shrinking",
+)
 TEMPLATE = "Something {}"
-PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "brick.png", "grass.png",
-          "gravel.png", "camera.png")  # fmt: skip
+PHOTOS = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "camera.png",
+)
 CHANCE = 100.0 / len(PATTERNS)
 SPLITS = ("validation", "matched")  # the shuffled-scene and the scene-matched evaluation splits
 MAIN = "mofo0.75 + mca", "tube + mean"  # the paired test the report leads with
@@ -143,8 +159,7 @@ class Look:
     walk: float = 1 / 50
 
 
-def actor_path(pattern: int, frames: int, size: int, rng: np.random.Generator,
-               look: Look = Look()):  # fmt: skip
+def actor_path(pattern: int, frames: int, size: int, rng: np.random.Generator, look: Look = Look()):
     """Per frame: the actor's centre (x, y) and side, for motion pattern ``pattern``."""
     side0 = size * look.actor
     cx, cy = rng.uniform(0.35, 0.65, 2) * size
@@ -245,8 +260,9 @@ def split_of(index: int) -> str:
     return "validation" if index % 5 == 0 else "matched" if index % 5 == 1 else "train"
 
 
-def write_dataset(out: Path, clips: int, size: int, frames: int, bias: float, seed: int,
-                  look: Look = Look()) -> None:  # fmt: skip
+def write_dataset(
+    out: Path, clips: int, size: int, frames: int, bias: float, seed: int, look: Look = Look()
+) -> None:
     """The clips, a label file per split (and ``evaluation.json``, both evaluation splits),
     labels.json, the truth (class and the actor's box per frame)."""
     if not (out / "labels.json").exists():
@@ -256,9 +272,16 @@ def write_dataset(out: Path, clips: int, size: int, frames: int, bias: float, se
         with ProcessPoolExecutor(2) as pool:
             rows = list(pool.map(_write, specs, [str(out)] * clips, chunksize=8))
         for split in ("train", *SPLITS):
-            entries = [{"id": r["id"], "label": names[r["pattern"]].lower(),
-                        "template": names[r["pattern"]], "placeholders": []}
-                       for r in rows if r["split"] == split]  # fmt: skip
+            entries = [
+                {
+                    "id": r["id"],
+                    "label": names[r["pattern"]].lower(),
+                    "template": names[r["pattern"]],
+                    "placeholders": [],
+                }
+                for r in rows
+                if r["split"] == split
+            ]
             (out / f"{split}.json").write_text(json.dumps(entries, indent=1))
         with open(out / "truth.jsonl", "w") as f:
             for r in rows:
@@ -284,8 +307,9 @@ def mofo(*args: str, log: Path | None = None, **extra: str) -> tuple[float, floa
     t0 = time.perf_counter()
     sink = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115
     try:
-        child = subprocess.Popen([MOFO, *args], env=env(**extra), stdout=sink,
-                                 stderr=subprocess.STDOUT)  # fmt: skip
+        child = subprocess.Popen(
+            [MOFO, *args], env=env(**extra), stdout=sink, stderr=subprocess.STDOUT
+        )
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
     finally:
@@ -303,8 +327,12 @@ def area(box: list[float]) -> float:
 
 def covers(box: list[float], actor: list[float]) -> float:
     """Share of the actor's box (over the clip) inside the pipeline's box."""
-    inter = [max(box[0], actor[0]), max(box[1], actor[1]), min(box[2], actor[2]),
-             min(box[3], actor[3])]  # fmt: skip
+    inter = [
+        max(box[0], actor[0]),
+        max(box[1], actor[1]),
+        min(box[2], actor[2]),
+        min(box[3], actor[3]),
+    ]
     return area(inter) / area(actor) if area(actor) > 0 else 0.0
 
 
@@ -317,21 +345,38 @@ def cached_boxes(out: Path, data: Path, size: int, quality: str) -> tuple[Path, 
 
     export, cost = out / "boxes.jsonl.gz", out / "boxes-cost.json"
     if not export.exists():
-        from tests.redis_server import start_redis
+        from testkit.redis_server import start_redis
 
         server = start_redis(out / "redis")
         wall = cpu = 0.0
         try:
-            steps = [("cache", "build", str(data / f"{split}.json"), "--short-side", str(size),
-                      "--quality", quality, "--redis", server.url)
-                     for split in ("train", *SPLITS)]  # fmt: skip
+            steps = [
+                (
+                    "cache",
+                    "build",
+                    str(data / f"{split}.json"),
+                    "--short-side",
+                    str(size),
+                    "--quality",
+                    quality,
+                    "--redis",
+                    server.url,
+                )
+                for split in ("train", *SPLITS)
+            ]
             for step in steps:
                 w, c = mofo(*step, log=out / "boxes.log")
                 wall, cpu = wall + w, cpu + c
-            w, c = mofo("worker", "--burst", log=out / "boxes.log", MOFO_REDIS_URL=server.url,
-                        MOFO_DEVICE="cpu")  # fmt: skip
-            w2, c2 = mofo("cache", "export", str(export), "--redis", server.url,
-                          log=out / "boxes.log")  # fmt: skip
+            w, c = mofo(
+                "worker",
+                "--burst",
+                log=out / "boxes.log",
+                MOFO_REDIS_URL=server.url,
+                MOFO_DEVICE="cpu",
+            )
+            w2, c2 = mofo(
+                "cache", "export", str(export), "--redis", server.url, log=out / "boxes.log"
+            )
             wall, cpu = wall + w + w2, cpu + c + c2
         finally:
             server.stop()
@@ -344,14 +389,16 @@ def cached_boxes(out: Path, data: Path, size: int, quality: str) -> tuple[Path, 
     ious = [box_iou(box, actor) for box, actor in pairs]
     covered = [covers(box, actor) for box, actor in pairs]
     agreement = {
-        "clips": len(truth), "records": len(records),
+        "clips": len(truth),
+        "records": len(records),
         "fallback": sum(r.fallback for r in records.values()),
         "clip_box_iou_mean": round(statistics.mean(ious), 3) if ious else None,
         "actor_covered_mean": round(statistics.mean(covered), 3) if covered else None,
         "box_area_mean": round(statistics.mean(area(b) for b, _ in pairs) / size**2, 3)
-        if pairs else None,
+        if pairs
+        else None,
         **(json.loads(cost.read_text()) if cost.exists() else {}),
-    }  # fmt: skip
+    }
     return export, next(iter(records.values())).params, agreement
 
 
@@ -382,8 +429,13 @@ class Chain:
 HEADS = ("mean", "mca", "mca_literal")
 
 
-def grid(seeds: list[int], sweep_seeds: list[int], smoke: bool = False,
-         control: bool = False, heads_run: tuple[str, ...] = HEADS) -> list[Chain]:  # fmt: skip
+def grid(
+    seeds: list[int],
+    sweep_seeds: list[int],
+    smoke: bool = False,
+    control: bool = False,
+    heads_run: tuple[str, ...] = HEADS,
+) -> list[Chain]:
     """The runs in the order they go: the main comparison seed by seed (each pretraining
     finetuned with ``heads_run``), then the sweeps."""
     heads = {"tube": heads_run, "mofo": heads_run}
@@ -391,8 +443,11 @@ def grid(seeds: list[int], sweep_seeds: list[int], smoke: bool = False,
         heads = {"tube": ("mean",), "mofo": ("mca",)}
     if control:  # no boxes: tube + mean only
         return [Chain("tube", 0.75, seed, (Finetuning("mean"),)) for seed in seeds]
-    chains = [Chain(kind, 0.75, seed, tuple(Finetuning(h) for h in heads[kind]))
-              for seed in seeds for kind in ("tube", "mofo")]  # fmt: skip
+    chains = [
+        Chain(kind, 0.75, seed, tuple(Finetuning(h) for h in heads[kind]))
+        for seed in seeds
+        for kind in ("tube", "mofo")
+    ]
     for seed in sweep_seeds:
         chains += [Chain("mofo", inside, seed, (Finetuning("mca"),)) for inside in (0.5, 0.9)]
         chains.append(
@@ -408,8 +463,14 @@ def grid(seeds: list[int], sweep_seeds: list[int], smoke: bool = False,
 
 def run_setting(chain: Chain, finetuning: Finetuning) -> str:
     """The report's name of one run's setting (as :func:`setting` names its row)."""
-    return setting({"pretraining": chain.name, "head": finetuning.head,
-                    "heads": finetuning.heads, "depth": finetuning.depth})  # fmt: skip
+    return setting(
+        {
+            "pretraining": chain.name,
+            "head": finetuning.head,
+            "heads": finetuning.heads,
+            "depth": finetuning.depth,
+        }
+    )
 
 
 def only(chains: list[Chain], names: list[str]) -> list[Chain]:
@@ -417,8 +478,10 @@ def only(chains: list[Chain], names: list[str]) -> list[Chain]:
     unknown = set(names) - {run_setting(c, f) for c in chains for f in c.finetunings}
     if unknown:
         raise SystemExit(f"--only: no run in the grid is {sorted(unknown)}")
-    kept = [replace(c, finetunings=tuple(f for f in c.finetunings if run_setting(c, f) in names))
-            for c in chains]  # fmt: skip
+    kept = [
+        replace(c, finetunings=tuple(f for f in c.finetunings if run_setting(c, f) in names))
+        for c in chains
+    ]
     return [c for c in kept if c.finetunings]
 
 
@@ -433,8 +496,14 @@ class Runner:
     """Runs chains (at most ``jobs`` at a time), each pretraining once even when two chains
     share it, and keeps every finished run's row."""
 
-    def __init__(self, out: Path, data: Path, common: list[str], args: argparse.Namespace,
-                 on_row: Callable[[], None]):  # fmt: skip
+    def __init__(
+        self,
+        out: Path,
+        data: Path,
+        common: list[str],
+        args: argparse.Namespace,
+        on_row: Callable[[], None],
+    ):
         self.out, self.data, self.common, self.args = out, data, common, args
         self.on_row = on_row
         self.locks: dict[str, threading.Lock] = {}
@@ -450,16 +519,34 @@ class Runner:
                 a = self.args
                 run.mkdir(parents=True, exist_ok=True)
                 wall, cpu = mofo(
-                    "pretrain", "--config", str(CONFIGS / "pretrain_tiny_cpu.toml"),
-                    "--nproc", str(a.nproc), *self.common, "--set", f"masking.kind={chain.kind}",
-                    "--set", f"masking.inside_ratio={chain.inside}",
-                    "--set", f"run.seed={chain.seed}", "--set", f"optim.epochs={a.pretrain_epochs}",
-                    "--set", f"optim.batch_size={a.batch}", "--set", "run.images_every=0",
-                    "--set", f"data.rate={a.rate}",
-                    "--set", f"run.out={run}", *a.pretrain_set, log=run / "command.log",
-                )  # fmt: skip
-                (run / "cost.json").write_text(json.dumps({"wall_s": round(wall, 1),
-                                                           "cpu_s": round(cpu, 1)}))  # fmt: skip
+                    "pretrain",
+                    "--config",
+                    str(CONFIGS / "pretrain_tiny_cpu.toml"),
+                    "--nproc",
+                    str(a.nproc),
+                    *self.common,
+                    "--set",
+                    f"masking.kind={chain.kind}",
+                    "--set",
+                    f"masking.inside_ratio={chain.inside}",
+                    "--set",
+                    f"run.seed={chain.seed}",
+                    "--set",
+                    f"optim.epochs={a.pretrain_epochs}",
+                    "--set",
+                    f"optim.batch_size={a.batch}",
+                    "--set",
+                    "run.images_every=0",
+                    "--set",
+                    f"data.rate={a.rate}",
+                    "--set",
+                    f"run.out={run}",
+                    *a.pretrain_set,
+                    log=run / "command.log",
+                )
+                (run / "cost.json").write_text(
+                    json.dumps({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)})
+                )
                 print(f"{run.name}: {wall:.0f} s, {cpu:.0f} CPU-s", flush=True)
         return run
 
@@ -469,31 +556,68 @@ class Runner:
         if (run / "row.json").exists():
             return json.loads((run / "row.json").read_text())
         run.mkdir(parents=True, exist_ok=True)
-        command = ["--config", str(CONFIGS / "finetune_tiny_cpu.toml"), *self.common,
-                   "--set", f"model.pretrained={pretrained / 'model.pt'}",
-                   "--set", f"model.head={f.head}", "--set", f"model.mca_heads={f.heads}",
-                   "--set", f"model.mca_depth={f.depth}", "--set", f"run.seed={chain.seed}",
-                   "--set", f"optim.epochs={a.epochs}", "--set", f"optim.batch_size={a.batch}",
-                   "--set", f"run.out={run}", "--set", "evaluate.clips=2",
-                   "--set", "evaluate.crops=1", "--set", "evaluate.saliency=0",
-                   *a.finetune_set]  # fmt: skip
+        command = [
+            "--config",
+            str(CONFIGS / "finetune_tiny_cpu.toml"),
+            *self.common,
+            "--set",
+            f"model.pretrained={pretrained / 'model.pt'}",
+            "--set",
+            f"model.head={f.head}",
+            "--set",
+            f"model.mca_heads={f.heads}",
+            "--set",
+            f"model.mca_depth={f.depth}",
+            "--set",
+            f"run.seed={chain.seed}",
+            "--set",
+            f"optim.epochs={a.epochs}",
+            "--set",
+            f"optim.batch_size={a.batch}",
+            "--set",
+            f"run.out={run}",
+            "--set",
+            "evaluate.clips=2",
+            "--set",
+            "evaluate.crops=1",
+            "--set",
+            "evaluate.saliency=0",
+            *a.finetune_set,
+        ]
         log, wall, cpu = run / "command.log", 0.0, 0.0
         if not (run / "model.pt").exists():  # else finished, its evaluation killed
             wall, cpu = mofo("finetune", "--nproc", str(a.nproc), *command, log=log)
         where = run / "eval"
         eval_wall, eval_cpu = mofo(
-            "evaluate", *command, "--set", f"evaluate.source={data / 'evaluation.json'}",
-            "--set", f"evaluate.out={where}", log=log,
-        )  # fmt: skip
+            "evaluate",
+            *command,
+            "--set",
+            f"evaluate.source={data / 'evaluation.json'}",
+            "--set",
+            f"evaluate.out={where}",
+            log=log,
+        )
         result = json.loads((where / "results.json").read_text())
-        pretrain_cost = json.loads((pretrained / "cost.json").read_text()) if (
-            pretrained / "cost.json").exists() else {}  # fmt: skip
-        row = {"pretraining": chain.name, "head": f.head, "heads": f.heads, "depth": f.depth,
-               "seed": chain.seed, **split_top1(where / "predictions.jsonl", data),
-               "held_out_top1": result["held_out"].get("action_top1"),
-               "finetune_wall_s": round(wall, 1), "finetune_cpu_s": round(cpu, 1),
-               "evaluate_wall_s": round(eval_wall, 1), "evaluate_cpu_s": round(eval_cpu, 1),
-               "pretrain_cpu_s": pretrain_cost.get("cpu_s"), "run": str(run)}  # fmt: skip
+        pretrain_cost = (
+            json.loads((pretrained / "cost.json").read_text())
+            if (pretrained / "cost.json").exists()
+            else {}
+        )
+        row = {
+            "pretraining": chain.name,
+            "head": f.head,
+            "heads": f.heads,
+            "depth": f.depth,
+            "seed": chain.seed,
+            **split_top1(where / "predictions.jsonl", data),
+            "held_out_top1": result["held_out"].get("action_top1"),
+            "finetune_wall_s": round(wall, 1),
+            "finetune_cpu_s": round(cpu, 1),
+            "evaluate_wall_s": round(eval_wall, 1),
+            "evaluate_cpu_s": round(eval_cpu, 1),
+            "pretrain_cpu_s": pretrain_cost.get("cpu_s"),
+            "run": str(run),
+        }
         (run / "row.json").write_text(json.dumps(row, indent=1))
         print(json.dumps(row), flush=True)
         return row
@@ -598,9 +722,11 @@ def summary(rows: list[dict]) -> dict:
         cell: dict = {"n": len(mine), "seeds": [r["seed"] for r in mine]}
         for key in (*SPLITS, *SCENE):
             values = [r[key if key in SCENE else f"{key}_top1"] for r in mine]
-            cell[key] = {"mean": round(statistics.mean(values), 2),
-                           "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
-                           "values": values}  # fmt: skip
+            cell[key] = {
+                "mean": round(statistics.mean(values), 2),
+                "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+                "values": values,
+            }
         table[name] = cell
     tests = [paired(rows, *MAIN), paired(rows, *MAIN, split="matched")]
     for head in ("mean", "mca", "mca_literal"):
@@ -613,8 +739,11 @@ def summary(rows: list[dict]) -> dict:
 
 def table_text(report: dict, title: str) -> str:
     """The settings as a text table (mean ± std over the seeds done, n) and the paired tests."""
-    lines = [title, f"  {'setting':26s} {'n':>2}  {'shuffled scene':>15}  {'matched scene':>15}  "
-                    f"{'reads scene':>15}  {'motion alone':>15}"]  # fmt: skip
+    lines = [
+        title,
+        f"  {'setting':26s} {'n':>2}  {'shuffled scene':>15}  {'matched scene':>15}  "
+        f"{'reads scene':>15}  {'motion alone':>15}",
+    ]
 
     def cell(v: dict) -> str:
         return (
@@ -624,15 +753,21 @@ def table_text(report: dict, title: str) -> str:
         )
 
     for name, c in report["settings"].items():
-        lines.append(f"  {name:26s} {c['n']:>2}  {cell(c['validation']):>15}  "
-                     f"{cell(c['matched']):>15}  {cell(c['validation_reads_scene']):>15}  "
-                     f"{cell(c['validation_top1_scene_differs']):>15}")  # fmt: skip
+        lines.append(
+            f"  {name:26s} {c['n']:>2}  {cell(c['validation']):>15}  "
+            f"{cell(c['matched']):>15}  {cell(c['validation_reads_scene']):>15}  "
+            f"{cell(c['validation_top1_scene_differs']):>15}"
+        )
     for t in report["paired"]:
-        g = {k: t.get(k, "-") for k in ("mean_difference", "std_difference", "t_pvalue",
-                                         "wilcoxon_pvalue")}  # fmt: skip
-        lines.append(f"  paired ({t['split']}): {t['a']} − {t['b']}: n {t['pairs']}, "
-                     f"mean {g['mean_difference']} ± {g['std_difference']}, "
-                     f"t p {g['t_pvalue']}, Wilcoxon p {g['wilcoxon_pvalue']}")  # fmt: skip
+        g = {
+            k: t.get(k, "-")
+            for k in ("mean_difference", "std_difference", "t_pvalue", "wilcoxon_pvalue")
+        }
+        lines.append(
+            f"  paired ({t['split']}): {t['a']} − {t['b']}: n {t['pairs']}, "
+            f"mean {g['mean_difference']} ± {g['std_difference']}, "
+            f"t p {g['t_pvalue']}, Wilcoxon p {g['wilcoxon_pvalue']}"
+        )
     return "\n".join(lines)
 
 
@@ -666,8 +801,9 @@ def plot(rows: list[dict], path: Path) -> None:
     image.save(path)
 
 
-def write_report(args: argparse.Namespace, out: Path, chains: list[Chain], agreement: dict,
-                 started: float) -> str:  # fmt: skip
+def write_report(
+    args: argparse.Namespace, out: Path, chains: list[Chain], agreement: dict, started: float
+) -> str:
     """The table, the JSON and the plot of every finished run so far; the table's text."""
     rows = finished_rows(out, chains, args.bias)
     if args.merge:
@@ -675,20 +811,32 @@ def write_report(args: argparse.Namespace, out: Path, chains: list[Chain], agree
     if not rows:
         return "no finished runs yet"
     report = summary(rows)
-    title = (f"{args.model}, {args.clips} clips of {args.size} px × {args.frames} frames, scene "
-             f"bias {args.bias}, {args.pretrain_epochs} + {args.epochs} epochs; top-1 % "
-             f"(chance {CHANCE:.1f} %), mean ± std over the seeds done")  # fmt: skip
+    title = (
+        f"{args.model}, {args.clips} clips of {args.size} px × {args.frames} frames, scene "
+        f"bias {args.bias}, {args.pretrain_epochs} + {args.epochs} epochs; top-1 % "
+        f"(chance {CHANCE:.1f} %), mean ± std over the seeds done"
+    )
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     total = sum(len(c.finetunings) for c in chains)
     cpu = sum((r["finetune_cpu_s"] + r["evaluate_cpu_s"]) for r in rows) + sum(
-        json.loads(p.read_text())["cpu_s"] for p in out.glob("pretrain-*/cost.json"))  # fmt: skip
-    progress = {"finetunings_done": len(rows), "finetunings_in_grid": total,
-                "pretrainings_done": len(list(out.glob("pretrain-*/model.pt"))),
-                "runs_cpu_s": round(cpu, 1),
-                "wall_s_this_invocation": round(time.perf_counter() - started, 1)}  # fmt: skip
+        json.loads(p.read_text())["cpu_s"] for p in out.glob("pretrain-*/cost.json")
+    )
+    progress = {
+        "finetunings_done": len(rows),
+        "finetunings_in_grid": total,
+        "pretrainings_done": len(list(out.glob("pretrain-*/model.pt"))),
+        "runs_cpu_s": round(cpu, 1),
+        "wall_s_this_invocation": round(time.perf_counter() - started, 1),
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    document = {**settings, "chance": CHANCE, "boxes": agreement, "progress": progress, **report,
-                "rows": rows}  # fmt: skip
+    document = {
+        **settings,
+        "chance": CHANCE,
+        "boxes": agreement,
+        "progress": progress,
+        **report,
+        "rows": rows,
+    }
     args.json.write_text(json.dumps(document, indent=1))
     plot(rows, args.plot)
     return table_text(report, title) + f"\n  {json.dumps(progress)}"
@@ -704,11 +852,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=1500)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--bias", type=float, default=0.7,
-                        help="share of training clips on their class's photo")  # fmt: skip
+    parser.add_argument(
+        "--bias", type=float, default=0.7, help="share of training clips on their class's photo"
+    )
     for name, value in vars(Look()).items():
-        parser.add_argument(f"--{name}", type=float, default=value,
-                            help="share of the frame's side (see Look)")  # fmt: skip
+        parser.add_argument(
+            f"--{name}", type=float, default=value, help="share of the frame's side (see Look)"
+        )
     parser.add_argument("--model", default="vit_tiny_patch8_tubelet2_32px")
     parser.add_argument("--rate", type=int, default=4, help="pretraining's frame rate (dense)")
     parser.add_argument("--quality", default="fast", help="the boxes' preset (mofo cache build)")
@@ -719,23 +869,40 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--sweep-seeds", type=int, nargs="*", default=[0])
-    parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS),
-                        help="the main comparison's finetuning heads")  # fmt: skip
+    parser.add_argument(
+        "--heads",
+        nargs="+",
+        choices=HEADS,
+        default=list(HEADS),
+        help="the main comparison's finetuning heads",
+    )
     parser.add_argument("--pretrain-set", nargs="*", default=[], help="more --set for pretraining")
     parser.add_argument("--finetune-set", nargs="*", default=[], help="more --set for finetuning")
     smoke = "the whole chain at the smallest size (~3 min): 1 seed, 2 runs"
     parser.add_argument("--smoke", action="store_true", help=smoke)
-    control = ("the scene-free control: the photo drawn independently of the class (bias 1/8), "
-               "tube + mean only, no boxes: can this budget learn the motion at all?")  # fmt: skip
+    control = (
+        "the scene-free control: the photo drawn independently of the class (bias 1/8), "
+        "tube + mean only, no boxes: can this budget learn the motion at all?"
+    )
     parser.add_argument("--control", action="store_true", help=control)
     parser.add_argument("--report", action="store_true", help="tabulate finished runs only")
-    parser.add_argument("--only", nargs="+", metavar="SETTING", default=[],
-                        help='run only these settings of the grid, as the report names them '
-                             '(e.g. "mofo0.75 + mca h3d2")')  # fmt: skip
-    parser.add_argument("--merge", type=Path, default=None, metavar="JSON",
-                        help="report with the rows of an earlier results file of the same "
-                             "clips (this run's rows replace its rows of the same setting and "
-                             "seed)")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SETTING",
+        default=[],
+        help="run only these settings of the grid, as the report names them "
+        '(e.g. "mofo0.75 + mca h3d2")',
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="report with the rows of an earlier results file of the same "
+        "clips (this run's rows replace its rows of the same setting and "
+        "seed)",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/motion_focus.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench/results/motion_focus.png"))
     args = parser.parse_args()
@@ -763,12 +930,15 @@ def main() -> None:
         earlier = json.loads(args.merge.read_text())
         same = ("clips", "size", "frames", "bias", "model", "pretrain_epochs", "epochs")
         if any(earlier.get(k) != getattr(args, k) for k in same):
-            raise SystemExit(f"--merge: {args.merge} was run with other clips or budget "
-                             f"({', '.join(same)} must match)")  # fmt: skip
+            raise SystemExit(
+                f"--merge: {args.merge} was run with other clips or budget "
+                f"({', '.join(same)} must match)"
+            )
     if not args.report:
         write_dataset(data, args.clips, args.size, args.frames, args.bias, seed=0, look=look(args))
-    boxes, params, agreement = ("none", "", {}) if args.control else cached_boxes(
-        out, data, args.size, args.quality)  # fmt: skip
+    boxes, params, agreement = (
+        ("none", "", {}) if args.control else cached_boxes(out, data, args.size, args.quality)
+    )
     print(f"boxes: {json.dumps(agreement)}", flush=True)
     lock = threading.Lock()
 
@@ -778,8 +948,11 @@ def main() -> None:
 
     failures: list[str] = []
     if not args.report:
-        common = [f"data.source={data / 'train.json'}", f"data.boxes={boxes}",
-                  f"model.name={args.model}"]  # fmt: skip
+        common = [
+            f"data.source={data / 'train.json'}",
+            f"data.boxes={boxes}",
+            f"model.name={args.model}",
+        ]
         common += [f"data.params={params}"] if params else []
         common = [x for s in common for x in ("--set", s)]
         runner = Runner(out, data, common, args, on_row)

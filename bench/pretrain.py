@@ -25,7 +25,6 @@ import copy
 import gc
 import json
 import math
-import platform
 import re
 import statistics
 import sys
@@ -38,8 +37,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.common import cpu_model
 from mofo.training.masking import tube_mask
 from mofo.training.models import Attention, VideoMAE, config
+from testkit.attention import explicit_attention
 
 MASK_RATIO = 0.9
 AGREEMENT_ATOL = 1e-4  # fp32, unit-scale input: the two formulas differ by rounding only
@@ -67,16 +68,6 @@ VARIANTS = (
     Variant("ours", "sdpa", torch.bfloat16, grad_scaler=False),
     Variant("reference", "explicit", torch.float16, grad_scaler=True),
 )
-
-
-def explicit_attention(self: Attention, x: torch.Tensor) -> torch.Tensor:
-    """VideoMAE's attention over the same ``qkv`` and ``proj`` weights as ``Attention``."""
-    b, n, d = x.shape
-    q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-    scale = (d // self.heads) ** -0.5
-    attn = (q * scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
-    attn = attn.softmax(dim=-1)
-    return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
 
 
 def with_attention(model: nn.Module, forward: AttentionForward) -> nn.Module:
@@ -113,12 +104,7 @@ def attention_agreement(
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        if found:
-            return found.group(1).strip()
-    return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 class PeakMemory:
@@ -254,7 +240,7 @@ def run_variant(base: VideoMAE, variant: Variant, video, mask, warmup, steps) ->
 
 def resolve_device(name: str) -> torch.device:
     # Not shared.pipeline's: importing it pulls in kornia (flow), which the GPU image lacks
-    # when only the training wheels are carried (scripts/gpu_check.sh with SKIP_TVL1).
+    # when only the training wheels are carried (gpu/check.sh with SKIP_TVL1).
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -363,7 +349,7 @@ def report(figures: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="a name from training.models.CONFIGS")
+    parser.add_argument("--model", default=None, help="a name from mofo.training.models.CONFIGS")
     parser.add_argument("--batch", type=int, default=None, help="32 on CUDA, 8 on the CPU")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first")

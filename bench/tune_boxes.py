@@ -20,9 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -36,6 +34,7 @@ from bench.box_quality import (  # noqa: E402
     mean_of,
     run_pipeline,
 )
+from bench.common import one_thread  # noqa: E402
 from bench.frontier import capped  # noqa: E402
 from mofo.shared.params import FlowParams, MotionParams, preset_params  # noqa: E402
 
@@ -75,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warps", type=int, default=5)
     parser.add_argument("--frames", type=int, default=16)
     args = parser.parse_args(argv)
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    one_thread()
     base = dataclasses.replace(
         preset_params("balanced"),
         short_side=args.short_side,

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import torch
 
+from bench.common import one_thread
 from bench.synthetic import SCENARIOS, make_clip, with_frames
 from mofo.shared.flow import optical_flow
 from mofo.shared.flow.gray import rgb_to_gray
@@ -242,8 +243,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--log", type=Path, default=LOG)
     args = parser.parse_args()
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    one_thread()
     lines: list[str] = []
 
     def say(text: str = "") -> None:

@@ -268,8 +268,13 @@ def _render(statuses, jobs: dict[str, int] | None) -> Group:
         line.append(f" (queued {s.queued:,})" if s.queued else "")
         parts.append(line)
         if s.stalled:
-            parts.append(Text(f"  {s.stalled:,} queued clips are in failed or lost jobs: run the "
-                              "build again to enqueue them", style="yellow"))  # fmt: skip
+            parts.append(
+                Text(
+                    f"  {s.stalled:,} queued clips are in failed or lost jobs: run the "
+                    "build again to enqueue them",
+                    style="yellow",
+                )
+            )
         parts.append(Text(f"  rate {s.rate:.2f} clips/s   ETA {_duration(s.eta_s)}"))
         for video, reason in (s.failures or {}).items():
             parts.append(Text(f"  failed {video}: {reason}", style="red"))

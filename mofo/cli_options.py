@@ -4,6 +4,8 @@ parameters, decode limits and settings."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mofo.shared.errors import MofoError
-from mofo.shared.params import DecodeLimits, preset_params
+from mofo.shared.params import CUDA_KERNELS, FLOW_BACKENDS, DecodeLimits, preset_params
 
 err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
 
@@ -21,10 +23,8 @@ EXIT_CLIP_FAILED = 1
 EXIT_USAGE = 2
 
 
-class Backend(StrEnum):
-    auto = "auto"
-    opencv = "opencv"
-    torch = "torch"
+# "auto" and the flow backends (mofo.shared.params.FLOW_BACKENDS)
+Backend = StrEnum("Backend", {name: name for name in ("auto", *FLOW_BACKENDS)})
 
 
 class Stopping(StrEnum):
@@ -139,7 +139,20 @@ def motion_settings(
         raise fail(str(exc)) from None
     if chosen == "opencv" and stopping is Stopping.fixed:
         raise fail("--stopping fixed needs --backend torch (OpenCV only stops on epsilon)")
+    params = dataclasses.replace(
+        params, flow=dataclasses.replace(params.flow, cuda_kernel=tvl1_kernel())
+    )
     return dev, params, decode_limits
+
+
+def tvl1_kernel() -> str:
+    """The TV-L1 kernel on CUDA of the flow a command computes itself: ``MOFO_TVL1_KERNEL``, the
+    setting ``mofo serve`` and ``mofo worker`` read, checked as they check it (exit 2)."""
+    name = os.environ.get("MOFO_TVL1_KERNEL", CUDA_KERNELS[0])
+    if name not in CUDA_KERNELS:
+        choices = " or ".join(f"'{k}'" for k in CUDA_KERNELS)
+        raise fail(f"bad settings: tvl1_kernel: Input should be {choices}")
+    return name
 
 
 def load_settings(**overrides):

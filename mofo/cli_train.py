@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
 import typer
 
@@ -28,13 +28,24 @@ Resume = Annotated[
 ]
 
 
+class TrainingJob(Protocol):
+    """What a training entry module (``mofo.training.pretrain``, ``.finetune``, ``.evaluate``)
+    gives the command line: its config loader, the checks before any process starts, the run."""
+
+    def load_config(self, path: Path | None, overrides: list[str] = ...) -> Any: ...
+
+    def check_inputs(self, cfg: Any) -> None: ...
+
+    def run(self, cfg: Any, resume: bool = True) -> dict[str, Any]: ...
+
+
 def _run(module: str, config: Path, nproc: int, overrides: list[str] | None, resume: bool) -> None:
     """Check the config here, then run ``module``'s job in this process, or in ``nproc``
     processes through torch's launcher (each running ``python -m module``)."""
     from mofo.training.config import ConfigError
     from mofo.training.runs import launch
 
-    job = importlib.import_module(module)
+    job: TrainingJob = importlib.import_module(module)  # type: ignore[assignment]
     overrides = overrides or []
     if nproc < 1:
         raise fail(f"--nproc must be >= 1, got {nproc}")

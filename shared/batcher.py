@@ -12,6 +12,7 @@ CUDA graphs and compiled kernels in one place.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mofo.shared.flow import optical_flow
-from mofo.shared.params import FlowParams, MotionParams
+from mofo.shared.params import CudaKernel, FlowParams, MotionParams
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,16 @@ class FlowBatcher:
         max_batch: int,
         max_wait_s: float,
         on_batch: Callable[[int, list[float]], None] | None = None,
+        cuda_kernel: CudaKernel | None = None,
     ):
+        """``cuda_kernel``: this process's TV-L1 kernel on CUDA (its ``tvl1_kernel`` setting),
+        set on every flow it runs whatever the params say; None keeps the params' own."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch  # (pairs in the batch, queue waits of new works in seconds)
+        self.cuda_kernel = cuda_kernel
         self._inbox: queue.Queue[_Work | None] = queue.Queue()
         self._waiting: list[_Work] = []  # taken from the inbox, not finished
         self._thread = threading.Thread(target=self._run, name="mofo-flow", daemon=True)
@@ -236,8 +241,9 @@ class FlowBatcher:
             ran = sum(b - a for _, a, b in slices)
         return ran
 
-    @staticmethod
-    def _flow(slices: list[tuple[_Work, int, int]], flow_params: FlowParams, backend: str):
+    def _flow(self, slices: list[tuple[_Work, int, int]], flow_params: FlowParams, backend: str):
+        if self.cuda_kernel is not None:
+            flow_params = dataclasses.replace(flow_params, cuda_kernel=self.cuda_kernel)
         device = slices[0][0].gray.device
         i0 = torch.cat([w.gray[w.first[a:b]].to(device) for w, a, b in slices])
         i1 = torch.cat([w.gray[w.second[a:b]].to(device) for w, a, b in slices])

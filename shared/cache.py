@@ -1,9 +1,10 @@
 """The box cache: one record per (settings, video), read by the API, filled by the workers,
 read in batches by training.
 
-Keys are ``{prefix}:{params_hash}:{video_id}`` so two settings never mix; values are the record's
-compact JSON. :class:`RedisBoxCache` is the shared one; :class:`MemoryBoxCache` is the embedded
-default of a service started without Redis (bounded, least recently used goes first).
+Keys are ``mofo:box:{params_hash}:{video_id}`` (:mod:`mofo.shared.keys`) so two settings never
+mix; values are the record's compact JSON. :class:`RedisBoxCache` is the shared one;
+:class:`MemoryBoxCache` is the embedded default of a service started without Redis (bounded,
+least recently used goes first).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from mofo.shared.errors import MofoError
+from mofo.shared.keys import BOX_PREFIX, PROBE_TTL_S, READY_PROBE, box_key
 from mofo.shared.record import BoxRecord
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "mofo:box"
-PROBE_KEY = "mofo:ready:probe"  # written by readiness checks: does Redis take writes?
 UPLOAD_ID = re.compile(r"^sha256-[0-9a-f]{32}$")  # the id of an uploaded clip (its content)
 
 # A record is written once: SET NX, else the stored record comes back to be compared.
@@ -80,10 +80,6 @@ def unavailable_as(error: type[CacheUnavailable], what: str, url: str) -> Iterat
             raise
         full = QueueFull if issubclass(error, QueueUnavailable) else CacheFull
         raise full(f"{what} at {safe_url(url)} refuses writes: {why}") from None
-
-
-def box_key(params_hash: str, video_id: str, prefix: str = KEY_PREFIX) -> str:
-    return f"{prefix}:{params_hash}:{video_id}"
 
 
 class BoxCache(Protocol):
@@ -156,7 +152,7 @@ class MemoryBoxCache:
 class RedisBoxCache:
     """The shared cache in Redis. Reads of many clips go out as chunked MGETs."""
 
-    def __init__(self, client, url: str, prefix: str = KEY_PREFIX):
+    def __init__(self, client, url: str, prefix: str = BOX_PREFIX):
         """Over an existing ``redis.Redis`` client (e.g. an RQ job's connection); ``url`` names
         the server in messages (its password is masked)."""
         self.redis = client
@@ -165,7 +161,7 @@ class RedisBoxCache:
         self._script = None
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = KEY_PREFIX, timeout_s: float = 5.0) -> RedisBoxCache:
+    def from_url(cls, url: str, prefix: str = BOX_PREFIX, timeout_s: float = 5.0) -> RedisBoxCache:
         import redis  # only services that use Redis need the client
 
         client = redis.Redis.from_url(
@@ -205,7 +201,7 @@ class RedisBoxCache:
 
     def ping(self) -> None:
         """Reachable and taking writes: a full Redis (``noeviction``) still answers PING."""
-        self._call(self.redis.set, PROBE_KEY, b"1", 60)
+        self._call(self.redis.set, READY_PROBE, b"1", PROBE_TTL_S)
 
     @property
     def _put_nx(self):

@@ -14,8 +14,9 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from mofo.shared.cache import MGET_CHUNK, RedisBoxCache, box_key
+from mofo.shared.cache import MGET_CHUNK, RedisBoxCache
 from mofo.shared.errors import MofoError
+from mofo.shared.keys import box_key
 from mofo.shared.record import BoxRecord
 
 PARQUET_BATCH = 10_000

@@ -11,17 +11,21 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 # Bump when the algorithm changes what it outputs for the same settings.
 ALGORITHM_VERSION = 15
 
 FlowBackend = Literal["opencv", "torch"]
+FLOW_BACKENDS: tuple[str, ...] = get_args(FlowBackend)  # every place that names them reads these
 Stopping = Literal["epsilon", "fixed"]
 # Whether a pair whose exposure changed is measured again at one exposure (flow/exposure.py).
 Exposure = Literal["off", "gain"]
 # The torch TV-L1's inner loop on CUDA: hand-written Triton kernels or the torch.compile'd step.
 CudaKernel = Literal["triton", "compiled"]
+CUDA_KERNELS: tuple[str, ...] = get_args(CudaKernel)
+# Fields that choose how a result is computed, not what it is: left out of MotionParams.hash.
+NOT_HASHED = {"flow": ("cuda_kernel",)}
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,11 @@ class FlowParams:
     brightness change as motion, so with ``"gain"`` a pair whose exposure changed (measured along
     its flow) is measured again with its brighter frame scaled to the other
     (:mod:`mofo.shared.flow.exposure`); both backends see the same matched frames.
+
+    ``cuda_kernel``: how the torch backend runs TV-L1's inner loop on CUDA, hand-written
+    ``"triton"`` kernels or the ``"compiled"`` step (torch.compile); both compute the same
+    iteration (to float rounding), so the choice is not hashed. The service and the workers set
+    it from their ``tvl1_kernel`` setting (``MOFO_TVL1_KERNEL``); elsewhere it is ignored.
     """
 
     tau: float = 0.25
@@ -50,8 +59,13 @@ class FlowParams:
     median_filtering: int = 5
     stopping: Stopping = "epsilon"
     exposure: Exposure = "off"
+    cuda_kernel: CudaKernel = "triton"
 
     def __post_init__(self) -> None:
+        if self.cuda_kernel not in CUDA_KERNELS:
+            raise ValueError(
+                f"cuda_kernel must be one of {', '.join(CUDA_KERNELS)}, got {self.cuda_kernel!r}"
+            )
         if not 0.0 < self.scale_step < 1.0:
             raise ValueError(f"scale_step must be in (0, 1), got {self.scale_step}")
         for name in ("scales", "warps", "inner_iterations", "outer_iterations"):
@@ -185,8 +199,10 @@ class MotionParams:
             raise ValueError(f"motion_step must be >= 1, got {self.motion_step}")
         if self.motion_step_s is not None and not 0 < self.motion_step_s <= 10:
             raise ValueError(f"motion_step_s must be in (0, 10] seconds, got {self.motion_step_s}")
-        if self.backend not in ("opencv", "torch"):
-            raise ValueError(f"backend must be 'opencv' or 'torch', got {self.backend!r}")
+        if self.backend not in FLOW_BACKENDS:
+            raise ValueError(
+                f"backend must be one of {', '.join(FLOW_BACKENDS)}, got {self.backend!r}"
+            )
         if self.temporal_window < 1 or self.temporal_window % 2 == 0:
             raise ValueError(f"temporal_window must be odd and >= 1, got {self.temporal_window}")
         if self.regions < 1:
@@ -258,8 +274,11 @@ class MotionParams:
 
     def hash(self) -> str:
         """Short stable hash of every setting that changes the result, and the algorithm version."""
+        fields = self.to_dict()
+        for section, names in NOT_HASHED.items():
+            fields[section] = {k: v for k, v in fields[section].items() if k not in names}
         payload = json.dumps(
-            {"algorithm": ALGORITHM_VERSION, **self.to_dict()}, sort_keys=True, default=str
+            {"algorithm": ALGORITHM_VERSION, **fields}, sort_keys=True, default=str
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

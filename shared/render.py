@@ -1,8 +1,13 @@
 """Pictures of motion boxes: boxes on frames, motion colour maps, PNG strips, GIF/MP4 previews.
 
-Frames are ``(T, H, W, 3)`` uint8 RGB. Boxes are ``[x1, y1, x2, y2]`` integer pixels with x2/y2
+Frames are ``(T, H, W, 3)`` uint8 RGB. Boxes are ``[x1, y1, x2, y2]`` pixels with x2/y2
 exclusive, or ``None`` for "no box". A box's border is drawn *inside* the box (its outermost ring is
-the pixels x1..x2-1, y1..y2-1), so nothing outside the box is ever painted. Files are written
+the pixels x1..x2-1, y1..y2-1), so nothing outside the box is ever painted; a box reaching past
+the frame is clipped to it first. :func:`draw_box` is the one routine that draws a box, for the
+previews here and for training's pictures (:mod:`mofo.training.visualise`).
+
+Pictures are made as bytes (:func:`motion_map_png`, :func:`preview_bytes`), which the service
+sends as they are; :func:`write_motion_map` and :func:`write_preview` put them in files,
 atomically: to a temporary name in the target folder, then renamed over the target, so a failure
 never leaves a half-written file behind.
 """
@@ -10,6 +15,7 @@ never leaves a half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import operator
 import os
@@ -135,14 +141,20 @@ def _write_atomic(path: Path, write: Callable[[str], None]) -> Path:
 # --------------------------------------------------------------------------- drawing
 
 
+def _clipped(box: Sequence[int], height: int, width: int) -> tuple[int, int, int, int] | None:
+    """The whole-pixel box clipped to the frame; None when nothing of it is inside."""
+    x1, y1 = max(box[0], 0), max(box[1], 0)
+    x2, y2 = min(box[2], width), min(box[3], height)
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+
+
 def _draw_solid(img: np.ndarray, box: tuple[int, ...], color: Color, thickness: int) -> None:
-    """Draw ``thickness`` nested 1-pixel rings inside the box (x2/y2 exclusive)."""
+    """Draw a ``thickness`` pixels wide outline inside the box (x2/y2 exclusive), in place."""
     x1, y1, x2, y2 = box
-    for i in range(thickness):
-        a, b, c, d = x1 + i, y1 + i, x2 - 1 - i, y2 - 1 - i
-        if a > c or b > d:
-            break
-        cv2.rectangle(img, (a, b), (c, d), color, thickness=1, lineType=cv2.LINE_8)
+    img[y1 : min(y1 + thickness, y2), x1:x2] = color  # top
+    img[max(y2 - thickness, y1) : y2, x1:x2] = color  # bottom
+    img[y1:y2, x1 : min(x1 + thickness, x2)] = color  # left
+    img[y1:y2, max(x2 - thickness, x1) : x2] = color  # right
 
 
 def _draw_dashed(img: np.ndarray, box: tuple[int, ...], color: Color, thickness: int) -> None:
@@ -178,6 +190,48 @@ def _draw_label(img: np.ndarray, box: tuple[int, ...], text: str, color: Color, 
     cv2.putText(img, text, (x, y), font, scale, color, 1, cv2.LINE_AA)
 
 
+def draw_box(
+    frame: np.ndarray,
+    box: Sequence[float] | np.ndarray,
+    color: Sequence[int] = DEFAULT_COLOR,
+    thickness: int = 1,
+    *,
+    cover: bool = False,
+) -> np.ndarray:
+    """A copy of one ``(H, W, 3)`` uint8 frame with the outline of ``box`` ``[x1, y1, x2, y2]``.
+
+    The outline is ``thickness`` pixels wide, inside the box. Fractional sides go to the nearest
+    pixel (as records round), or with ``cover`` outwards, so that every pixel the box touches is
+    inside it (training's boxes, moved by crops and flips). A box reaching past the frame is
+    clipped to it first, so the outline runs along the frame's edge there; an empty box, one
+    wholly outside, or one with a NaN side draws nothing.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+    if operator.index(thickness) < 1:
+        raise ValueError(f"thickness must be at least 1, got {thickness!r}")
+    rgb = _check_color(color)
+    sides = np.asarray(box, dtype=np.float64)
+    if sides.shape != (4,):
+        raise ValueError(f"box must be (4,) [x1, y1, x2, y2], got shape {sides.shape}")
+    out = np.ascontiguousarray(frame).copy()
+    if not np.isfinite(sides).all():
+        return out
+    if cover:
+        pixels = (
+            math.floor(sides[0]),
+            math.floor(sides[1]),
+            math.ceil(sides[2]),
+            math.ceil(sides[3]),
+        )
+    else:
+        pixels = tuple(_pixel(float(v)) for v in sides)
+    clipped = _clipped(pixels, *frame.shape[:2])
+    if clipped is not None:
+        _draw_solid(out, clipped, rgb, thickness)
+    return out
+
+
 def draw_boxes(
     frames: np.ndarray,
     boxes: Sequence[Sequence[int] | None],
@@ -187,11 +241,12 @@ def draw_boxes(
 ) -> np.ndarray:
     """Return a copy of ``frames`` with each frame's box drawn; ``frames`` is left unchanged.
 
-    The border is ``thickness`` pixels wide and lies inside the box, from x1/y1 to the last pixel
-    x2-1/y2-1, so pixels outside the box keep their values. ``color`` is RGB. With
+    Each box is drawn as :func:`draw_box` draws it: a border ``thickness`` pixels wide inside the
+    box, from x1/y1 to the last pixel x2-1/y2-1, so pixels outside the box keep their values; a
+    box reaching past the frame is clipped to it first. ``color`` is RGB. With
     ``fallback=True`` the box is a guess, not a detection: it is drawn dashed in grey
     (FALLBACK_COLOR, ``color`` is not used) with a small "fallback" label. ``None`` boxes and
-    empty boxes (x2 <= x1 or y2 <= y1) draw nothing; box parts outside the frame are clipped.
+    empty boxes (x2 <= x1 or y2 <= y1) draw nothing.
     Raises ValueError when frames is not (T, H, W, 3) uint8, ``len(boxes) != T``, or a box is
     not four integers.
     """
@@ -201,8 +256,10 @@ def draw_boxes(
     if operator.index(thickness) < 1:
         raise ValueError(f"thickness must be at least 1, got {thickness!r}")
     out = np.ascontiguousarray(frames).copy()
-    for t, box in enumerate(checked):
-        if box is None or box[2] <= box[0] or box[3] <= box[1]:
+    height, width = frames.shape[1:3]
+    for t, whole in enumerate(checked):
+        box = None if whole is None else _clipped(whole, height, width)
+        if box is None:
             continue
         img = out[t]  # a contiguous view: drawing writes into ``out``
         if fallback:
@@ -256,24 +313,21 @@ def strip_size(frame_count: int, height: int, width: int, max_columns: int = 8) 
     return n * width + (n - 1) * STRIP_GAP, 2 * height + STRIP_GAP
 
 
-def write_motion_map(
-    path: str | Path,
+def motion_map_png(
     frames: np.ndarray,
     motion: np.ndarray,
     boxes: Sequence[Sequence[int] | None],
     max_columns: int = 8,
     fallback: bool = False,
-) -> Path:
-    """Write a PNG strip: frames with boxes on top, their motion maps (same boxes) below.
+) -> bytes:
+    """A PNG strip: frames with boxes on top, their motion maps (same boxes) below.
 
     Up to ``max_columns`` frames are picked evenly across the clip (first and last included);
     tiles are separated by STRIP_GAP white pixels, so the image is ``strip_size(...)``. Motion
     maps are normalised over the whole clip; a motion array at another resolution than the
     frames is resized to the frames' size. ``fallback`` draws the boxes as in ``draw_boxes``.
-    Raises ValueError for a suffix other than .png or mismatched shapes, FileNotFoundError when
-    the folder does not exist. Returns the path written.
+    Raises ValueError for mismatched shapes.
     """
-    out = check_output_path(path, MOTION_MAP_SUFFIXES, "motion map")
     _check_frames(frames)
     count, height, width = frames.shape[:3]
     if count == 0:
@@ -305,8 +359,24 @@ def write_motion_map(
         canvas[:height, x : x + width] = top[col]
         canvas[height + STRIP_GAP :, x : x + width] = bottom[col]
 
-    image = Image.fromarray(canvas)
-    return _write_atomic(out, lambda tmp: image.save(tmp, format="PNG"))
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_motion_map(
+    path: str | Path,
+    frames: np.ndarray,
+    motion: np.ndarray,
+    boxes: Sequence[Sequence[int] | None],
+    max_columns: int = 8,
+    fallback: bool = False,
+) -> Path:
+    """:func:`motion_map_png` into a file. Raises ValueError for a suffix other than .png or
+    mismatched shapes, FileNotFoundError when the folder does not exist. Returns the path."""
+    out = check_output_path(path, MOTION_MAP_SUFFIXES, "motion map")
+    png = motion_map_png(frames, motion, boxes, max_columns, fallback)
+    return _write_atomic(out, lambda tmp: Path(tmp).write_bytes(png))
 
 
 # --------------------------------------------------------------------------- previews
@@ -317,17 +387,19 @@ def _gif_duration_ms(fps: float) -> int:
     return max(MIN_GIF_FRAME_MS, 10 * round(100.0 / fps))
 
 
-def _write_gif(tmp: str, frames: np.ndarray, fps: float) -> None:
-    """Save ``frames`` as a looping GIF with Pillow."""
+def _gif(frames: np.ndarray, fps: float) -> bytes:
+    """``frames`` as a looping GIF (Pillow)."""
     images = [Image.fromarray(f) for f in frames]
+    buffer = io.BytesIO()
     images[0].save(
-        tmp,
+        buffer,
         format="GIF",
         save_all=True,
         append_images=images[1:],
         duration=_gif_duration_ms(fps),
         loop=0,
     )
+    return buffer.getvalue()
 
 
 def _even(frames: np.ndarray) -> np.ndarray:
@@ -340,7 +412,7 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 
 def encode_mp4(
-    path: str | Path,
+    path: str | Path | io.BytesIO,
     frames: np.ndarray,
     fps: float,
     *,
@@ -350,13 +422,15 @@ def encode_mp4(
 ) -> Path:
     """Encode (T, H, W, 3) uint8 RGB ``frames`` as an H.264 yuv420p MP4 with PyAV at ``fps`` (kept
     as a Fraction), without B-frames; odd sides are padded by one repeated edge row/column.
-    ``faststart`` puts the header before the frame data, as streaming encoders do."""
+    ``faststart`` puts the header before the frame data, as streaming encoders do. ``path`` may
+    be a seekable file object (a BytesIO), which the MP4 is written into."""
     import av  # imported here: only writing videos needs it
 
     rate = Fraction(fps).limit_denominator(1001)
     frames = _even(np.asarray(frames))
     options = {"movflags": "+faststart"} if faststart else {}
-    with av.open(str(path), mode="w", format="mp4", options=options) as container:
+    target = path if isinstance(path, io.BytesIO) else str(path)
+    with av.open(target, mode="w", format="mp4", options=options) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width = frames.shape[2]
         stream.height = frames.shape[1]
@@ -369,13 +443,42 @@ def encode_mp4(
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    return Path(path)
+    return path if isinstance(path, io.BytesIO) else Path(path)
 
 
 def sampled_fps(fps: float, frame_indices: Sequence[int]) -> float:
     """Playback rate of the kept frames, so a preview lasts as long as the clip."""
     span = frame_indices[-1] - frame_indices[0]
     return fps * (len(frame_indices) - 1) / span if span > 0 else fps
+
+
+def preview_bytes(
+    frames: np.ndarray,
+    boxes: Sequence[Sequence[int] | None],
+    fps: float,
+    kind: str = "gif",
+    fallback: bool = False,
+) -> bytes:
+    """The clip with its boxes drawn, as a ``"gif"`` (Pillow) or an ``"mp4"`` (PyAV, H.264
+    yuv420p).
+
+    GIF: looping, each frame shown 1000/fps ms rounded to 10 ms (GIF's unit, at least 20 ms);
+    Pillow merges consecutive identical frames, adding their durations. MP4: odd widths/heights
+    are padded by one repeated edge pixel to be even; the frame rate is ``fps`` as a Fraction
+    (denominator at most 1001, so a rate read back as 30000/1001 stays exact). Raises ValueError
+    for another kind, bad shapes or fps.
+    """
+    if kind not in ("gif", "mp4"):
+        raise ValueError(f"a preview is a gif or an mp4, got {kind!r}")
+    rate = _check_fps(fps)
+    drawn = draw_boxes(frames, boxes, fallback=fallback)
+    if drawn.shape[0] == 0:
+        raise ValueError(f"frames must hold at least one frame, got shape {frames.shape}")
+    if kind == "gif":
+        return _gif(drawn, rate)
+    buffer = io.BytesIO()
+    encode_mp4(buffer, drawn, rate)
+    return buffer.getvalue()
 
 
 def write_preview(
@@ -385,20 +488,9 @@ def write_preview(
     fps: float,
     fallback: bool = False,
 ) -> Path:
-    """Write the clip with its boxes drawn, as .gif (Pillow) or .mp4 (PyAV, H.264 yuv420p).
-
-    GIF: looping, each frame shown 1000/fps ms rounded to 10 ms (GIF's unit, at least 20 ms);
-    Pillow merges consecutive identical frames, adding their durations. MP4: odd widths/heights
-    are padded by one repeated edge pixel to be even; the frame rate is ``fps`` as a Fraction
-    (denominator at most 1001, so a rate read back as 30000/1001 stays exact). Raises ValueError
+    """:func:`preview_bytes` into a .gif or .mp4 file (its suffix says which). Raises ValueError
     for another suffix, bad shapes or fps, FileNotFoundError when the folder does not exist.
-    Returns the path written.
-    """
+    Returns the path written."""
     out = check_output_path(path, PREVIEW_SUFFIXES, "preview")
-    rate = _check_fps(fps)
-    drawn = draw_boxes(frames, boxes, fallback=fallback)
-    if drawn.shape[0] == 0:
-        raise ValueError(f"frames must hold at least one frame, got shape {frames.shape}")
-    if out.suffix.lower() == ".gif":
-        return _write_atomic(out, lambda tmp: _write_gif(tmp, drawn, rate))
-    return _write_atomic(out, lambda tmp: encode_mp4(tmp, drawn, rate))
+    data = preview_bytes(frames, boxes, fps, out.suffix.lower()[1:], fallback)
+    return _write_atomic(out, lambda tmp: Path(tmp).write_bytes(data))

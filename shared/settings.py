@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -11,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mofo.shared.params import CudaKernel, DecodeLimits
+from mofo.shared.params import CudaKernel, DecodeLimits, FlowBackend
 
 MiB = 1024**2
 
@@ -48,10 +47,9 @@ class Settings(BaseSettings):
     queue_name: str = Field("mofo", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # API jobs
     build_queue: str = Field("mofo-build", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # builds
     device: str = "auto"
-    backend: Literal["auto", "opencv", "torch"] = "auto"
-    # The torch TV-L1's inner loop on CUDA: hand-written "triton" kernels or the "compiled" step.
-    # mofo.shared.flow.cuda_kernel reads it from the environment; checked here at start-up, and
-    # export_process_settings() puts a value given in .env into the environment too.
+    backend: Literal["auto", FlowBackend] = "auto"
+    # The torch TV-L1's inner loop on CUDA: hand-written "triton" kernels or the "compiled" step
+    # (FlowParams.cuda_kernel of every flow this process computes: its FlowBatcher sets it).
     tvl1_kernel: CudaKernel = "triton"
 
     # Hard limits, checked while the upload streams (bytes) and from the header (the rest).
@@ -121,10 +119,6 @@ class Settings(BaseSettings):
     max_work_side: int = Field(1024, ge=32, le=16_384)
     # JSON bodies (paths under the data root) are parsed only up to this many bytes.
     max_json_bytes: int = Field(1 * MiB, ge=64, le=64 * MiB)
-
-    def export_process_settings(self) -> None:
-        """Settings read deeper down from the environment, set for this process."""
-        os.environ["MOFO_TVL1_KERNEL"] = self.tvl1_kernel
 
     @field_validator("data_root")
     @classmethod

@@ -21,9 +21,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from mofo.shared.errors import MofoError
+from mofo.shared.jobs import JobClip
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg"})
 SSV2_VIDEO_DIRS = ("20bn-something-something-v2", "videos")
@@ -45,11 +45,9 @@ class ClipItem:
     segment: tuple[int, int] | None = None  # 0-based source frames [start, stop)
     labels: dict[str, int] = field(default_factory=dict, hash=False)
 
-    def to_job(self) -> dict[str, Any]:
-        item: dict[str, Any] = {"video": self.video, "path": self.path}
-        if self.segment is not None:
-            item["segment"] = list(self.segment)
-        return item
+    def to_job(self) -> JobClip:
+        """The clip as a cache build's job names it."""
+        return JobClip(self.video, path=self.path, segment=self.segment)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Job uploads waiting in Redis for a worker: stored once per content, shared by the jobs that
 name it, counted against a quota, deleted when the last of those jobs is done with it.
 
-Keys, beside the job queue (one uploaded clip is ``mofo:upload:<video id>``):
+Keys, beside the job queue (:mod:`mofo.shared.keys`; one uploaded clip is
+``mofo:upload:<video id>``):
 
 - ``mofo:upload:<id>`` (string): the clip's bytes, expiring with the jobs (``ttl_s``);
 - ``mofo:upload:<id>:jobs`` (set): the jobs that still need it (its reference count);
@@ -20,9 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-UPLOAD_KEY_PREFIX = "mofo:upload:"
-INDEX_KEY = "mofo:uploads"
-SIZES_KEY = "mofo:uploads:bytes"
+from mofo.shared.keys import UPLOADS_BYTES, UPLOADS_INDEX, upload_key
+
 WRITE_CHUNK = 8 * 1024**2  # bytes per APPEND: the server never holds a whole upload in memory
 
 # KEYS: upload, its jobs, index, sizes. ARGV: job, size, ttl, now, max count, max bytes.
@@ -80,10 +80,6 @@ class UploadQuota:
     max_bytes: int
 
 
-def upload_key(video_id: str) -> str:
-    return UPLOAD_KEY_PREFIX + video_id
-
-
 class JobUploads:
     """The job uploads in one Redis (the job queue's), over a ``redis.Redis`` client."""
 
@@ -96,7 +92,7 @@ class JobUploads:
 
     @staticmethod
     def _keys(key: str) -> list[str]:
-        return [key, f"{key}:jobs", INDEX_KEY, SIZES_KEY]
+        return [key, f"{key}:jobs", UPLOADS_INDEX, UPLOADS_BYTES]
 
     def store(self, video_id: str, file: IO[bytes], size: int, job_id: str) -> str:
         """Hold ``file`` for ``job_id`` (sent only if no other job holds the same clip); its key.
@@ -135,5 +131,5 @@ class JobUploads:
 
     def usage(self) -> tuple[int, int]:
         """(uploads, bytes) held now, expired ones included until the next claim drops them."""
-        sizes = self.redis.hvals(SIZES_KEY)
+        sizes = self.redis.hvals(UPLOADS_BYTES)
         return len(sizes), sum(int(s) for s in sizes)

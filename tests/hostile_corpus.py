@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from tests import badclips
+from testkit import badclips
 
 
 def _encode(

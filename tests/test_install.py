@@ -7,6 +7,7 @@ site-packages, and no module is importable under a second name.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -32,7 +33,12 @@ def _packages_on_disk() -> set[str]:
 
 def test_every_package_folder_is_installed_under_mofo() -> None:
     assert SETUPTOOLS["package-dir"] == {"mofo": "mofo", **{f"mofo.{f}": f for f in FOLDERS}}
-    assert set(SETUPTOOLS["packages"]) == _packages_on_disk()  # a new subfolder is not forgotten
+    data = {"mofo.shared.data", "mofo.services.motion_api.static"}  # folders of data files only
+    assert set(SETUPTOOLS["packages"]) == _packages_on_disk() | data  # no subfolder forgotten
+    assert SETUPTOOLS["package-data"] == {
+        "mofo.shared.data": ["*.mp4"],
+        "mofo.services.motion_api.static": ["*"],
+    }
     assert all(name == "mofo" or name.startswith("mofo.") for name in SETUPTOOLS["packages"])
 
 
@@ -60,8 +66,15 @@ def test_the_wheel_holds_only_mofo_and_works_on_its_own(tmp_path: Path) -> None:
     """The built wheel (what ``pip install .`` and the images install) has one top-level name,
     carries its data (the sample clip, the page), and boxes the sample from its own files."""
     wheel_cmd = ["pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w"]
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
+    caches = shutil.ignore_patterns("__pycache__")
+    for folder in ("mofo", *FOLDERS):
+        shutil.copytree(ROOT / folder, source / folder, ignore=caches)
     build = subprocess.run(
-        [sys.executable, "-m", *wheel_cmd, str(tmp_path / "dist"), str(ROOT)],
+        [sys.executable, "-m", *wheel_cmd, str(tmp_path / "dist"), str(source)],
         capture_output=True,
         text=True,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},

@@ -15,6 +15,8 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from testkit.trees import write_tree
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A layer may import its own modules and those of layers of a lower rank only. Each layer is a
@@ -143,18 +145,22 @@ def test_the_front_door_and_the_command_line_sit_on_top() -> None:
     assert [e for e in edges if layer(e[1]) == "mofo" and layer(e[0]) != "mofo"] == []
 
 
+def test_the_training_entry_points_share_code_through_modules_only() -> None:
+    """pretrain, finetune and evaluate are leaves: they import the modules they share (the data
+    table, the finetuning config, the run machinery), never one another; the command line
+    starts them by name."""
+    entries = {f"mofo.training.{name}" for name in ("pretrain", "finetune", "evaluate")}
+    edges = import_edges(ROOT)
+    assert [e for e in edges if e[1] in entries] == []
+    shared = {t for i, t, _ in edges if i in entries}
+    assert {"mofo.training.data", "mofo.training.finetune_config", "mofo.training.runs"} <= shared
+
+
 # --------------------------------------------------------------------------- planted imports
 
 
-def _write(root: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
 def test_planted_upward_sideways_and_cyclic_imports_are_found(tmp_path: Path) -> None:
-    _write(
+    write_tree(
         tmp_path,
         {
             "shared/__init__.py": "",

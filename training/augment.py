@@ -29,10 +29,22 @@ from torchvision.transforms.v2 import functional as TF
 
 # timm's _RAND_INCREASING_TRANSFORMS, in its order.
 OPERATIONS = (
-    "autocontrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add",
-    "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x",
+    "autocontrast",
+    "equalize",
+    "invert",
+    "rotate",
+    "posterize",
+    "solarize",
+    "solarize_add",
+    "color",
+    "contrast",
+    "brightness",
+    "sharpness",
+    "shear_x",
+    "shear_y",
+    "translate_x",
     "translate_y",
-)  # fmt: skip
+)
 GEOMETRIC = frozenset({"shear_x", "shear_y", "translate_x", "translate_y", "rotate"})
 SIGNED = GEOMETRIC | {"brightness", "color", "contrast", "sharpness"}
 FILL = [0.485, 0.456, 0.406]  # what geometric operations leave uncovered: the ImageNet mean
@@ -60,11 +72,19 @@ def _strength(name: str, m: float, size: int) -> float:
     from 1 down to 0, solarize-add up to 110 of 255)."""
     f = m / 10.0
     return {
-        "shear_x": 0.3 * f, "shear_y": 0.3 * f, "translate_x": 0.45 * size * f,
-        "translate_y": 0.45 * size * f, "rotate": 30.0 * f, "brightness": 0.9 * f,
-        "color": 0.9 * f, "contrast": 0.9 * f, "sharpness": 0.9 * f,
-        "posterize": float(4 - int(4 * f)), "solarize": 1.0 - f, "solarize_add": 110 / 255 * f,
-    }.get(name, 0.0)  # fmt: skip
+        "shear_x": 0.3 * f,
+        "shear_y": 0.3 * f,
+        "translate_x": 0.45 * size * f,
+        "translate_y": 0.45 * size * f,
+        "rotate": 30.0 * f,
+        "brightness": 0.9 * f,
+        "color": 0.9 * f,
+        "contrast": 0.9 * f,
+        "sharpness": 0.9 * f,
+        "posterize": float(4 - int(4 * f)),
+        "solarize": 1.0 - f,
+        "solarize_add": 110 / 255 * f,
+    }.get(name, 0.0)
 
 
 def _apply(name: str, video, boxes, value: float):
@@ -107,8 +127,10 @@ def rand_augment(
     augmented clip, its boxes and valid flags, and the operations applied (name, value): of the
     ``ops`` drawn, those whose coin (``prob``) came up."""
     if video.ndim != 4 or boxes.shape != (video.shape[1], 4):
-        raise ValueError(f"need video (C, T, H, W) and boxes (T, 4), got {tuple(video.shape)} "
-                         f"and {tuple(boxes.shape)}")  # fmt: skip
+        raise ValueError(
+            f"need video (C, T, H, W) and boxes (T, 4), got {tuple(video.shape)} "
+            f"and {tuple(boxes.shape)}"
+        )
     h, w = video.shape[-2:]
     clip = tv_tensors.Video(video.permute(1, 0, 2, 3).clamp(0, 1))  # (T, C, H, W)
     moved = tv_tensors.BoundingBoxes(boxes.float(), format="XYXY", canvas_size=(h, w))

@@ -85,9 +85,13 @@ class VideoClassifier(nn.Module):
         self.head: nn.Module
         if cfg.head == "mca":
             self.head = MotionCrossAttentionHead(
-                width, cfg.classes, cfg.mca_heads, cfg.mca_depth, mlp_ratio=cfg.mca_mlp_ratio,
+                width,
+                cfg.classes,
+                cfg.mca_heads,
+                cfg.mca_depth,
+                mlp_ratio=cfg.mca_mlp_ratio,
                 **common,
-            )  # fmt: skip
+            )
         elif cfg.head == "mca_literal":
             self.head = MotionCrossAttentionLiteralHead(
                 width, cfg.classes, cfg.mca_heads, cfg.mca_depth, **common
@@ -117,8 +121,11 @@ class VideoClassifier(nn.Module):
         theirs = MAEConfig.from_dict(saved["model_config"])
         ours = self.cfg.encoder
         if (theirs.grid, theirs.width, theirs.depth, theirs.heads) != (
-            ours.grid, ours.width, ours.depth, ours.heads
-        ):  # fmt: skip
+            ours.grid,
+            ours.width,
+            ours.depth,
+            ours.heads,
+        ):
             raise ValueError(
                 f"{path}: pretrained {theirs.name} ({theirs.width} wide, {theirs.depth} deep, "
                 f"{theirs.grid}) does not fit this encoder ({ours.name})"
@@ -157,10 +164,15 @@ def param_groups(
             continue
         layer = layer_id(name, depth)
         decays = p.ndim > 1
-        group = groups.setdefault((layer, decays), {
-            "params": [], "names": [], "weight_decay": weight_decay if decays else 0.0,
-            "lr_scale": layer_decay ** (depth + 1 - layer),
-        })  # fmt: skip
+        group = groups.setdefault(
+            (layer, decays),
+            {
+                "params": [],
+                "names": [],
+                "weight_decay": weight_decay if decays else 0.0,
+                "lr_scale": layer_decay ** (depth + 1 - layer),
+            },
+        )
         group["params"].append(p)
         group["names"].append(name)
     return [groups[key] for key in sorted(groups)]

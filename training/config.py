@@ -128,8 +128,9 @@ def section(cls: type[T], data: dict[str, Any], where: str) -> T:
         raise ConfigError(f"{where}: {e}") from None
 
 
-def load_run_config(cls: type[T], sections: dict[str, type], path: Path | None,
-                    overrides: list[str]) -> T:  # fmt: skip
+def load_run_config(
+    cls: type[T], sections: dict[str, type], path: Path | None, overrides: list[str]
+) -> T:
     """A run config ``cls`` from the TOML file at ``path`` (or the defaults) with ``--set``
     overrides on top: one dataclass per table in ``sections``, plus a free ``[deepspeed]``."""
     where = str(path) if path else "config"

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from mofo.shared.cache import KEY_PREFIX
 from mofo.shared.decode import Clip, read_training_frames
 from mofo.shared.errors import ClipError, MofoError
+from mofo.shared.keys import BOX_PREFIX
 from mofo.shared.params import DecodeLimits, MotionParams
 from mofo.shared.paths import resolve_under_root
 from mofo.shared.record import BoxRecord
@@ -86,7 +86,7 @@ class CachedBoxes:
     counted = True
     kind = "cached"
 
-    def __init__(self, where: str, params_hash: str, prefix: str = KEY_PREFIX):
+    def __init__(self, where: str, params_hash: str, prefix: str = BOX_PREFIX):
         where = str(where)
         if not where.startswith(REDIS_SCHEMES):
             if not where.lower().endswith(EXPORT_SUFFIXES):
@@ -271,8 +271,10 @@ class VideoClips(Dataset):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
         if crop not in CROPS or not 0.0 <= erasing <= 1.0:
-            raise ValueError(f"crop must be one of {', '.join(CROPS)} and erasing in [0, 1], got "
-                             f"{crop!r} and {erasing}")  # fmt: skip
+            raise ValueError(
+                f"crop must be one of {', '.join(CROPS)} and erasing in [0, 1], got "
+                f"{crop!r} and {erasing}"
+            )
         if frames < 1 or rate < 1 or size < 1 or max_replacements < 0:
             raise ValueError(
                 "need frames, rate and size >= 1 and max_replacements >= 0, got "
@@ -377,8 +379,9 @@ class VideoClips(Dataset):
         if self.train and self.crop == "resized":
             crops = [random_resized_crop(width, height, self.size, decoded.rng, flip=self.flip)]
         elif self.train:
-            crops = [multi_scale_crop(width, height, self.size, decoded.rng, self.scales,
-                                      flip=self.flip)]  # fmt: skip
+            crops = [
+                multi_scale_crop(width, height, self.size, decoded.rng, self.scales, flip=self.flip)
+            ]
         else:
             crops = view_crops(width, height, self.size, self.views[1] if self.views else 1)
         views = []  # (video, boxes, valid, frame indices): temporal view by temporal view

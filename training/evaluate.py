@@ -34,8 +34,9 @@ import torch
 
 from mofo.training.classifier import ClassifierConfig, VideoClassifier
 from mofo.training.config import ConfigError
-from mofo.training.finetune import FinetuneConfig, open_labelled, sampling_of
-from mofo.training.finetune import load_config as load_finetune_config
+from mofo.training.data import open_labelled, sampling_of
+from mofo.training.finetune_config import FinetuneConfig
+from mofo.training.finetune_config import load_config as load_finetune_config
 from mofo.training.metrics import average_views, confusion_matrix, per_class_accuracy, summary
 from mofo.training.runs import data_loader, init_processes, process_main, resolve_precision
 
@@ -81,8 +82,15 @@ def load_classifier(path: Path) -> tuple[VideoClassifier, dict[str, Any]]:
         saved = torch.load(path, map_location="cpu", weights_only=False)
         model = VideoClassifier(ClassifierConfig.from_dict(saved["classifier_config"]))
         model.load_state_dict(saved["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError, OSError, EOFError,
-            pickle.UnpicklingError) as exc:  # fmt: skip
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+    ) as exc:
         raise ConfigError(
             f"{path}: not a finetuned classifier ({type(exc).__name__}: {exc})"
         ) from None
@@ -105,14 +113,20 @@ def predict(model, loader, device, dtype, progress=None) -> dict[str, Any]:
     logits: dict[str, list[torch.Tensor]] = {}
     labels: dict[str, list[torch.Tensor]] = {}
     indices, boxes_state, errors = [], [], []
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
-                else contextlib.nullcontext())  # fmt: skip
+    autocast = (
+        torch.autocast(device.type, dtype=dtype)
+        if dtype != torch.float32
+        else contextlib.nullcontext()
+    )
     for batch in loader:
         b, v = batch["video"].shape[:2]
         video = batch["video"].flatten(0, 1).to(device, non_blocking=True)
         with autocast:
-            out = model(video, batch["boxes"].flatten(0, 1).to(device),
-                        batch["valid"].flatten(0, 1).to(device))  # fmt: skip
+            out = model(
+                video,
+                batch["boxes"].flatten(0, 1).to(device),
+                batch["valid"].flatten(0, 1).to(device),
+            )
         for task, value in out.items():
             logits.setdefault(task, []).append(value.float().cpu().reshape(b, v, -1))
             labels.setdefault(task, []).append(batch["labels"][task])
@@ -164,8 +178,11 @@ def figures(merged: dict[str, Any], classes: dict[str, int], names) -> dict[str,
     views = next(iter(merged["logits"].values())).shape[1]
     averaged = {t: average_views(x.flatten(0, 1), views) for t, x in merged["logits"].items()}
     first = {t: x[:, 0] for t, x in merged["logits"].items()}
-    out: dict[str, Any] = {"views": summary(averaged, merged["labels"]),
-                           "first_view": summary(first, merged["labels"]), "tasks": {}}  # fmt: skip
+    out: dict[str, Any] = {
+        "views": summary(averaged, merged["labels"]),
+        "first_view": summary(first, merged["labels"]),
+        "tasks": {},
+    }
     for task, count in classes.items():
         matrix = confusion_matrix(averaged[task], merged["labels"][task], count)
         accuracy = per_class_accuracy(matrix)
@@ -205,8 +222,10 @@ def write_outputs(out: Path, cfg: FinetuneConfig, items, merged, classes, names,
             for task, logits in merged["logits"].items():
                 probs = logits[row].softmax(dim=-1).mean(dim=0)
                 best = probs.topk(min(TOP, probs.numel()))
-                line[task] = [[int(c), round(float(p), 5)]
-                              for p, c in zip(best.values, best.indices, strict=True)]  # fmt: skip
+                line[task] = [
+                    [int(c), round(float(p), 5)]
+                    for p, c in zip(best.values, best.indices, strict=True)
+                ]
             handle.write(json.dumps(line) + "\n")
     for task in classes:
         matrix = result["tasks"][task]["confusion"]
@@ -235,17 +254,33 @@ def draw_saliency(model, dataset, cfg: FinetuneConfig, out: Path, device) -> lis
         if sample["index"] != index:
             continue  # the clip could not be decoded; the results name it
         view = (sample["video"].shape[0] - 1) // 2 if dataset.views else None
-        video, boxes, valid = (sample[k] if view is None else sample[k][view]
-                               for k in ("video", "boxes", "valid"))  # fmt: skip
+        video, boxes, valid = (
+            sample[k] if view is None else sample[k][view] for k in ("video", "boxes", "valid")
+        )
         for task in model.cfg.classes:
-            cam, predicted = grad_cam(model, video[None].to(device), boxes[None].to(device),
-                                      valid[None].to(device), task, layer)  # fmt: skip
+            cam, predicted = grad_cam(
+                model,
+                video[None].to(device),
+                boxes[None].to(device),
+                valid[None].to(device),
+                task,
+                layer,
+            )
             name = dataset.items[index].video.replace("/", "_")
-            path = save_saliency(out / "saliency" / f"{name}_{task}.png",
-                                 [saliency_image(video, cam[0].cpu(), boxes, valid)])  # fmt: skip
-            shown.append({"video": dataset.items[index].video, "task": task, "layer": layer,
-                          "true": dataset.items[index].labels.get(task),
-                          "predicted": int(predicted[0]), "image": str(path)})  # fmt: skip
+            path = save_saliency(
+                out / "saliency" / f"{name}_{task}.png",
+                [saliency_image(video, cam[0].cpu(), boxes, valid)],
+            )
+            shown.append(
+                {
+                    "video": dataset.items[index].video,
+                    "task": task,
+                    "layer": layer,
+                    "true": dataset.items[index].labels.get(task),
+                    "predicted": int(predicted[0]),
+                    "image": str(path),
+                }
+            )
     (out / "saliency.json").write_text(json.dumps(shown, indent=1))
     return shown
 
@@ -268,19 +303,37 @@ def evaluate(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         raise ConfigError(f"{e.source}: classes {classes} are not the model's {model.cfg.classes}")
     grid = model.cfg.encoder.grid
     dataset = VideoClips(
-        source.items, source.root, boxes, frames=grid.frames, rate=d.rate, size=grid.height,
-        sampling=sampling_of(d, source.kind), train=False,
-        decode_short_side=d.decode_short_side, max_replacements=d.max_replacements,
+        source.items,
+        source.root,
+        boxes,
+        frames=grid.frames,
+        rate=d.rate,
+        size=grid.height,
+        sampling=sampling_of(d, source.kind),
+        train=False,
+        decode_short_side=d.decode_short_side,
+        max_replacements=d.max_replacements,
         views=(e.clips, e.crops),
-    )  # fmt: skip
+    )
     device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     _, dtype = resolve_precision(cfg.run.precision)
     model.to(device).eval()
     mine = list(range(rank, len(dataset), world))
-    loader = data_loader(dataset, d.workers, batch_size=e.batch_size, sampler=mine,
-                         collate_fn=collate, pin_memory=device.type == "cuda")  # fmt: skip
-    progress = Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(),
-                        console=console, disable=rank != 0)  # fmt: skip
+    loader = data_loader(
+        dataset,
+        d.workers,
+        batch_size=e.batch_size,
+        sampler=mine,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
+    progress = Progress(
+        TextColumn("evaluate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        disable=rank != 0,
+    )
     with progress:
         bar = progress.add_task("clips", total=len(mine))
         part = predict(model, loader, device, dtype, lambda n: progress.advance(bar, n))
@@ -293,18 +346,31 @@ def evaluate(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         result = write_outputs(out, cfg, dataset.items, merge(parts), classes, names, saved)
         if e.saliency or e.saliency_clips:
             single = VideoClips(
-                source.items, source.root, boxes, frames=grid.frames, rate=d.rate,
-                size=grid.height, sampling=dataset.sampling, train=False,
-                decode_short_side=d.decode_short_side, max_replacements=d.max_replacements,
-            )  # fmt: skip
+                source.items,
+                source.root,
+                boxes,
+                frames=grid.frames,
+                rate=d.rate,
+                size=grid.height,
+                sampling=dataset.sampling,
+                train=False,
+                decode_short_side=d.decode_short_side,
+                max_replacements=d.max_replacements,
+            )
             result["saliency"] = draw_saliency(model, single, cfg, out, device)
         headline = ", ".join(f"{k} {v:.1f} %" for k, v in result["views"].items())
-        console.print(f"evaluated {result['scored']} of {result['clips']} clips "
-                      f"({e.clips} x {e.crops} views): {headline}; results in "
-                      f"{out / 'results.json'}", highlight=False)  # fmt: skip
+        console.print(
+            f"evaluated {result['scored']} of {result['clips']} clips "
+            f"({e.clips} x {e.crops} views): {headline}; results in "
+            f"{out / 'results.json'}",
+            highlight=False,
+        )
         if result["failed"]:
-            console.print(f"warning: {len(result['failed'])} clips could not be decoded and "
-                          f"were left out: {result['failed'][:3]}", highlight=False)  # fmt: skip
+            console.print(
+                f"warning: {len(result['failed'])} clips could not be decoded and "
+                f"were left out: {result['failed'][:3]}",
+                highlight=False,
+            )
         print(json.dumps({"results": str(out / "results.json"), **result["views"]}), flush=True)
     torch.distributed.barrier()
     return result

@@ -19,9 +19,8 @@ progress bar work as in pretraining; ``model.pt`` is the last model.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,15 +28,14 @@ import torch.nn.functional as F
 
 from mofo.training.augment import RandAugmentSettings
 from mofo.training.classifier import (
-    EPIC_CLASSES,
     ClassifierConfig,
     VideoClassifier,
     param_groups,
 )
-from mofo.training.config import ConfigError, load_run_config
+from mofo.training.data import open_labelled, sampling_of
+from mofo.training.finetune_config import FinetuneConfig, check_inputs, load_config
 from mofo.training.mixing import MixSettings, mix_batch, smooth_targets
 from mofo.training.models import config
-from mofo.training.pretrain import DataSection, open_data
 from mofo.training.runs import (
     EpochSampler,
     RunLog,
@@ -54,163 +52,6 @@ from mofo.training.runs import (
 )
 
 
-@dataclass(frozen=True)
-class FinetuneModelSection:
-    name: str = "vit_base_patch16_tubelet2"
-    # "mca": the cross-attention block (the released code's reading); "mca_literal": eqs. 3-6
-    # with no residual (ablation); "mean": VideoMAE's mean pooling.
-    head: Literal["mca", "mca_literal", "mean"] = "mca"
-    mca_heads: int = 3
-    mca_depth: int = 1
-    mca_mlp_ratio: float = 4.0
-    init_scale: float = 0.001  # the classifiers' initial weights x this (VideoMAE's init_scale)
-    drop_path: float = 0.1
-    dropout: float = 0.0
-    min_overlap: float = 0.5
-    pretrained: str = ""  # a pretraining run's model.pt; empty: from scratch
-
-
-@dataclass(frozen=True)
-class FinetuneDataSection(DataSection):
-    holdout: float = 0.1  # share of the training split kept aside for model selection
-    # Left-right flips (data.flip): off by default for SSV2 (and the synthetic set), whose
-    # classes name directions ("... from left to right"), on for Epic-Kitchens and folders.
-    # Sampling (data.sampling): segment (TSN) by default for SSV2 and Epic, dense for folders.
-    crop: Literal["resized", "multi_scale"] = "resized"  # training crops
-
-
-@dataclass(frozen=True)
-class AugmentSection:
-    randaugment: bool = True
-    ops: int = 4
-    magnitude: float = 7.0
-    magnitude_std: float = 0.5
-    prob: float = 0.5  # each RandAugment operation applied with this probability (timm's)
-    erasing: float = 0.25  # random erasing's probability per frame (VideoMAE's reprob); 0: off
-    mixup: float = 0.8  # Beta(α, α); 0: off
-    cutmix: float = 1.0
-    mix_prob: float = 1.0
-    switch_prob: float = 0.5
-    smoothing: float = 0.1
-
-
-@dataclass(frozen=True)
-class FinetuneOptimSection:
-    batch_size: int = 16
-    grad_accum: int = 1
-    base_lr: float = 5e-4  # scaled by the global batch / 256 (VideoMAE's ViT-B SSV2 script)
-    min_lr: float = 1e-6
-    warmup_epochs: float = 5.0
-    epochs: int = 40
-    max_steps: int | None = None
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    betas: tuple[float, float] = (0.9, 0.999)
-    clip_grad: float | None = None
-
-
-@dataclass(frozen=True)
-class FinetuneRunSection:
-    out: str = "runs/finetune"
-    seed: int = 0
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    zero_stage: int = 1
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    log_every: int = 10
-
-
-@dataclass(frozen=True)
-class EvaluateSection:
-    """``mofo evaluate`` (training/evaluate.py): the evaluation split and its views."""
-
-    source: str = ""  # the evaluation split (label file or CSV); never used for selection
-    weights: str = ""  # empty: run.out/best.pt
-    out: str = ""  # empty: run.out/eval
-    clips: int = 2  # temporal views (SSV2: 2)
-    crops: int = 3  # spatial views (SSV2: 3)
-    batch_size: int = 4  # clips per batch, each with clips x crops views
-    saliency: int = 4  # clips whose Grad-CAM maps are drawn (the first of the split) ...
-    saliency_clips: tuple[str, ...] = ()  # ... or these clip ids
-    saliency_layer: int = 5  # encoder block, from 1 (the paper: the fifth of ViT-B's 12)
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    model: FinetuneModelSection = field(default_factory=FinetuneModelSection)
-    data: FinetuneDataSection = field(default_factory=FinetuneDataSection)
-    augment: AugmentSection = field(default_factory=AugmentSection)
-    optim: FinetuneOptimSection = field(default_factory=FinetuneOptimSection)
-    run: FinetuneRunSection = field(default_factory=FinetuneRunSection)
-    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
-    deepspeed: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-_SECTIONS = {
-    "model": FinetuneModelSection,
-    "data": FinetuneDataSection,
-    "augment": AugmentSection,
-    "optim": FinetuneOptimSection,
-    "run": FinetuneRunSection,
-    "evaluate": EvaluateSection,
-}
-
-
-def load_config(path: Path | None, overrides: list[str] = ()) -> FinetuneConfig:
-    where = str(path) if path else "config"
-    cfg = load_run_config(FinetuneConfig, _SECTIONS, path, list(overrides))
-    checks = [
-        (bool(cfg.data.source), "[data] source is required (a label file or CSV)"),
-        (0.0 < cfg.data.holdout < 1.0, "[data] holdout must be in (0, 1)"),
-        (cfg.run.zero_stage in (0, 1, 2), "[run] zero_stage must be 0, 1 or 2 for finetuning"),
-        (cfg.optim.epochs >= 1 and cfg.optim.batch_size >= 1, "[optim] epochs, batch >= 1"),
-        (0.0 < cfg.optim.layer_decay <= 1.0, "[optim] layer_decay must be in (0, 1]"),
-        (0.0 <= cfg.augment.smoothing < 1.0, "[augment] smoothing must be in [0, 1)"),
-        (0.0 <= cfg.augment.erasing <= 1.0, "[augment] erasing must be in [0, 1]"),
-        (0.0 <= cfg.augment.prob <= 1.0, "[augment] prob must be in [0, 1]"),
-        (cfg.model.mca_heads >= 1 and cfg.model.mca_depth >= 1, "[model] mca_heads, depth >= 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {message}")
-    try:
-        config(cfg.model.name)
-    except ValueError as e:
-        raise ConfigError(f"{where}: [model] {e}") from None
-    return cfg
-
-
-def check_inputs(cfg: FinetuneConfig) -> None:
-    """What must exist before any process starts: the source and the pretrained weights."""
-    if not Path(cfg.data.source).exists():
-        raise ConfigError(f"[data] source {cfg.data.source}: no such file or folder")
-    if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
-        raise ConfigError(f"[model] pretrained {cfg.model.pretrained}: no such file")
-
-
-def task_classes(kind: str, source: Path) -> dict[str, int]:
-    """The classes of each task of a labelled source."""
-    from mofo.shared.sources import ssv2_classes
-
-    if kind == "epic":
-        return dict(EPIC_CLASSES)
-    if kind == "ssv2":
-        names = ssv2_classes(source)
-        if names:
-            return {"action": len(names)}
-    raise ConfigError(f"{source}: no classes (SSV2 needs labels.json beside it; Epic its CSV)")
-
-
-def sampling_of(d: DataSection, kind: str) -> str:
-    """Finetuning's and evaluation's frame sampling: ``data.sampling``, else segment (TSN, as
-    VideoMAE finetunes and tests SSV2; Epic's segments) for labelled datasets, dense for
-    folders."""
-    return d.sampling or ("dense" if kind == "folder" else "segment")
-
-
 def split_holdout(count: int, share: float, seed: int) -> tuple[list[int], list[int]]:
     """Training and held-out indices: a permutation by ``seed``, its first ``share`` held out."""
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
@@ -220,19 +61,6 @@ def split_holdout(count: int, share: float, seed: int) -> tuple[list[int], list[
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-
-
-def open_labelled(d: DataSection):
-    """A labelled source, its box source and its tasks' classes; every clip must have a class
-    of every task."""
-    source, boxes = open_data(d)
-    classes = task_classes(source.kind, source.source)
-    unlabelled = [i.video for i in source.items if set(i.labels) != set(classes)]
-    if unlabelled:
-        raise ConfigError(
-            f"{d.source}: {len(unlabelled)} clips have no class, e.g. {unlabelled[0]}"
-        )
-    return source, boxes, classes
 
 
 def build_data(cfg: FinetuneConfig):
@@ -248,16 +76,29 @@ def build_data(cfg: FinetuneConfig):
     if a.randaugment:
         augment = RandAugmentSettings(a.ops, a.magnitude, a.magnitude_std, a.prob)
     common = dict(
-        frames=grid.frames, rate=d.rate, size=grid.height, sampling=sampling_of(d, source.kind),
-        decode_short_side=d.decode_short_side, seed=cfg.run.seed,
+        frames=grid.frames,
+        rate=d.rate,
+        size=grid.height,
+        sampling=sampling_of(d, source.kind),
+        decode_short_side=d.decode_short_side,
+        seed=cfg.run.seed,
         max_replacements=d.max_replacements,
-    )  # fmt: skip
+    )
     flip = d.flip if d.flip is not None else source.kind != "ssv2"
-    train = VideoClips([source.items[i] for i in train_idx], source.root, boxes, train=True,
-                       augment=augment, flip=flip, crop=d.crop, erasing=a.erasing,
-                       **common)  # fmt: skip
-    held = VideoClips([source.items[i] for i in held_idx], source.root, boxes, train=False,
-                      **common)  # fmt: skip
+    train = VideoClips(
+        [source.items[i] for i in train_idx],
+        source.root,
+        boxes,
+        train=True,
+        augment=augment,
+        flip=flip,
+        crop=d.crop,
+        erasing=a.erasing,
+        **common,
+    )
+    held = VideoClips(
+        [source.items[i] for i in held_idx], source.root, boxes, train=False, **common
+    )
     return train, held, classes
 
 
@@ -271,8 +112,11 @@ def score(engine, loader, rank: int, world: int, dtype) -> dict:
     logits: dict[str, list[torch.Tensor]] = {}
     labels: dict[str, list[torch.Tensor]] = {}
     for b in loader:
-        out = engine(b["video"].to(engine.device, dtype=dtype), b["boxes"].to(engine.device),
-                     b["valid"].to(engine.device))  # fmt: skip
+        out = engine(
+            b["video"].to(engine.device, dtype=dtype),
+            b["boxes"].to(engine.device),
+            b["valid"].to(engine.device),
+        )
         for task, value in out.items():
             logits.setdefault(task, []).append(value.float().cpu())
             labels.setdefault(task, []).append(b["labels"][task])
@@ -310,10 +154,16 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     plan = plan_steps(len(train), world, o, cfg.data.source)
 
     model_cfg = ClassifierConfig(
-        encoder=config(m.name, drop_path=m.drop_path), classes=classes, head=m.head,
-        mca_heads=m.mca_heads, mca_depth=m.mca_depth, mca_mlp_ratio=m.mca_mlp_ratio,
-        dropout=m.dropout, min_overlap=m.min_overlap, init_scale=m.init_scale,
-    )  # fmt: skip
+        encoder=config(m.name, drop_path=m.drop_path),
+        classes=classes,
+        head=m.head,
+        mca_heads=m.mca_heads,
+        mca_depth=m.mca_depth,
+        mca_mlp_ratio=m.mca_mlp_ratio,
+        dropout=m.dropout,
+        min_overlap=m.min_overlap,
+        init_scale=m.init_scale,
+    )
     torch.manual_seed(cfg.run.seed)
     model = VideoClassifier(model_cfg)
     if m.pretrained:
@@ -329,10 +179,13 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     )
     precision, dtype = resolve_precision(cfg.run.precision)
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=schedule,
-        config=ds_config(o.batch_size, o.grad_accum, cfg.run.zero_stage, precision, o.clip_grad,
-                         cfg.deepspeed),
-    )  # fmt: skip
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=schedule,
+        config=ds_config(
+            o.batch_size, o.grad_accum, cfg.run.zero_stage, precision, o.clip_grad, cfg.deepspeed
+        ),
+    )
 
     step, best = 0, {"metric": -1.0}
     identity = model_cfg.to_dict()
@@ -342,28 +195,64 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         log.write(event="resume", step=step, checkpoint=client["path"])
     else:
         log.write(
-            event="start", world=world, steps=plan.total, steps_per_epoch=plan.steps_per_epoch,
-            global_batch=plan.global_batch, peak_lr=plan.peak, precision=precision,
-            clips=len(train), held_out=len(held), classes=classes, config=cfg.to_dict(),
-        )  # fmt: skip
+            event="start",
+            world=world,
+            steps=plan.total,
+            steps_per_epoch=plan.steps_per_epoch,
+            global_batch=plan.global_batch,
+            peak_lr=plan.peak,
+            precision=precision,
+            clips=len(train),
+            held_out=len(held),
+            classes=classes,
+            config=cfg.to_dict(),
+        )
 
     a = cfg.augment
     mixing = MixSettings(a.mixup, a.cutmix, a.mix_prob, a.switch_prob, a.smoothing)
     first_task = next(iter(classes))
     sampler = EpochSampler(len(train), world, rank, plan.per_rank, cfg.run.seed)
-    loader = data_loader(train, cfg.data.workers, batch_size=o.batch_size, sampler=sampler,
-                         collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                         drop_last=True)  # fmt: skip
+    loader = data_loader(
+        train,
+        cfg.data.workers,
+        batch_size=o.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+    )
     mine = list(range(rank, len(held), world))  # this rank's share of the held-out clips
-    held_loader = data_loader(held, cfg.data.workers, batch_size=o.batch_size, sampler=mine,
-                              collate_fn=collate)  # fmt: skip
-    loop = StepLoop(engine, schedule, train, loader, sampler, plan, o, cfg.run, checkpoints,
-                    log, rank, "finetune", console)  # fmt: skip
+    held_loader = data_loader(
+        held, cfg.data.workers, batch_size=o.batch_size, sampler=mine, collate_fn=collate
+    )
+    loop = StepLoop(
+        engine,
+        schedule,
+        train,
+        loader,
+        sampler,
+        plan,
+        o,
+        cfg.run,
+        checkpoints,
+        log,
+        rank,
+        "finetune",
+        console,
+    )
 
     def weights_file(name: str, at: int, figures: dict) -> None:
         weights = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
-        torch.save({"classifier_config": identity, "state_dict": weights, "step": at,
-                    "held_out": figures, "config": cfg.to_dict()}, out / name)  # fmt: skip
+        torch.save(
+            {
+                "classifier_config": identity,
+                "state_dict": weights,
+                "step": at,
+                "held_out": figures,
+                "config": cfg.to_dict(),
+            },
+            out / name,
+        )
 
     def forward(batch, at: int, micro: int):
         seed = seed_of(cfg.run.seed, at, micro, rank)
@@ -373,8 +262,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         torch.manual_seed(seed)
         # Mixed where the batch will be used: on the GPU, not in this process's CPU.
         device = engine.device
-        video, boxes, valid = (batch[k].to(device, non_blocking=True)
-                               for k in ("video", "boxes", "valid"))  # fmt: skip
+        video, boxes, valid = (
+            batch[k].to(device, non_blocking=True) for k in ("video", "boxes", "valid")
+        )
         labels = {t: y.to(device, non_blocking=True) for t, y in batch["labels"].items()}
         if a.mixup > 0 or a.cutmix > 0:
             video, boxes, valid, targets, _ = mix_batch(
@@ -409,9 +299,12 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     if rank == 0:
         weights_file("model.pt", step, {})
         log.write(event="end", step=step, best=best)
-        console.print(f"finetuned {step} steps; best held-out {first_task} top-1 "
-                      f"{best['metric']:.1f} % at step {best.get('step')}; weights in "
-                      f"{out / 'best.pt'}", highlight=False)  # fmt: skip
+        console.print(
+            f"finetuned {step} steps; best held-out {first_task} top-1 "
+            f"{best['metric']:.1f} % at step {best.get('step')}; weights in "
+            f"{out / 'best.pt'}",
+            highlight=False,
+        )
     log.close()
     torch.distributed.barrier()
     return best

@@ -92,8 +92,14 @@ class MotionCrossAttentionBlock(nn.Module):
         self.attn = MotionCrossAttention(width, heads, head_width)
         self.norm2 = nn.LayerNorm(width, eps=1e-6)
         self.mlp = Mlp(width, int(width * mlp_ratio))
-        for layer in (self.attn.q, self.attn.k, self.attn.v, self.attn.out,
-                      self.mlp.fc1, self.mlp.fc2):  # fmt: skip
+        for layer in (
+            self.attn.q,
+            self.attn.k,
+            self.attn.v,
+            self.attn.out,
+            self.mlp.fc1,
+            self.mlp.fc2,
+        ):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
         if zero_init:

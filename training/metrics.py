@@ -16,8 +16,10 @@ import torch
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """(N,) bool: the label is among the ``k`` highest logits (k capped at the class count)."""
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"need logits (N, C) and labels (N,), got {tuple(logits.shape)} and "
-                         f"{tuple(labels.shape)}")  # fmt: skip
+        raise ValueError(
+            f"need logits (N, C) and labels (N,), got {tuple(logits.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
     top = logits.topk(min(k, logits.shape[1]), dim=1).indices  # (N, k)
     return (top == labels[:, None]).any(dim=1)
 

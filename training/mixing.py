@@ -40,10 +40,14 @@ def smooth_targets(labels: torch.Tensor, classes: int, smoothing: float) -> torc
 
 def _union(a: torch.Tensor, a_ok: torch.Tensor, b: torch.Tensor, b_ok: torch.Tensor):
     """Per-frame union of two box sets (..., 4) with their valid flags."""
-    lo = torch.minimum(torch.where(a_ok[..., None], a[..., :2], b[..., :2]),
-                       torch.where(b_ok[..., None], b[..., :2], a[..., :2]))  # fmt: skip
-    hi = torch.maximum(torch.where(a_ok[..., None], a[..., 2:], b[..., 2:]),
-                       torch.where(b_ok[..., None], b[..., 2:], a[..., 2:]))  # fmt: skip
+    lo = torch.minimum(
+        torch.where(a_ok[..., None], a[..., :2], b[..., :2]),
+        torch.where(b_ok[..., None], b[..., :2], a[..., :2]),
+    )
+    hi = torch.maximum(
+        torch.where(a_ok[..., None], a[..., 2:], b[..., 2:]),
+        torch.where(b_ok[..., None], b[..., 2:], a[..., 2:]),
+    )
     ok = a_ok | b_ok
     return torch.where(ok[..., None], torch.cat([lo, hi], -1), torch.zeros_like(a)), ok
 
@@ -97,8 +101,10 @@ def mix_batch(
     (B,) → mixed video, boxes, valid, soft targets per task (B, C), and what was done
     (``{"mode": "mixup" | "cutmix" | "none", "lam": λ, "region": (x1, y1, x2, y2) | None}``)."""
     if video.ndim != 5 or boxes.shape != (*video.shape[:1], video.shape[2], 4):
-        raise ValueError(f"need video (B, C, T, H, W) and boxes (B, T, 4), got "
-                         f"{tuple(video.shape)} and {tuple(boxes.shape)}")  # fmt: skip
+        raise ValueError(
+            f"need video (B, C, T, H, W) and boxes (B, T, 4), got "
+            f"{tuple(video.shape)} and {tuple(boxes.shape)}"
+        )
     s = settings
 
     def targets(lam: float) -> dict[str, torch.Tensor]:
@@ -140,5 +146,10 @@ def mix_batch(
     # Clip a's box, less the pasted region where what is left is a rectangle.
     kept, kept_ok = _subtract(boxes, valid, region)
     new_boxes, new_valid = _union(kept, kept_ok, inner, inner_ok)
-    return mixed, new_boxes, new_valid, targets(lam), {"mode": "cutmix", "lam": lam,
-                                                        "region": (x1, y1, x2, y2)}  # fmt: skip
+    return (
+        mixed,
+        new_boxes,
+        new_valid,
+        targets(lam),
+        {"mode": "cutmix", "lam": lam, "region": (x1, y1, x2, y2)},
+    )

@@ -60,16 +60,33 @@ CONFIGS = {
     c.name: c
     for c in (
         MAEConfig("vit_base_patch16_tubelet2"),
-        MAEConfig("vit_small_patch16_tubelet2", width=384, heads=6, decoder_width=192,
-                  decoder_heads=3),
+        MAEConfig(
+            "vit_small_patch16_tubelet2", width=384, heads=6, decoder_width=192, decoder_heads=3
+        ),
         # For tests and the CPU config: 4 frames of 32 x 32, 2 x 4 x 4 tokens.
-        MAEConfig("vit_tiny_patch8_tubelet2_32px", grid=TokenGrid(4, 32, 32, 8, 2), width=64,
-                  depth=2, heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2),
+        MAEConfig(
+            "vit_tiny_patch8_tubelet2_32px",
+            grid=TokenGrid(4, 32, 32, 8, 2),
+            width=64,
+            depth=2,
+            heads=2,
+            decoder_width=32,
+            decoder_depth=1,
+            decoder_heads=2,
+        ),
         # The CPU experiments: 8 frames of 64 x 64, 4 x 8 x 8 tokens.
-        MAEConfig("vit_tiny_patch8_tubelet2_64px", grid=TokenGrid(8, 64, 64, 8, 2), width=96,
-                  depth=3, heads=3, decoder_width=48, decoder_depth=1, decoder_heads=3),
+        MAEConfig(
+            "vit_tiny_patch8_tubelet2_64px",
+            grid=TokenGrid(8, 64, 64, 8, 2),
+            width=96,
+            depth=3,
+            heads=3,
+            decoder_width=48,
+            decoder_depth=1,
+            decoder_heads=3,
+        ),
     )
-}  # fmt: skip
+}
 
 
 def config(name: str, **changes) -> MAEConfig:

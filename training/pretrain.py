@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 import torch
 
-from mofo.shared.params import MotionParams
 from mofo.training.config import ConfigError, load_run_config
+from mofo.training.data import DataSection, motion_params, open_data
 from mofo.training.masking import (
     TokenGrid,
     box_cells,
@@ -60,26 +60,6 @@ class ModelSection:
     name: str = "vit_base_patch16_tubelet2"
     drop_path: float = 0.0
     norm_targets: bool = True  # VideoMAE's per-tubelet normalised pixels; False: raw pixels
-
-
-@dataclass(frozen=True)
-class DataSection:
-    source: str = ""  # SSV2 train.json, an Epic-Kitchens CSV, or a folder of clips
-    videos: str | None = None  # the videos folder, when not the source's default
-    root: str | None = None  # the data root clip paths are under (default: the source's)
-    # Where boxes come from: a Redis URL or an export file ("mofo cache export"), "compute"
-    # (on the fly, slow), or "none" (tube masking needs none).
-    boxes: str = "none"
-    motion: dict[str, Any] = field(default_factory=dict)  # the cache build's motion settings
-    params: str | None = None  # or the params hash of the cached records, given directly
-    rate: int = 2  # dense sampling: frames this far apart
-    sampling: Literal["dense", "segment"] | None = None  # default: segment for Epic, else dense
-    decode_short_side: int | None = None  # resize while decoding (None: native size)
-    workers: int = 4  # DataLoader processes per rank
-    max_replacements: int = 8
-    # Left-right flips: None is the command's default (pretraining: none, as VideoMAE's
-    # pretraining; finetuning: see training/finetune.py).
-    flip: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -187,18 +167,13 @@ def check_inputs(cfg: PretrainConfig) -> None:
         raise ConfigError(f"[data] source {cfg.data.source}: no such file or folder")
 
 
-def motion_params(data: DataSection) -> MotionParams:
-    try:
-        return MotionParams.from_dict(data.motion)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"[data] motion: {e}") from None
-
-
 # --- the schedule and the data order ------------------------------------------------------------
 
 
-SHARES = {"hidden_in_box": ("hidden_inside", "tokens_inside"),
-          "hidden_outside_box": ("hidden_outside", "tokens_outside")}  # fmt: skip
+SHARES = {
+    "hidden_in_box": ("hidden_inside", "tokens_inside"),
+    "hidden_outside_box": ("hidden_outside", "tokens_outside"),
+}
 
 
 def make_masks(
@@ -217,8 +192,9 @@ def make_masks(
     if masking.kind == "tube":
         mask = tube_mask(size, grid, masking.ratio, generator)
     else:
-        mask = mofo_mask(inside, grid, masking.ratio, masking.inside_ratio, generator,
-                         masking.remainder)  # fmt: skip
+        mask = mofo_mask(
+            inside, grid, masking.ratio, masking.inside_ratio, generator, masking.remainder
+        )
     return mask, hidden_shares(mask, inside)
 
 
@@ -227,8 +203,9 @@ def make_masks(
 
 def pretrain_ds_config(cfg: PretrainConfig, precision: str) -> dict[str, Any]:
     o = cfg.optim
-    return ds_config(o.batch_size, o.grad_accum, cfg.run.zero_stage, precision, o.clip_grad,
-                     cfg.deepspeed)  # fmt: skip
+    return ds_config(
+        o.batch_size, o.grad_accum, cfg.run.zero_stage, precision, o.clip_grad, cfg.deepspeed
+    )
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -242,21 +219,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 # --- the run ------------------------------------------------------------------------------------
-
-
-def open_data(d: DataSection):
-    """The clips a ``[data]`` table names and their box source, the cache checked reachable
-    (a cache that is down fails here, not in a loader process). Imported here: the data
-    pipeline pulls in decoding, which the config checks do not need."""
-    from mofo.shared.sources import open_source
-    from mofo.training.datasets import box_source
-
-    source = open_source(Path(d.source), Path(d.videos) if d.videos else None,
-                         Path(d.root) if d.root else None)  # fmt: skip
-    boxes = box_source(d.boxes, motion_params(d), source.root, d.params)
-    if hasattr(boxes, "cache"):
-        boxes.cache.ping()
-    return source, boxes
 
 
 def build_data(cfg: PretrainConfig):
@@ -315,9 +277,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = VideoMAE(model_cfg)
     optimizer = torch.optim.AdamW(
-        param_groups(model, o.weight_decay), lr=plan.peak, betas=o.betas,
+        param_groups(model, o.weight_decay),
+        lr=plan.peak,
+        betas=o.betas,
         weight_decay=o.weight_decay,
-    )  # fmt: skip
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: learning_rate(s, plan.peak, o.min_lr, plan.warmup, plan.total) / plan.peak,
@@ -339,17 +303,44 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
         log.write(event="resume", step=step, checkpoint=client["path"])
     else:
         log.write(
-            event="start", world=world, steps=plan.total, steps_per_epoch=plan.steps_per_epoch,
-            global_batch=plan.global_batch, peak_lr=plan.peak, precision=precision,
-            clips=len(dataset), config=cfg.to_dict(), model_config=model_cfg.to_dict(),
-        )  # fmt: skip
+            event="start",
+            world=world,
+            steps=plan.total,
+            steps_per_epoch=plan.steps_per_epoch,
+            global_batch=plan.global_batch,
+            peak_lr=plan.peak,
+            precision=precision,
+            clips=len(dataset),
+            config=cfg.to_dict(),
+            model_config=model_cfg.to_dict(),
+        )
 
     sampler = EpochSampler(len(dataset), world, rank, plan.per_rank, cfg.run.seed)
-    loader = data_loader(dataset, cfg.data.workers, batch_size=o.batch_size, sampler=sampler,
-                         collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                         drop_last=True)  # fmt: skip
-    loop = StepLoop(engine, schedule, dataset, loader, sampler, plan, o, cfg.run, checkpoints,
-                    log, rank, "pretrain", console, shares=SHARES)  # fmt: skip
+    loader = data_loader(
+        dataset,
+        cfg.data.workers,
+        batch_size=o.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+    )
+    loop = StepLoop(
+        engine,
+        schedule,
+        dataset,
+        loader,
+        sampler,
+        plan,
+        o,
+        cfg.run,
+        checkpoints,
+        log,
+        rank,
+        "pretrain",
+        console,
+        shares=SHARES,
+    )
 
     def forward(batch, at: int, micro: int):
         video = batch["video"].to(engine.device, dtype=dtype, non_blocking=True)
@@ -367,10 +358,15 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
         if rank == 0 and (images_due or last):
             mask, pred = extra
             save_reconstructions(
-                out / "reconstructions" / f"step{at:08d}.png", batch["video"], mask,
-                pred.detach().float().cpu(), model_cfg.grid, batch["boxes"], batch["valid"],
+                out / "reconstructions" / f"step{at:08d}.png",
+                batch["video"],
+                mask,
+                pred.detach().float().cpu(),
+                model_cfg.grid,
+                batch["boxes"],
+                batch["valid"],
                 count=cfg.run.images,
-            )  # fmt: skip
+            )
 
     def state(at: int, epoch: int) -> dict[str, Any]:
         return {"model_config": model_cfg.to_dict(), "config": cfg.to_dict()}
@@ -380,8 +376,15 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     figures = loop.figures
     final = final_weights(engine, checkpoints, cfg.run.zero_stage)
     if rank == 0:
-        torch.save({"model_config": model_cfg.to_dict(), "state_dict": final, "step": step,
-                    "config": cfg.to_dict()}, out / "model.pt")  # fmt: skip
+        torch.save(
+            {
+                "model_config": model_cfg.to_dict(),
+                "state_dict": final,
+                "step": step,
+                "config": cfg.to_dict(),
+            },
+            out / "model.pt",
+        )
         log.write(event="end", step=step, missing_boxes=loop.missing, replaced_clips=loop.replaced)
         _report(console, cfg, figures, loop.missing, loop.replaced, plan.total, o, world, out)
     log.close()
@@ -395,7 +398,7 @@ def _report(console, cfg, figures, missing, errors, total, o, world, out) -> Non
         f"pretrained {figures.get('step', total)} steps; "
         f"loss {figures.get('loss', float('nan')):.4f}; weights in {out / 'model.pt'}",
         highlight=False,
-    )  # fmt: skip
+    )
     if missing:
         console.print(
             f"[yellow]warning:[/] {missing} of {clips} samples had no cached motion box "

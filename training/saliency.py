@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mofo.shared.render import draw_box
 from mofo.training.datasets import denormalise
 from mofo.training.visualise import (
     BACKGROUND,
     GAP,
-    draw_box,
+    GREEN,
     frame_boxes,
     pick_frames,
     stack_images,
@@ -83,15 +84,17 @@ def grad_cam(
 
 def upsample(cam: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
     """A token-grid map (T', H', W') spread over the clip's pixels (T, H, W): trilinear."""
-    return F.interpolate(cam[None, None].float(), size=(frames, height, width), mode="trilinear",
-                         align_corners=False)[0, 0].clamp(0, 1)  # fmt: skip
+    return F.interpolate(
+        cam[None, None].float(), size=(frames, height, width), mode="trilinear", align_corners=False
+    )[0, 0].clamp(0, 1)
 
 
 def heat_colours(value: np.ndarray) -> np.ndarray:
     """(…) in [0, 1] → (…, 3) uint8: dark blue through cyan, yellow to red (a jet-like ramp)."""
     v = np.clip(value, 0.0, 1.0)[..., None]
-    stops = np.array([[0, 0, 128], [0, 128, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0]],
-                     dtype=np.float64)  # fmt: skip
+    stops = np.array(
+        [[0, 0, 128], [0, 128, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0]], dtype=np.float64
+    )
     position = v[..., 0] * (len(stops) - 1)
     lo = np.floor(position).astype(int).clip(0, len(stops) - 2)
     frac = (position - lo)[..., None]
@@ -121,8 +124,8 @@ def saliency_image(
     for i in shown:
         mixed = (clip[i] * (1 - alpha) + heat[i] * alpha).round().astype(np.uint8)
         if box_of is not None and drawn[i]:
-            top.append(draw_box(clip[i], box_of[i]))
-            bottom.append(draw_box(mixed, box_of[i], colour=(255, 255, 255)))
+            top.append(draw_box(clip[i], box_of[i], GREEN, cover=True))
+            bottom.append(draw_box(mixed, box_of[i], (255, 255, 255), cover=True))
         else:
             top.append(clip[i])
             bottom.append(mixed)
@@ -135,7 +138,9 @@ def save_saliency(path: Path, images: Sequence[np.ndarray]) -> Path:
     """Clips' pictures stacked top to bottom into one PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     width = max(i.shape[1] for i in images)
-    padded = [np.pad(i, ((0, 0), (0, width - i.shape[1]), (0, 0)), constant_values=BACKGROUND)
-              for i in images]  # fmt: skip
+    padded = [
+        np.pad(i, ((0, 0), (0, width - i.shape[1]), (0, 0)), constant_values=BACKGROUND)
+        for i in images
+    ]
     Image.fromarray(stack_images(padded, 4 * GAP, axis=0)).save(path)
     return path

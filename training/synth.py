@@ -45,8 +45,12 @@ def _texture(rng: np.random.Generator, h: int, w: int, grain: int) -> np.ndarray
     y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
     y1, x1 = np.minimum(y0 + 1, small.shape[0] - 1), np.minimum(x0 + 1, small.shape[1] - 1)
     fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    value = (small[y0][:, x0] * (1 - fy) * (1 - fx) + small[y1][:, x0] * fy * (1 - fx)
-             + small[y0][:, x1] * (1 - fy) * fx + small[y1][:, x1] * fy * fx)  # fmt: skip
+    value = (
+        small[y0][:, x0] * (1 - fy) * (1 - fx)
+        + small[y1][:, x0] * fy * (1 - fx)
+        + small[y0][:, x1] * (1 - fy) * fx
+        + small[y1][:, x1] * fy * fx
+    )
     a, b = rng.random(3) * 255, rng.random(3) * 255
     return value[..., None] * a + (1 - value[..., None]) * b
 
@@ -123,11 +127,25 @@ def write_dataset(
         for index in range(clips):
             clip = make_clip(index, size, frames, seed)
             write_webm(out / "videos" / f"{clip.video}.webm", clip.frames)
-            entry = {"id": clip.video, "label": names[clip.label].lower(),
-                     "template": names[clip.label], "placeholders": []}  # fmt: skip
+            entry = {
+                "id": clip.video,
+                "label": names[clip.label].lower(),
+                "template": names[clip.label],
+                "placeholders": [],
+            }
             splits["validation" if index < held_out else "train"].append(entry)
-            truth.write(json.dumps({"video": clip.video, "label": clip.label, "width": size,
-                                    "height": size, "frames": clip.boxes}) + "\n")  # fmt: skip
+            truth.write(
+                json.dumps(
+                    {
+                        "video": clip.video,
+                        "label": clip.label,
+                        "width": size,
+                        "height": size,
+                        "frames": clip.boxes,
+                    }
+                )
+                + "\n"
+            )
     for split, entries in splits.items():
         (out / f"{split}.json").write_text(json.dumps(entries, indent=1))
     return {k: len(v) for k, v in splits.items()}
@@ -143,9 +161,17 @@ def truth_records(folder: Path, params: str = TRUTH_PARAMS) -> list[BoxRecord]:
     for line in (Path(folder) / "boxes.jsonl").read_text().splitlines():
         truth = json.loads(line)
         boxes = truth["frames"]
-        records.append(BoxRecord(
-            video=truth["video"], params=params, width=truth["width"], height=truth["height"],
-            fps=float(FPS), frame_indices=list(range(len(boxes))), frames=boxes,
-            clip_box=union_box(boxes), fallback=False,
-        ))  # fmt: skip
+        records.append(
+            BoxRecord(
+                video=truth["video"],
+                params=params,
+                width=truth["width"],
+                height=truth["height"],
+                fps=float(FPS),
+                frame_indices=list(range(len(boxes))),
+                frames=boxes,
+                clip_box=union_box(boxes),
+                fallback=False,
+            )
+        )
     return records

@@ -57,8 +57,10 @@ def dense_view_indices(
     evenly from the clip's first frame to its last possible start (VideoMAE's test clips); one
     view is the centred span. A clip shorter than the span repeats its last frame."""
     if total < 1 or count < 1 or rate < 1 or not 0 <= view < views:
-        raise ValueError(f"need total, count, rate >= 1 and 0 <= view < views, got {total}, "
-                         f"{count}, {rate}, {view}, {views}")  # fmt: skip
+        raise ValueError(
+            f"need total, count, rate >= 1 and 0 <= view < views, got {total}, "
+            f"{count}, {rate}, {view}, {views}"
+        )
     room = max(0, total - ((count - 1) * rate + 1))
     start = room // 2 if views == 1 else (view * room + (views - 1) // 2) // (views - 1)
     return np.minimum(start + rate * np.arange(count), total - 1)
@@ -71,8 +73,10 @@ def segment_view_indices(
     ``[start, stop)`` the frame at ``(view + ½) / views`` of the part (one view: the middle, as
     ``segment_indices`` without an rng)."""
     if stop <= start or count < 1 or not 0 <= view < views:
-        raise ValueError(f"need start < stop, count >= 1 and 0 <= view < views, got "
-                         f"[{start}, {stop}), {count}, {view}, {views}")  # fmt: skip
+        raise ValueError(
+            f"need start < stop, count >= 1 and 0 <= view < views, got "
+            f"[{start}, {stop}), {count}, {view}, {views}"
+        )
     edges = np.linspace(start, stop, count + 1)
     lo = np.floor(edges[:-1]).astype(int)
     hi = np.maximum(np.floor(edges[1:]).astype(int), lo + 1)
@@ -106,8 +110,12 @@ def multi_scale_crop(
     one of the 13 places of its ``more_fix_crop`` grid, and a coin-flip."""
     short = min(width, height)
     sides = [size if abs(int(short * s) - size) < 3 else int(short * s) for s in scales]
-    pairs = [(w, h) for i, h in enumerate(sides) for j, w in enumerate(sides)
-             if abs(i - j) <= max_distort]  # fmt: skip
+    pairs = [
+        (w, h)
+        for i, h in enumerate(sides)
+        for j, w in enumerate(sides)
+        if abs(i - j) <= max_distort
+    ]
     w, h = pairs[int(rng.integers(len(pairs)))]
     w, h = min(w, width), min(h, height)
     x, y = FIXED_PLACES[int(rng.integers(len(FIXED_PLACES)))]
@@ -117,8 +125,21 @@ def multi_scale_crop(
 
 # Where a multi-scale crop may sit, in quarters of the room left: the corners and centre, then
 # the edge middles and quarter points (VideoMAE's fill_fix_offset with more_fix_crop).
-FIXED_PLACES = ((0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
-                (1, 1), (3, 1), (1, 3), (3, 3))  # fmt: skip
+FIXED_PLACES = (
+    (0, 0),
+    (4, 0),
+    (0, 4),
+    (4, 4),
+    (2, 2),
+    (0, 2),
+    (4, 2),
+    (2, 4),
+    (2, 0),
+    (1, 1),
+    (3, 1),
+    (1, 3),
+    (3, 3),
+)
 
 
 def random_resized_crop(
@@ -184,8 +205,9 @@ def apply_crop(frames: torch.Tensor, crop: Crop) -> torch.Tensor:
     # (T, C, h, w), made contiguous while still uint8: the resize runs faster on planar input
     # and gives the same values.
     x = x.permute(0, 3, 1, 2).contiguous().float() / 255.0
-    x = F.interpolate(x, size=(crop.size, crop.size), mode="bilinear", antialias=True,
-                      align_corners=False)  # fmt: skip
+    x = F.interpolate(
+        x, size=(crop.size, crop.size), mode="bilinear", antialias=True, align_corners=False
+    )
     if crop.flip:
         x = x.flip(-1)
     return x.permute(1, 0, 2, 3).contiguous()

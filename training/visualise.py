@@ -16,7 +16,6 @@ exclusive, one per frame (T, 4) with a (T,) ``valid`` flag, as the transforms gi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mofo.shared.render import draw_box
 from mofo.training import models
 from mofo.training.datasets import MEAN as IMAGENET_MEAN
 from mofo.training.datasets import STD as IMAGENET_STD
@@ -117,41 +117,6 @@ def reconstruct(
     )
 
 
-def draw_box(
-    frame: np.ndarray,
-    box: ArrayLike,
-    colour: tuple[int, int, int] = GREEN,
-    width: int = 1,
-) -> np.ndarray:
-    """A copy of ``frame`` (H, W, 3) uint8 with the outline of ``box`` ``[x1, y1, x2, y2]``.
-
-    The outline is ``width`` pixels thick, inside the box, around every pixel the box touches
-    (x2/y2 exclusive). A box reaching past the frame is clipped to it first, so the outline runs
-    along the frame's edge there; an empty box, one wholly outside, or one with a NaN draws
-    nothing.
-    """
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
-    if width < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
-    corners = np.asarray(_numpy(box), dtype=np.float64)
-    if corners.shape != (4,):
-        raise ValueError(f"box must be (4,) [x1, y1, x2, y2], got {corners.shape}")
-    out = frame.copy()
-    if not np.isfinite(corners).all():
-        return out
-    h, w = frame.shape[:2]
-    x1, y1 = max(math.floor(corners[0]), 0), max(math.floor(corners[1]), 0)
-    x2, y2 = min(math.ceil(corners[2]), w), min(math.ceil(corners[3]), h)
-    if x2 <= x1 or y2 <= y1:
-        return out
-    out[y1 : min(y1 + width, y2), x1:x2] = colour  # top
-    out[max(y2 - width, y1) : y2, x1:x2] = colour  # bottom
-    out[y1:y2, x1 : min(x1 + width, x2)] = colour  # left
-    out[y1:y2, max(x2 - width, x1) : x2] = colour  # right
-    return out
-
-
 def reconstruction_image(
     video: torch.Tensor,
     mask: torch.Tensor,
@@ -187,7 +152,7 @@ def reconstruction_image(
         for t in picked:
             cell = pixels[t].repeat(scale, axis=0).repeat(scale, axis=1)
             if per_frame is not None and frame_valid[t]:
-                cell = draw_box(cell, per_frame[t] * scale, colour, box_width)
+                cell = draw_box(cell, per_frame[t] * scale, colour, box_width, cover=True)
             row.append(cell)
         cells.append(stack_images(row, GAP, axis=1))
     return Image.fromarray(stack_images(cells, GAP, axis=0))
@@ -235,13 +200,21 @@ def save_reconstructions(
     images = [
         np.asarray(
             reconstruction_image(
-                videos[i], masks[i], preds[i], grid,
-                None if boxes is None else boxes[i], None if valid is None else valid[i],
-                mean, std, scale, frames, fill,
+                videos[i],
+                masks[i],
+                preds[i],
+                grid,
+                None if boxes is None else boxes[i],
+                None if valid is None else valid[i],
+                mean,
+                std,
+                scale,
+                frames,
+                fill,
             )
         )
         for i in range(n)
-    ]  # fmt: skip
+    ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(stack_images(images, CLIP_GAP, axis=0)).save(path, format="PNG")

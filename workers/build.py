@@ -24,15 +24,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mofo.shared.cache import KEY_PREFIX, box_key
-from mofo.shared.jobs import limits_dict
+from mofo.shared.jobs import BUILD_FUNCTION, BuildChunk
+from mofo.shared.keys import (
+    BOX_PREFIX,
+    BUILD_FAILURE_TTL_S,
+    BUILD_RESULT_TTL_S,
+    BUILDS,
+    box_key,
+    build_key,
+)
 from mofo.shared.params import DecodeLimits, MotionParams
 from mofo.shared.record import BoxRecord
 from mofo.shared.sources import ClipItem, Dataset
 
-BUILD_PREFIX = "mofo:build"
-BUILDS_KEY = "mofo:builds"  # set of "{params_hash}:{name}"
-BUILD_FUNCTION = "mofo.workers.jobs.build_chunk_job"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 PIPELINE_CHUNK = 1000
 MAX_ATTEMPTS = 3  # starts of one clip without an outcome before it is failed as a crasher
@@ -71,7 +75,7 @@ class BuildState:
         self.id = build_id
         self.params_hash = params_hash
         self.name = name
-        self.meta = f"{BUILD_PREFIX}:{build_id}"
+        self.meta = build_key(build_id)
         self.done = f"{self.meta}:done"
         self.failed = f"{self.meta}:failed"
         self.queued = f"{self.meta}:queued"
@@ -82,7 +86,7 @@ class BuildState:
     def for_dataset(cls, client, params_hash: str, name: str) -> BuildState:
         return cls(client, f"{params_hash}:{name}")
 
-    def cached(self, videos: Sequence[str], prefix: str = KEY_PREFIX) -> list[bool]:
+    def cached(self, videos: Sequence[str], prefix: str = BOX_PREFIX) -> list[bool]:
         """Which clips already have a record for this build's settings (pipelined EXISTS)."""
         out: list[bool] = []
         for start in range(0, len(videos), PIPELINE_CHUNK):
@@ -96,7 +100,7 @@ class BuildState:
         """Count a start of ``video``; the count since its last outcome."""
         return int(self.redis.hincrby(self.attempts, video, 1))
 
-    def store(self, record: BoxRecord, prefix: str = KEY_PREFIX) -> bool:
+    def store(self, record: BoxRecord, prefix: str = BOX_PREFIX) -> bool:
         """Write a clip's record unless one exists, and mark it done; True when written."""
         keys = [
             box_key(record.params, record.video, prefix),
@@ -215,7 +219,7 @@ def enqueue_build(
             "updated_at": now,
         },
     )
-    pipe.sadd(BUILDS_KEY, state.id)
+    pipe.sadd(BUILDS, state.id)
     for start in range(0, len(newly_cached), PIPELINE_CHUNK):
         # Records already there: done, timed 0 so they do not count towards this build's rate.
         pipe.zadd(state.done, {v: 0 for v in newly_cached[start : start + PIPELINE_CHUNK]}, nx=True)
@@ -235,16 +239,12 @@ def enqueue_build(
             job_datas.append(
                 Queue.prepare_data(
                     BUILD_FUNCTION,
-                    args=[
-                        state.id,
-                        [i.to_job() for i in part],
-                        params.to_dict(),
-                        limits_dict(limits),
-                        str(dataset.root),
-                    ],
+                    args=BuildChunk(
+                        state.id, tuple(i.to_job() for i in part), params, limits, str(dataset.root)
+                    ).args(),
                     timeout=timeout,
-                    result_ttl=3600,  # a job hash per chunk: keep them an hour, not a day
-                    failure_ttl=30 * 24 * 3600,
+                    result_ttl=BUILD_RESULT_TTL_S,
+                    failure_ttl=BUILD_FAILURE_TTL_S,
                     description=f"{name}: {len(part)} clips from {part[0].video}",
                     job_id=job_id,
                     retry=retry,
@@ -381,4 +381,4 @@ def _job_errors(job_ids: Sequence[str], connection, job_class) -> dict[str, str]
 
 
 def list_builds(cache_redis) -> list[str]:
-    return sorted(b.decode() for b in cache_redis.smembers(BUILDS_KEY))
+    return sorted(b.decode() for b in cache_redis.smembers(BUILDS))

@@ -14,8 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mofo.shared.errors import ClipError
-from mofo.shared.jobs import box_clips
-from mofo.shared.params import DecodeLimits, MotionParams
+from mofo.shared.jobs import BoxJob, BuildChunk, JobClip, Outcome, box_clips
 from mofo.shared.record import BoxRecord
 
 log = logging.getLogger("mofo.worker")
@@ -23,7 +22,7 @@ log = logging.getLogger("mofo.worker")
 
 def box_clips_job(
     items: list[dict[str, Any]], params: dict[str, Any], limits: dict[str, Any]
-) -> list[dict[str, Any]]:
+) -> list[Outcome]:
     """RQ job from the API: box clips named by path (under the worker's data root) or uploaded
     into Redis, and write each record to the box cache; progress goes to the job's meta."""
     from rq import get_current_job
@@ -37,26 +36,27 @@ def box_clips_job(
     job = get_current_job()
     assert job is not None, "box_clips_job runs inside an RQ worker"
     ctx = worker_context(job.connection)
-    motion = MotionParams.from_dict(params)
-    decode_limits = DecodeLimits(**limits)
+    work = BoxJob.from_args(items, params, limits)
 
-    def analyse(item: dict[str, Any]) -> BoxRecord:
-        if "upload" in item:
-            data = job.connection.get(item["upload"])
+    def analyse(clip: JobClip) -> BoxRecord:
+        if clip.upload is not None:
+            data = job.connection.get(clip.upload)
             if data is None:
-                raise ClipError(f"{item['name']}: the uploaded clip expired before a worker ran")
+                raise ClipError(f"{clip.name}: the uploaded clip expired before a worker ran")
             source: Any = data
-        elif is_upload_id(item["path"]):  # the uploads' id space: never a path's record
-            raise ClipError(f"{item['path']}: the name of an uploaded clip's id, not a path")
+        elif clip.path is None:
+            raise ClipError(f"{clip.video}: the job names neither a path nor an upload")
+        elif is_upload_id(clip.path):  # the uploads' id space: never a path's record
+            raise ClipError(f"{clip.path}: the name of an uploaded clip's id, not a path")
         else:
-            source = resolve_under_root(ctx.data_root(None), item["path"])[0]
+            source = resolve_under_root(ctx.data_root(None), clip.path)[0]
         result = analyse_clip(
             source,
-            motion,
-            decode_limits,
+            work.params,
+            work.limits,
             ctx.device,
-            name=item["video"],
-            label=item.get("name"),
+            name=clip.video,
+            label=clip.name,
             flow_fn=ctx.batcher.flow,
         )
         return ctx.cache.put(result.record)  # a stored record stays: it is the outcome
@@ -65,12 +65,12 @@ def box_clips_job(
         job.meta["progress"] = {"done": done, "failed": failed, "total": total}
         job.save_meta()
 
-    outcomes = box_clips(items, analyse, progress)
+    outcomes = box_clips(work.clips, analyse, progress)
     # This job is done with its uploads; one that another job still needs stays for it.
     uploads = JobUploads(job.connection, UploadQuota(0, 0), ttl_s=0)
-    for item in items:
-        if "upload" in item:
-            uploads.release(item["upload"], job.id)
+    for clip in work.clips:
+        if clip.upload is not None:
+            uploads.release(clip.upload, job.id)
     return outcomes
 
 
@@ -97,19 +97,19 @@ def build_chunk_job(
 
     job = get_current_job()
     ctx = worker_context(job.connection if job is not None else None)
-    state = BuildState(ctx.cache.redis, build_id)
-    motion = MotionParams.from_dict(params)
-    decode_limits = DecodeLimits(**limits)
-    data_root = ctx.data_root(root)  # before any clip: a missing share fails no clip
+    chunk = BuildChunk.from_args(build_id, items, params, limits, root)
+    state = BuildState(ctx.cache.redis, chunk.build_id)
+    data_root = ctx.data_root(chunk.root)  # before any clip: a missing share fails no clip
 
-    already = state.cached([item["video"] for item in items])
-    state.mark_cached([item["video"] for item, c in zip(items, already, strict=True) if c])
-    todo = [item for item, c in zip(items, already, strict=True) if not c]
-    counts = {"total": len(items), "cached": len(items) - len(todo), "done": 0, "failed": 0}
+    already = state.cached([clip.video for clip in chunk.clips])
+    state.mark_cached([clip.video for clip, c in zip(chunk.clips, already, strict=True) if c])
+    todo = [clip for clip, c in zip(chunk.clips, already, strict=True) if not c]
+    total = len(chunk.clips)
+    counts = {"total": total, "cached": total - len(todo), "done": 0, "failed": 0}
     lock = threading.Lock()
 
-    def one(item: dict[str, Any]) -> None:
-        video = item["video"]
+    def one(clip: JobClip) -> None:
+        video = clip.video
         starts = state.start_attempt(video)
         if starts > MAX_ATTEMPTS:
             outcome = "failed"
@@ -120,17 +120,18 @@ def build_chunk_job(
             )
         else:
             try:
-                path = resolve_under_root(data_root, item["path"])[0]
-                segment = tuple(item["segment"]) if item.get("segment") else None
+                if clip.path is None:
+                    raise ClipError(f"{video}: the build's job names no path for it")
+                path = resolve_under_root(data_root, clip.path)[0]
                 result = analyse_clip(
                     path,
-                    motion,
-                    decode_limits,
+                    chunk.params,
+                    chunk.limits,
                     ctx.device,
                     name=video,
                     label=video,
                     flow_fn=ctx.batcher.flow,
-                    segment=segment,
+                    segment=clip.segment,
                 )
             except ClipError as exc:
                 outcome = "failed"
@@ -148,7 +149,7 @@ def build_chunk_job(
 
     pool = ThreadPoolExecutor(ctx.settings.worker_clip_threads, thread_name_prefix="mofo-clip")
     try:
-        for future in [pool.submit(one, item) for item in todo]:
+        for future in [pool.submit(one, clip) for clip in todo]:
             future.result()  # an error outside the clips (Redis, a bug) fails the job here
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

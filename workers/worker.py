@@ -151,10 +151,11 @@ class WorkerContext:
     ) -> WorkerContext:
         """Device, batcher and cache (``settings.redis_url``, else the queue's Redis; its calls
         wait out outages through ``retry`` when given)."""
-        settings.export_process_settings()
         device = resolve_device(settings.device)
         max_batch = settings.max_batch_pairs or DEFAULT_BATCH[device.type]
-        batcher = FlowBatcher(max_batch, settings.max_wait_ms / 1000)
+        batcher = FlowBatcher(
+            max_batch, settings.max_wait_ms / 1000, cuda_kernel=settings.tvl1_kernel
+        )
         if settings.redis_url and retry is not None:
             client = patient_redis(settings.redis_url, retry, socket_timeout=30)
             cache = RedisBoxCache(client, settings.redis_url)

@@ -27,7 +27,6 @@ DOCS_ASSETS = resources.files("fastapi_offline") / "static"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    settings.export_process_settings()
     # Built now, not at start-up, so that a bad device or Redis URL fails before serving.
     service = MotionService(settings)
     service.jobs = (

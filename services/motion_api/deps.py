@@ -59,10 +59,12 @@ JOB_BODY = clip_body_openapi(JobRequest, "One (long) video file.")
 
 def _unsupported(content_type: str) -> Problem:
     return Problem(
-        415, "unsupported-media-type", "Unsupported media type",
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
         f"send the clip as multipart/form-data with a 'file' field, or JSON naming a path under "
         f"the data root; got content type {content_type or 'none'!r}",
-    )  # fmt: skip
+    )
 
 
 # The longest number a JSON body may hold (the bodies hold strings; this bounds int() work).
@@ -93,10 +95,12 @@ def parse_json(raw: bytes, max_bytes: int) -> Any:
     422 ``invalid-json``."""
     if len(raw) > max_bytes:
         raise Problem(
-            413, "too-large", "Body too large",
+            413,
+            "too-large",
+            "Body too large",
             f"the JSON body is {len(raw)} bytes, over the limit of {max_bytes} bytes; "
             "send fewer paths per request, or upload the clip as multipart/form-data",
-        )  # fmt: skip
+        )
     try:
         return json.loads(
             raw, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
@@ -136,9 +140,11 @@ async def _upload(request: Request) -> tuple[UploadFile, Any]:
     if not isinstance(upload, UploadFile):
         await form.close()
         raise Problem(
-            422, "no-file", "No file",
+            422,
+            "no-file",
+            "No file",
             "no file: send the clip as the multipart/form-data field 'file'",
-        )  # fmt: skip
+        )
     return upload, form
 
 
@@ -169,9 +175,11 @@ async def _named_clips(
         limit = service.settings.max_job_clips
         if len(paths) > limit:
             raise Problem(
-                422, "invalid-parameters", "Invalid parameters",
+                422,
+                "invalid-parameters",
+                "Invalid parameters",
                 f"paths: {len(paths)} clips in one job, the limit is {limit}",
-            )  # fmt: skip
+            )
         yield [clip_under_root(service.settings.data_root, p) for p in paths]
     else:
         raise _unsupported(content_type)

@@ -15,7 +15,7 @@ from mofo.services.motion_api.problems import Problem
 from mofo.services.motion_api.schemas import JobState
 from mofo.services.motion_api.service import ClipSource, MotionService
 from mofo.shared.cache import QueueUnavailable, unavailable_as
-from mofo.shared.jobs import JOB_FUNCTION, box_clips, limits_dict
+from mofo.shared.jobs import JOB_FUNCTION, JOB_RETRY_AFTER_S, BoxJob, JobClip, box_clips
 from mofo.shared.params import MotionParams
 from mofo.shared.record import BoxRecord
 from mofo.shared.uploads import JobUploads, UploadQuota, UploadQuotaFull
@@ -26,11 +26,13 @@ QUOTA_RETRY_S = 60  # Retry-After of a full job-upload quota: jobs take minutes,
 
 def quota_problem(what: str) -> Problem:
     return Problem(
-        503, "job-uploads-full", "Job uploads full",
+        503,
+        "job-uploads-full",
+        "Job uploads full",
         f"{what}, the most this server keeps for workers; retry in {QUOTA_RETRY_S} s, "
         "or name clips under the data root instead",
         headers={"Retry-After": str(QUOTA_RETRY_S)},
-    )  # fmt: skip
+    )
 
 
 def _size(file: IO[bytes]) -> int:
@@ -59,8 +61,9 @@ class Jobs(Protocol):
     def close(self) -> None: ...
 
 
-def _items(clips: list[ClipSource]) -> list[dict[str, Any]]:
-    return [{"video": c.video_id, "name": c.name} for c in clips]
+def _job_clips(clips: list[ClipSource]) -> list[JobClip]:
+    """The clips of a job of this process's threads: it holds their sources itself."""
+    return [JobClip(c.video_id, name=c.name) for c in clips]
 
 
 class LocalJobs:
@@ -154,8 +157,8 @@ class LocalJobs:
         by_video = {c.video_id: (c, s) for c, s in zip(clips, sources, strict=True)}
         never = threading.Event()
 
-        def analyse(item: dict[str, Any]) -> BoxRecord:
-            clip, source = by_video[item["video"]]
+        def analyse(job_clip: JobClip) -> BoxRecord:
+            clip, source = by_video[job_clip.video]
             named = ClipSource(video_id=clip.video_id, name=clip.name, source=source)
             return self.service.analyse(named, params, never).record
 
@@ -163,7 +166,7 @@ class LocalJobs:
             state["progress"] = {"total": total, "done": done, "failed": failed}
 
         try:
-            state["result"] = box_clips(_items(clips), analyse, progress)
+            state["result"] = box_clips(_job_clips(clips), analyse, progress)
             state["status"] = JobState.finished
         except Exception as exc:  # outside the clips (e.g. the cache): the job fails, says why
             state["error"] = str(exc)
@@ -228,19 +231,18 @@ class RQJobs:
 
     def _submit(self, clips: list[ClipSource], params: MotionParams) -> str:
         job_id = uuid.uuid4().hex
-        items = []
+        items: list[JobClip] = []
         stored: list[str] = []
         try:
             for clip in clips:
-                item: dict[str, Any] = {"video": clip.video_id, "name": clip.name}
-                if isinstance(clip.source, str):
-                    item["path"] = clip.video_id  # relative to the data root, for the worker
+                if isinstance(clip.source, str):  # relative to the data root, for the worker
+                    items.append(JobClip(clip.video_id, path=clip.video_id, name=clip.name))
                 else:
                     size = _size(clip.source)
-                    item["upload"] = self.uploads.store(clip.video_id, clip.source, size, job_id)
-                    stored.append(item["upload"])
-                items.append(item)
-            return self._enqueue(job_id, items, params)
+                    key = self.uploads.store(clip.video_id, clip.source, size, job_id)
+                    stored.append(key)
+                    items.append(JobClip(clip.video_id, upload=key, name=clip.name))
+            return self._enqueue(job_id, BoxJob(tuple(items), params, self.service.limits))
         except BaseException as exc:
             for key in stored:  # not enqueued: the uploads are not needed for this job
                 self.uploads.release(key, job_id)
@@ -248,19 +250,17 @@ class RQJobs:
                 raise quota_problem(exc.what) from None
             raise
 
-    def _enqueue(self, job_id: str, items: list[dict[str, Any]], params: MotionParams) -> str:
+    def _enqueue(self, job_id: str, work: BoxJob) -> str:
         from rq import Retry
 
         job = self.queue.enqueue(
             JOB_FUNCTION,
-            items,
-            params.to_dict(),
-            limits_dict(self.service.limits),
-            job_timeout=max(600, 60 * len(items)),
+            *work.args(),
+            job_timeout=work.timeout_s(),
             result_ttl=self.ttl_s,
             failure_ttl=self.ttl_s,
-            retry=Retry(max=2, interval=[5, 30]),
-            meta={"progress": {"total": len(items), "done": 0, "failed": 0}},
+            retry=Retry(max=len(JOB_RETRY_AFTER_S), interval=list(JOB_RETRY_AFTER_S)),
+            meta={"progress": {"total": len(work.clips), "done": 0, "failed": 0}},
             job_id=job_id,
         )
         return job.id

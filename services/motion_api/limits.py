@@ -128,23 +128,39 @@ class BodyLimitMiddleware:
         return problem
 
     def _too_large(self, what: str) -> BodyRefused:
-        return self.refused("too_large", BodyRefused(
-            413, "too-large", "Upload too large",
-            f"the request body exceeds the upload limit of {self.max_bytes} bytes ({what})",
-        ))  # fmt: skip
+        return self.refused(
+            "too_large",
+            BodyRefused(
+                413,
+                "too-large",
+                "Upload too large",
+                f"the request body exceeds the upload limit of {self.max_bytes} bytes ({what})",
+            ),
+        )
 
     def _busy(self, what: str, most: str = "the most this server takes at once") -> BodyRefused:
-        return self.refused("uploads_busy", BodyRefused(
-            503, "uploads-busy", "Too many uploads",
-            f"{what}, {most}; retry in {UPLOADS_RETRY_S} s",
-            headers={"Retry-After": str(UPLOADS_RETRY_S), "Connection": "close"},
-        ))  # fmt: skip
+        return self.refused(
+            "uploads_busy",
+            BodyRefused(
+                503,
+                "uploads-busy",
+                "Too many uploads",
+                f"{what}, {most}; retry in {UPLOADS_RETRY_S} s",
+                headers={"Retry-After": str(UPLOADS_RETRY_S), "Connection": "close"},
+            ),
+        )
 
     def _timeout(self, what: str) -> BodyRefused:
-        return self.refused("body_timeout", BodyRefused(
-            408, "body-timeout", "Request body too slow", what,
-            headers={"Connection": "close"},
-        ))  # fmt: skip
+        return self.refused(
+            "body_timeout",
+            BodyRefused(
+                408,
+                "body-timeout",
+                "Request body too slow",
+                what,
+                headers={"Connection": "close"},
+            ),
+        )
 
     async def _answer(self, send: Send, problem: Problem, scope: Scope) -> None:
         body = problem_body(

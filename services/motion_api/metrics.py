@@ -17,24 +17,33 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "mofo_http_requests", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=r,
-        )  # fmt: skip
+            "mofo_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
         self.latency = Histogram(
-            "mofo_http_request_duration_seconds", "HTTP request latency by route",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "mofo_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.in_flight = Gauge(
             "mofo_http_requests_in_flight", "HTTP requests in progress", registry=r
         )
         self.queue_wait = Histogram(
-            "mofo_flow_queue_wait_seconds", "Time a request's frame pairs waited for a flow batch",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "mofo_flow_queue_wait_seconds",
+            "Time a request's frame pairs waited for a flow batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_pairs = Histogram(
-            "mofo_flow_batch_pairs", "Frame pairs per flow call (the GPU batch size)",
-            buckets=BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
+            "mofo_flow_batch_pairs",
+            "Frame pairs per flow call (the GPU batch size)",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.pending = Gauge(
             "mofo_pending_requests", "Clip requests admitted and not finished", registry=r
         )
@@ -49,9 +58,10 @@ class Metrics:
         )
         self.uploads = Gauge("mofo_uploads_in_flight", "Request bodies coming in now", registry=r)
         self.upload_bytes = Gauge(
-            "mofo_upload_bytes", "Bytes of the bodies coming in (declared, else received)",
+            "mofo_upload_bytes",
+            "Bytes of the bodies coming in (declared, else received)",
             registry=r,
-        )  # fmt: skip
+        )
 
     def observe_batch(self, pairs: int, waits: list[float]) -> None:
         self.batch_pairs.observe(pairs)

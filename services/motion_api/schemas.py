@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mofo.shared.params import MotionParams, preset_params
+from mofo.shared.params import FlowBackend, MotionParams, preset_params
 from mofo.shared.record import SCHEMA
 
 Box = Annotated[list[int], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2]")]
@@ -45,7 +45,7 @@ class BoxOptions(BaseModel):
     motion_step_s: float | None = Field(
         None, gt=0, le=10, description="The motion step in seconds instead (any frame rate)."
     )
-    backend: Literal["auto", "opencv", "torch"] = Field(
+    backend: Literal["auto", FlowBackend] = Field(
         "auto", description="TV-L1 backend; auto = the server's (torch on GPU, opencv on CPU)."
     )
     stopping: Literal["epsilon", "fixed"] = Field(

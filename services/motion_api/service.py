@@ -71,16 +71,20 @@ def clip_under_root(root: Path | None, relative: str) -> ClipSource:
     """A path request's clip; path errors go out as their problems (403, 404)."""
     if root is None:
         raise Problem(
-            400, "no-data-root", "Path requests are off",
+            400,
+            "no-data-root",
+            "Path requests are off",
             "this server has no data root (MOFO_DATA_ROOT); upload the clip instead",
-        )  # fmt: skip
+        )
     path, rel = resolve_under_root(root, relative)
     if is_upload_id(rel):  # its record would be an upload's: keep the two id spaces apart
         raise Problem(
-            422, "reserved-name", "Reserved name",
+            422,
+            "reserved-name",
+            "Reserved name",
             f"path {rel!r} is named like an uploaded clip's id (sha256- and 32 hex digits); "
             "rename the file or upload it",
-        )  # fmt: skip
+        )
     return ClipSource(video_id=rel, name=rel, source=str(path))
 
 
@@ -166,7 +170,7 @@ class MotionService:
         self.metrics = Metrics()
         max_batch = settings.max_batch_pairs or DEFAULT_BATCH[self.device.type]
         self.batcher = FlowBatcher(
-            max_batch, settings.max_wait_ms / 1000, self.metrics.observe_batch
+            max_batch, settings.max_wait_ms / 1000, self.metrics.observe_batch, settings.tvl1_kernel
         )
         self.cache: BoxCache = (
             RedisBoxCache.from_url(settings.redis_url)
@@ -273,10 +277,13 @@ class MotionService:
                 self.metrics.rejected.labels("queue_full").inc()
                 retry = max(1, math.ceil(self._recent_s))
                 raise Problem(
-                    429, "busy", "Too many requests",
+                    429,
+                    "busy",
+                    "Too many requests",
                     f"{self._pending} clips are being worked on, the most this server takes; "
-                    f"retry in {retry} s", headers={"Retry-After": str(retry)},
-                )  # fmt: skip
+                    f"retry in {retry} s",
+                    headers={"Retry-After": str(retry)},
+                )
             self._pending += 1
             self.metrics.pending.set(self._pending)
         cancel = threading.Event()
@@ -304,17 +311,21 @@ class MotionService:
                     cancel.set()
                     self.metrics.rejected.labels("disconnected").inc()
                     raise Problem(
-                        499, "client-closed", "Client closed the request",
+                        499,
+                        "client-closed",
+                        "Client closed the request",
                         "the client disconnected before the clip was done",
-                    )  # fmt: skip
+                    )
         except TimeoutError:
             cancel.set()
             self.metrics.rejected.labels("timeout").inc()
             raise Problem(
-                504, "timeout", "Request timed out",
+                504,
+                "timeout",
+                "Request timed out",
                 f"the clip took longer than {self.settings.request_timeout_s:g} s; "
                 "use POST /v1/jobs for long clips",
-            ) from None  # fmt: skip
+            ) from None
         except asyncio.CancelledError:  # client went away
             cancel.set()
             raise

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from typing import get_args
-
 import torch
 
 from mofo.shared.flow.exposure import exposure_matched_flow
 from mofo.shared.flow.opencv_backend import opencv_tvl1
 from mofo.shared.flow.tvl1 import tvl1_flow
-from mofo.shared.params import CudaKernel, FlowBackend, FlowParams
+from mofo.shared.params import FLOW_BACKENDS, FlowBackend, FlowParams
 
-__all__ = ["CUDA_KERNELS", "cuda_kernel", "opencv_tvl1", "optical_flow", "tvl1_flow"]
-
-# How the torch backend runs TV-L1's inner loop on CUDA: "triton" (hand-written kernels,
-# shared/flow/tvl1_triton.py) or "compiled" (torch.compile's fusion of the step); both replay CUDA
-# graphs. Chosen by MOFO_TVL1_KERNEL; the default is the faster one measured (BENCHMARKS.md §12).
-CUDA_KERNELS: tuple[str, ...] = get_args(CudaKernel)
-DEFAULT_CUDA_KERNEL = "triton"
-
-
-def cuda_kernel() -> str:
-    """The CUDA inner-loop kernel that ``MOFO_TVL1_KERNEL`` names (else ``DEFAULT_CUDA_KERNEL``)."""
-    name = os.environ.get("MOFO_TVL1_KERNEL", "").strip().lower() or DEFAULT_CUDA_KERNEL
-    if name not in CUDA_KERNELS:
-        raise ValueError(f"MOFO_TVL1_KERNEL must be one of {', '.join(CUDA_KERNELS)}, got {name!r}")
-    return name
+__all__ = ["opencv_tvl1", "optical_flow", "tvl1_flow"]
 
 
 def optical_flow(
@@ -53,6 +36,8 @@ def _tvl1(i0: torch.Tensor, i1: torch.Tensor, params: FlowParams, backend: str) 
     if backend == "torch":
         if not i0.is_cuda:
             return tvl1_flow(i0, i1, params)
-        fused = cuda_kernel() == "triton"
+        # the inner loop on CUDA (params.cuda_kernel): Triton kernels, or torch.compile's step;
+        # both replay CUDA graphs. The default is the faster one measured (BENCHMARKS.md §12).
+        fused = params.cuda_kernel == "triton"
         return tvl1_flow(i0, i1, params, compile=not fused, fused=fused)
-    raise ValueError(f"unknown flow backend {backend!r}; use 'opencv' or 'torch'")
+    raise ValueError(f"unknown flow backend {backend!r}; use one of {', '.join(FLOW_BACKENDS)}")

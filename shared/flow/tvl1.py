@@ -281,9 +281,17 @@ class _ScaleSolver:
             u = torch.where(active, filtered, u) if gate else filtered
         for _ in range(params.inner_iterations):
             u, px, py, active = self.step(
-                u, px, py, active, self.grad_i, self.grad_sq, self.rho_c, self.coef,
-                self.scaled_eps, gate,
-            )  # fmt: skip
+                u,
+                px,
+                py,
+                active,
+                self.grad_i,
+                self.grad_sq,
+                self.rho_c,
+                self.coef,
+                self.scaled_eps,
+                gate,
+            )
         self.u.copy_(u)
         self.px.copy_(px)
         self.py.copy_(py)
@@ -305,9 +313,17 @@ class _ScaleSolver:
         for k in range(params.inner_iterations):
             target = (self.alt, state)[k % 2]
             kernels.inner_iteration(
-                source, target, self.grad_i, self.grad_sq, self.rho_c, self.coef, k,
-                self.err if gate else None, active, self.scaled_eps,
-            )  # fmt: skip
+                source,
+                target,
+                self.grad_i,
+                self.grad_sq,
+                self.rho_c,
+                self.coef,
+                k,
+                self.err if gate else None,
+                active,
+                self.scaled_eps,
+            )
             source = target
         if source is not state:
             for held, last in zip(state, source, strict=True):

@@ -21,15 +21,14 @@ outer iteration (``active[b]``) and every earlier update of this outer iteration
 
 The arithmetic follows ``_iterate`` operation for operation, so the two agree to float rounding
 (the compiler may contract a multiply and an add). Without CUDA, Triton's interpreter runs these
-kernels on CPU tensors (slowly; tests use it), which this module turns on when it is the first
-import of triton on a machine without CUDA (TRITON_INTERPRET=1 set before the process does the
-same).
+kernels on CPU tensors (slowly; tests use it): set ``TRITON_INTERPRET=1`` in the environment
+before the process starts (the test suite's conftest does). Importing this module changes no
+setting; without CUDA and without the interpreter it refuses to import, saying so.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 
@@ -38,18 +37,15 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-# Without CUDA the kernels run in Triton's interpreter. It must be chosen before triton is first
-# imported (triton's own library functions are made then), so only a first import can choose it.
+# Without CUDA the kernels run only in Triton's interpreter, which must be chosen before triton
+# is first imported (triton's own library functions are made then): by the environment.
 if not torch.cuda.is_available() and not _interpreting():
-    if "triton" in sys.modules:
-        raise RuntimeError(
-            "the Triton TV-L1 kernels need CUDA or Triton's interpreter, and triton was imported "
-            "before without it (by torch.compile, for one): set TRITON_INTERPRET=1 in the "
-            "environment before the process starts"
-        )
-    os.environ["TRITON_INTERPRET"] = "1"
+    raise ImportError(
+        "the Triton TV-L1 kernels need CUDA or Triton's interpreter: set TRITON_INTERPRET=1 in "
+        "the environment before the process starts"
+    )
 
-import triton  # noqa: E402 (after the interpreter switch)
+import triton  # noqa: E402 (after the check)
 import triton.language as tl  # noqa: E402
 
 _FLT_EPSILON = tl.constexpr(1.1920928955078125e-07)  # float32's epsilon, as in tvl1._FLT_EPSILON
@@ -61,9 +57,21 @@ MEDIAN_BLOCK = 1024 if INTERPRETED else 64
 
 @triton.jit
 def _new_u(
-    u_ptr, px_ptr, py_ptr, gi_ptr, gsq_ptr, rhoc_ptr, off, plane, width, has_left, has_up, mask,
-    l_t, theta,
-):  # fmt: skip
+    u_ptr,
+    px_ptr,
+    py_ptr,
+    gi_ptr,
+    gsq_ptr,
+    rhoc_ptr,
+    off,
+    plane,
+    width,
+    has_left,
+    has_up,
+    mask,
+    l_t,
+    theta,
+):
     """The thresholded, dual-corrected flow (both channels) at flat offsets ``off`` of one pair;
     ``plane`` = H·W, pointers at the pair's first element (``_iterate``'s first half)."""
     u0 = tl.load(u_ptr + off, mask=mask, other=0.0)
@@ -103,9 +111,28 @@ def _new_u(
 # compile (the API meets many), and the index only picks a row.
 @triton.jit(do_not_specialize=["k", "batch", "height", "width"])
 def _inner_kernel(
-    u_in, px_in, py_in, gi, gsq, rhoc, u_out, px_out, py_out, err, active, k, batch, height,
-    width, l_t, theta, taut, scaled_eps, GATE: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
+    u_in,
+    px_in,
+    py_in,
+    gi,
+    gsq,
+    rhoc,
+    u_out,
+    px_out,
+    py_out,
+    err,
+    active,
+    k,
+    batch,
+    height,
+    width,
+    l_t,
+    theta,
+    taut,
+    scaled_eps,
+    GATE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """One primal–dual iteration of pair ``program_id(1)`` over a block of its pixels."""
     b = tl.program_id(1)
     plane = height * width
@@ -143,17 +170,53 @@ def _inner_kernel(
         has_right = x < width - 1
         has_down = y < height - 1
         n0, n1 = _new_u(
-            u_in, px_in, py_in, gi, gsq, rhoc, off, plane, width, has_left, has_up, mask, l_t,
+            u_in,
+            px_in,
+            py_in,
+            gi,
+            gsq,
+            rhoc,
+            off,
+            plane,
+            width,
+            has_left,
+            has_up,
+            mask,
+            l_t,
             theta,
-        )  # fmt: skip
+        )
         r0, r1 = _new_u(
-            u_in, px_in, py_in, gi, gsq, rhoc, off + 1, plane, width, True, has_up,
-            mask & has_right, l_t, theta,
-        )  # fmt: skip
+            u_in,
+            px_in,
+            py_in,
+            gi,
+            gsq,
+            rhoc,
+            off + 1,
+            plane,
+            width,
+            True,
+            has_up,
+            mask & has_right,
+            l_t,
+            theta,
+        )
         d0, d1 = _new_u(
-            u_in, px_in, py_in, gi, gsq, rhoc, off + width, plane, width, has_left, True,
-            mask & has_down, l_t, theta,
-        )  # fmt: skip
+            u_in,
+            px_in,
+            py_in,
+            gi,
+            gsq,
+            rhoc,
+            off + width,
+            plane,
+            width,
+            has_left,
+            True,
+            mask & has_down,
+            l_t,
+            theta,
+        )
         ux0 = tl.where(has_right, r0 - n0, 0.0)
         ux1 = tl.where(has_right, r1 - n1, 0.0)
         uy0 = tl.where(has_down, d0 - n0, 0.0)
@@ -182,9 +245,17 @@ def _inner_kernel(
 
 @triton.jit(do_not_specialize=["channels", "height", "width"])
 def _median_kernel(
-    src, dst, active, channels, height, width, GATE: tl.constexpr, KSIZE: tl.constexpr,
-    TAPS: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
+    src,
+    dst,
+    active,
+    channels,
+    height,
+    width,
+    GATE: tl.constexpr,
+    KSIZE: tl.constexpr,
+    TAPS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """KSIZE×KSIZE median of one channel (``program_id(1)`` = pair · channels + channel) with
     replicated borders; with GATE, a stopped pair keeps its values.
 
@@ -427,9 +498,16 @@ def _median5x5(src, y, x, height, width, mask):  # generated: shared/flow/median
 
 @triton.jit(do_not_specialize=["channels", "height", "width"])
 def _median_network_kernel(
-    src, dst, active, channels, height, width, GATE: tl.constexpr, KSIZE: tl.constexpr,
+    src,
+    dst,
+    active,
+    channels,
+    height,
+    width,
+    GATE: tl.constexpr,
+    KSIZE: tl.constexpr,
     BLOCK: tl.constexpr,
-):  # fmt: skip
+):
     """The same median as ``_median_kernel`` through a selection network: the window's values
     in registers, 113 compare-exchanges (202 min/max) for 5×5 instead of 25 counts over 32."""
     index = tl.program_id(1)
@@ -479,9 +557,17 @@ def median_blur(
     else:
         kernel, extra = _median_kernel, {"TAPS": triton.next_power_of_2(ksize * ksize)}
     kernel[grid](
-        src, dst, src if active is None else active, channels, height, width,
-        GATE=active is not None, KSIZE=ksize, BLOCK=MEDIAN_BLOCK, **extra,
-    )  # fmt: skip
+        src,
+        dst,
+        src if active is None else active,
+        channels,
+        height,
+        width,
+        GATE=active is not None,
+        KSIZE=ksize,
+        BLOCK=MEDIAN_BLOCK,
+        **extra,
+    )
 
 
 def inner_iteration(
@@ -509,7 +595,25 @@ def inner_iteration(
     l_t, theta, taut = coef
     grid = (triton.cdiv(height * width, INNER_BLOCK), batch)
     _inner_kernel[grid](
-        u_in, px_in, py_in, grad_i, grad_sq, rho_c, u_out, px_out, py_out,
-        err if gate else u_in, active if gate else u_in, k, batch, height, width,
-        l_t, theta, taut, scaled_eps, GATE=gate, BLOCK=INNER_BLOCK,
-    )  # fmt: skip
+        u_in,
+        px_in,
+        py_in,
+        grad_i,
+        grad_sq,
+        rho_c,
+        u_out,
+        px_out,
+        py_out,
+        err if gate else u_in,
+        active if gate else u_in,
+        k,
+        batch,
+        height,
+        width,
+        l_t,
+        theta,
+        taut,
+        scaled_eps,
+        GATE=gate,
+        BLOCK=INNER_BLOCK,
+    )

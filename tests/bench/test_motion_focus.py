@@ -148,9 +148,11 @@ def test_the_dataset_files(tmp_path: Path) -> None:
 def test_split_scores_and_the_paired_test(tmp_path: Path) -> None:
     (tmp_path / "validation.json").write_text(json.dumps([{"id": "a"}, {"id": "b"}]))
     (tmp_path / "matched.json").write_text(json.dumps([{"id": "c"}, {"id": "d"}]))
-    lines = [{"video": "a", "labels": {"action": 1}, "action": [[1, 0.9], [0, 0.1]]},
-             {"video": "b", "labels": {"action": 2}, "action": [[1, 0.9], [2, 0.1]]},
-             {"video": "c", "labels": {"action": 3}, "action": [[3, 0.6], [2, 0.4]]}]  # fmt: skip
+    lines = [
+        {"video": "a", "labels": {"action": 1}, "action": [[1, 0.9], [0, 0.1]]},
+        {"video": "b", "labels": {"action": 2}, "action": [[1, 0.9], [2, 0.1]]},
+        {"video": "c", "labels": {"action": 3}, "action": [[3, 0.6], [2, 0.4]]},
+    ]
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     # d was not scored: it counts as wrong
     assert split_top1(tmp_path / "p.jsonl", tmp_path) == {
@@ -159,10 +161,18 @@ def test_split_scores_and_the_paired_test(tmp_path: Path) -> None:
     }
 
     def row(kind: str, head: str, seed: int, top1: float) -> dict:
-        return {"pretraining": kind, "head": head, "heads": 3, "depth": 1, "seed": seed,
-                "validation_top1": top1, "matched_top1": 90.0,
-                "validation_reads_scene": 95.0, "validation_top1_scene_differs": 1.0,
-                "matched_top1_scene_differs": 0.0}  # fmt: skip
+        return {
+            "pretraining": kind,
+            "head": head,
+            "heads": 3,
+            "depth": 1,
+            "seed": seed,
+            "validation_top1": top1,
+            "matched_top1": 90.0,
+            "validation_reads_scene": 95.0,
+            "validation_top1_scene_differs": 1.0,
+            "matched_top1_scene_differs": 0.0,
+        }
 
     rows = [row("tube", "mean", s, 20.0 + s) for s in range(4)]
     rows += [row("mofo0.75", "mca", s, 25.0 + 2 * s) for s in range(3)]
@@ -182,12 +192,22 @@ def test_the_grid_runs_the_main_comparison_first() -> None:
     chains = grid([0, 1, 2, 3, 4], [0])
     main = [(c.name, c.seed, f.head) for c in chains[:10] for f in c.finetunings]
     assert len(main) == 30
-    assert main[:6] == [("tube", 0, "mean"), ("tube", 0, "mca"), ("tube", 0, "mca_literal"),
-                        ("mofo0.75", 0, "mean"), ("mofo0.75", 0, "mca"),
-                        ("mofo0.75", 0, "mca_literal")]  # fmt: skip
+    assert main[:6] == [
+        ("tube", 0, "mean"),
+        ("tube", 0, "mca"),
+        ("tube", 0, "mca_literal"),
+        ("mofo0.75", 0, "mean"),
+        ("mofo0.75", 0, "mca"),
+        ("mofo0.75", 0, "mca_literal"),
+    ]
     sweep = [(c.name, f.heads, f.depth) for c in chains[10:] for f in c.finetunings]
-    assert sweep == [("mofo0.5", 3, 1), ("mofo0.9", 3, 1), ("mofo0.75", 1, 1),
-                     ("mofo0.75", 1, 2), ("mofo0.75", 3, 2)]  # fmt: skip
+    assert sweep == [
+        ("mofo0.5", 3, 1),
+        ("mofo0.9", 3, 1),
+        ("mofo0.75", 1, 1),
+        ("mofo0.75", 1, 2),
+        ("mofo0.75", 3, 2),
+    ]
 
 
 def test_the_grid_can_run_fewer_heads() -> None:
@@ -202,18 +222,27 @@ def test_the_grid_can_run_fewer_heads() -> None:
 
 def test_only_cuts_the_grid_to_the_named_settings() -> None:
     chains = only(grid([0, 1], [0]), ["mofo0.75 + mca h3d2", "tube + mca_literal"])
-    assert [(c.name, c.seed, [(f.head, f.heads, f.depth) for f in c.finetunings])
-            for c in chains] == [("tube", 0, [("mca_literal", 3, 1)]),
-                                 ("tube", 1, [("mca_literal", 3, 1)]),
-                                 ("mofo0.75", 0, [("mca", 3, 2)])]  # fmt: skip
+    assert [
+        (c.name, c.seed, [(f.head, f.heads, f.depth) for f in c.finetunings]) for c in chains
+    ] == [
+        ("tube", 0, [("mca_literal", 3, 1)]),
+        ("tube", 1, [("mca_literal", 3, 1)]),
+        ("mofo0.75", 0, [("mca", 3, 2)]),
+    ]
     with pytest.raises(SystemExit, match="no run in the grid"):
         only(grid([0], []), ["mofo0.75 + mca h3d2"])  # no sweep: the setting is not in the grid
 
 
 def test_merged_rows_keep_earlier_runs_and_take_this_runs_in_their_place() -> None:
     def row(pretraining: str, head: str, seed: int, top1: float) -> dict:
-        return {"pretraining": pretraining, "head": head, "heads": 3, "depth": 1, "seed": seed,
-                "validation_top1": top1}  # fmt: skip
+        return {
+            "pretraining": pretraining,
+            "head": head,
+            "heads": 3,
+            "depth": 1,
+            "seed": seed,
+            "validation_top1": top1,
+        }
 
     earlier = [
         row("tube", "mean", 0, 10.0),
@@ -247,8 +276,11 @@ def test_the_look_scales_the_actor_the_camera_and_the_distractors() -> None:
     # No camera, no distractor moving: away from the actor's boxes, frames differ by noise only;
     # a panning camera or walking distractors change them.
     change = {}
-    for name, look in (("still", Look(pan=0.0, walk=0.0)), ("pan", Look(pan=0.05, walk=0.0)),
-                       ("walk", Look(pan=0.0, walk=0.05))):  # fmt: skip
+    for name, look in (
+        ("still", Look(pan=0.0, walk=0.0)),
+        ("pan", Look(pan=0.05, walk=0.0)),
+        ("walk", Look(pan=0.0, walk=0.05)),
+    ):
         spec = Spec(index=4, split="train", size=SIZE, frames=FRAMES, bias=0.9, seed=0, look=look)
         _, _, video, boxes = make_clip(spec, photos(SIZE))
         outside = np.ones((SIZE, SIZE), bool)
@@ -261,21 +293,27 @@ def test_the_look_scales_the_actor_the_camera_and_the_distractors() -> None:
 
 
 def test_scene_figures_tell_a_scene_reader_from_a_motion_reader(tmp_path: Path) -> None:
-    specs = {s: [Spec(i, s, 0, 0, 0.9, 0) for i in range(400) if split_of(i) == s]
-             for s in SPLITS}  # fmt: skip
+    specs = {s: [Spec(i, s, 0, 0, 0.9, 0) for i in range(400) if split_of(i) == s] for s in SPLITS}
     for split, mine in specs.items():
-        (tmp_path / f"{split}.json").write_text(json.dumps([{"id": str(200000 + s.index)}
-                                                            for s in mine]))  # fmt: skip
-    scenes = {str(200000 + s.index): class_and_photo(s, clip_rng(s))
-              for mine in specs.values() for s in mine}  # fmt: skip
+        (tmp_path / f"{split}.json").write_text(
+            json.dumps([{"id": str(200000 + s.index)} for s in mine])
+        )
+    scenes = {
+        str(200000 + s.index): class_and_photo(s, clip_rng(s))
+        for mine in specs.values()
+        for s in mine
+    }
     differs = [i for i, (pattern, photo) in scenes.items() if pattern != photo]
     assert len(differs) > 60  # the shuffled split's 7/8 and the matched split's tenth
 
     def answers(pick: int) -> Path:
         path = tmp_path / f"p{pick}.jsonl"
-        path.write_text("\n".join(json.dumps({"video": i, "labels": {"action": c},
-                                              "action": [[(c, p)[pick], 1.0]]})
-                                  for i, (c, p) in scenes.items()))  # fmt: skip
+        path.write_text(
+            "\n".join(
+                json.dumps({"video": i, "labels": {"action": c}, "action": [[(c, p)[pick], 1.0]]})
+                for i, (c, p) in scenes.items()
+            )
+        )
         return path
 
     motion = scene_figures(answers(0), tmp_path, 0.9)  # answers the class

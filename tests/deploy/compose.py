@@ -210,20 +210,34 @@ class Topology:
     def start(self, name: str, log: Path, command=None) -> subprocess.Popen:
         with open(log, "wb") as out:
             return subprocess.Popen(
-                self.argv(name, command), env=self.env(name), cwd=ROOT, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                self.argv(name, command),
+                env=self.env(name),
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def run(self, name: str, command, timeout: float = 300) -> subprocess.CompletedProcess:
         """A one-off command in a service's container: `docker compose run --rm NAME COMMAND`."""
         return subprocess.run(
-            self.argv(name, command), env=self.env(name), cwd=ROOT, capture_output=True,
-            text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+            self.argv(name, command),
+            env=self.env(name),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def health(self, name: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run the service's healthcheck once, as Docker does inside its container."""
         return subprocess.run(
-            self.healthcheck(name), env=self.env(name), cwd=ROOT, capture_output=True,
-            text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+            self.healthcheck(name),
+            env=self.env(name),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )

@@ -110,8 +110,13 @@ def test_gpu_reservations_and_the_cpu_override(compose):
 
 
 def test_settings_come_from_the_environment():
-    settings = {"MOFO_WORKERS": "3", "MOFO_API_PORT": "9000", "MOFO_GPUS": "1",
-                "MOFO_DATA_DIR": "/srv/datasets", "MOFO_DEVICE": "cuda:1"}  # fmt: skip
+    settings = {
+        "MOFO_WORKERS": "3",
+        "MOFO_API_PORT": "9000",
+        "MOFO_GPUS": "1",
+        "MOFO_DATA_DIR": "/srv/datasets",
+        "MOFO_DEVICE": "cuda:1",
+    }
     compose = load(COMPOSE, settings)
     services = compose["services"]
     assert services["worker"]["deploy"]["replicas"] == "3"

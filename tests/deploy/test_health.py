@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from mofo.shared.health import check_api, check_trainer, check_worker, main
-from tests.redis_server import start_redis
-from tests.services.server import free_port
+from testkit.redis_server import start_redis
+from testkit.server import free_port
 
 
 class Ready(http.server.BaseHTTPRequestHandler):
@@ -121,6 +121,6 @@ def test_command_line_exit_codes(tmp_path, capsys):
 def test_the_check_imports_neither_torch_nor_the_service():
     """A healthcheck runs every 15-60 s in each container: it must stay light."""
     heavy = "('torch', 'cv2', 'fastapi', 'rq')"
-    code = f"import sys, shared.health; print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = f"import sys, mofo.shared.health; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

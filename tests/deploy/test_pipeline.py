@@ -21,19 +21,24 @@ import pytest
 import redis
 
 from mofo.shared.sample import sample_clip
+from testkit.server import MOFO, free_port
 from tests.deploy.compose import COMPOSE, CPU_OVERRIDE, Topology, load, merge
-from tests.services.server import MOFO, free_port
 
 pytestmark = pytest.mark.slow
 
 MOTION = ["--short-side", "64"]  # the tiny config's [data] motion: they name its records
 RUN = "compose-tiny"
-TRAIN_ARGS = " ".join([
-    "--set data.source=/data/synth/train.json",  # a path in the containers, as a user writes it
-    "--set model.name=vit_tiny_patch8_tubelet2_32px",
-    "--set optim.epochs=1", "--set optim.batch_size=4", "--set optim.warmup_epochs=0",
-    "--set data.workers=0", "--set run.images=2",
-])  # fmt: skip
+TRAIN_ARGS = " ".join(
+    [
+        "--set data.source=/data/synth/train.json",  # a path in the containers, as a user writes it
+        "--set model.name=vit_tiny_patch8_tubelet2_32px",
+        "--set optim.epochs=1",
+        "--set optim.batch_size=4",
+        "--set optim.warmup_epochs=0",
+        "--set data.workers=0",
+        "--set run.images=2",
+    ]
+)
 
 
 def wait_for(what: str, probe, timeout: float, every: float = 0.5):
@@ -63,11 +68,14 @@ def topology(tmp_path) -> Topology:
     data.mkdir()
     runs.mkdir()
     host_env = {  # what a user's .env would say
-        "MOFO_DATA_DIR": str(data), "MOFO_RUNS_DIR": str(runs), "MOFO_DEVICE": "cpu",
-        "MOFO_WORKER_CLIP_THREADS": "2", "MOFO_RUN_NAME": RUN,
+        "MOFO_DATA_DIR": str(data),
+        "MOFO_RUNS_DIR": str(runs),
+        "MOFO_DEVICE": "cpu",
+        "MOFO_WORKER_CLIP_THREADS": "2",
+        "MOFO_RUN_NAME": RUN,
         "MOFO_TRAIN_CONFIG": "training/configs/pretrain_tiny_cpu.toml",
         "MOFO_TRAIN_ARGS": TRAIN_ARGS,
-    }  # fmt: skip
+    }
     compose = merge(load(COMPOSE, host_env), load(CPU_OVERRIDE, host_env))
     base_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     return Topology(
@@ -107,8 +115,11 @@ def test_compose_services_as_processes(topology, tmp_path):
         # The dataset: written on the host into the data folder (read-only in the services).
         synth = subprocess.run(
             [MOFO, "synth", str(data / "synth"), "--clips", "20", "--frames", "8"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert synth.returncode == 0, synth.stderr
         train_ids = [c["id"] for c in json.loads((data / "synth" / "train.json").read_text())]
 
@@ -116,9 +127,10 @@ def test_compose_services_as_processes(topology, tmp_path):
         api = f"http://127.0.0.1:{topology.api_port}"
         with httpx.Client(base_url=api, timeout=120) as client:
             upload = client.post(
-                "/v1/boxes", files={"file": ("sample.mp4", sample_clip().read_bytes())},
+                "/v1/boxes",
+                files={"file": ("sample.mp4", sample_clip().read_bytes())},
                 params={"short_side": 64},
-            )  # fmt: skip
+            )
             assert upload.status_code == 200, upload.text
             record = upload.json()
             assert record["width"] > 0 and record["clip_box"] is not None
@@ -138,8 +150,10 @@ def test_compose_services_as_processes(topology, tmp_path):
             assert client.get(f"/v1/boxes/{clip}", params={"short_side": 64}).status_code == 200
 
         # A dataset through the workers fills the cache (`docker compose run --rm worker ...`).
-        build = topology.run("worker", ["mofo", "cache", "build", "/data/synth/train.json",
-                                        *MOTION, "--chunk", "2", "--json"])  # fmt: skip
+        build = topology.run(
+            "worker",
+            ["mofo", "cache", "build", "/data/synth/train.json", *MOTION, "--chunk", "2", "--json"],
+        )
         assert build.returncode == 0, build.stderr
         plan = json.loads(build.stdout)
         assert plan["enqueued"] == len(train_ids) and plan["root"] == str(data)

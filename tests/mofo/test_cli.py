@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests import badclips
-from tests.services.server import MOFO as MOFO_SCRIPT
+from testkit import badclips
+from testkit.server import MOFO as MOFO_SCRIPT
 
 MOFO = Path(MOFO_SCRIPT)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.services.server import Server
+    from testkit.server import Server
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, bikes: Path, carphone: P
     import shutil
 
     from mofo.shared.sample import sample_clip
-    from tests.badclips import truncated_mp4
+    from testkit.badclips import truncated_mp4
 
     base = tmp_path_factory.mktemp("data")
     root = base / "root"
@@ -35,7 +35,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, bikes: Path, carphone: P
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[Server]:
     """The embedded default (no Redis), with a data root and small limits to test them."""
-    from tests.services.server import start_server  # httpx: not on the GPU machine
+    from testkit.server import start_server  # httpx: not on the GPU machine
 
     srv = start_server(
         tmp_path_factory.mktemp("logs"),

@@ -20,8 +20,9 @@ from mofo.shared.pipeline import analyse_clip
 from mofo.shared.record import BoxRecord
 from mofo.shared.render import strip_size
 from mofo.shared.sample import sample_clip
-from tests import badclips
-from tests.services.server import Server, problem
+from testkit import badclips
+from testkit.server import Server
+from tests.services.problems import problem
 
 FAST = {"num_frames": 6}  # six frames: enough motion, quick on two cores
 
@@ -297,8 +298,17 @@ def test_metrics_count_requests_by_route_and_batches(client):
 
 def test_openapi_and_docs(client):
     spec = client.get("/openapi.json").json()
-    for path in ("/v1/boxes", "/v1/boxes/{video_id}", "/v1/motion-map", "/v1/preview",
-                 "/v1/jobs", "/v1/jobs/{job_id}", "/healthz", "/readyz", "/metrics"):  # fmt: skip
+    for path in (
+        "/v1/boxes",
+        "/v1/boxes/{video_id}",
+        "/v1/motion-map",
+        "/v1/preview",
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     body = spec["paths"]["/v1/boxes"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
@@ -429,8 +439,11 @@ def test_bad_parameters(client, params, detail):
 
 
 def test_bad_bodies(client):
-    body = problem(client.post("/v1/boxes", content=b"x", headers={"content-type": "text/plain"}),
-                    415, "unsupported-media-type")  # fmt: skip
+    body = problem(
+        client.post("/v1/boxes", content=b"x", headers={"content-type": "text/plain"}),
+        415,
+        "unsupported-media-type",
+    )
     assert "multipart/form-data" in body["detail"]
     not_json = client.post(
         "/v1/boxes", content=b"{nope", headers={"content-type": "application/json"}
@@ -438,8 +451,15 @@ def test_bad_bodies(client):
     problem(not_json, 422, "invalid-json")
     body = problem(client.post("/v1/boxes", json={"file": "x"}), 422, "invalid-parameters")
     assert "path: Field required" in body["detail"]
-    problem(client.post("/v1/boxes", content=b"--b\r\nbroken", headers={
-        "content-type": "multipart/form-data; boundary=b"}), 422, "no-file")  # fmt: skip
+    problem(
+        client.post(
+            "/v1/boxes",
+            content=b"--b\r\nbroken",
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        ),
+        422,
+        "no-file",
+    )
 
 
 def test_unknown_route_and_method(client):

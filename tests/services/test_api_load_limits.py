@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from mofo.shared.sample import sample_clip
-from tests.services.server import Server, start_server
+from testkit.server import Server, start_server
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,12 @@ def test_concurrent_requests_are_batched_together(server):
     before = httpx.get(server.url + "/metrics").text
     data = sample_clip().read_bytes()
     requests = [
-        {"files": {"file": (f"{k}.mp4", data)},
-         "params": {"num_frames": 3, "short_side": 112, "refresh": "true"}}
+        {
+            "files": {"file": (f"{k}.mp4", data)},
+            "params": {"num_frames": 3, "short_side": 112, "refresh": "true"},
+        }
         for k in range(4)
-    ]  # fmt: skip
+    ]
     responses = _post_many(server.url, requests)
     assert [r.status_code for r in responses] == [200] * 4
     assert len({r.text for r in responses}) == 1  # same clip, same record

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from mofo.shared.cache import box_key
+from mofo.shared.keys import box_key
 from mofo.shared.sample import sample_clip
-from tests.redis_server import RedisServer, start_redis
-from tests.services.server import start_server
-from tests.workers.conftest import mofo, mofo_env
+from testkit.datasets import mofo_env
+from testkit.redis_server import RedisServer, start_redis
+from testkit.server import start_server
+from tests.workers.conftest import mofo
 
 FAST = {"num_frames": 6}
 
@@ -50,9 +51,13 @@ def _run_worker(redis_server: RedisServer, data_root: Path) -> subprocess.Comple
     """A real `mofo worker` process in burst mode on the API's queue: runs what is queued and
     what is waiting for a retry, then exits."""
     return mofo(
-        "worker", "--burst", "--queues", "mofo-test", env=_env(redis_server, data_root),
+        "worker",
+        "--burst",
+        "--queues",
+        "mofo-test",
+        env=_env(redis_server, data_root),
         timeout=300,
-    )  # fmt: skip
+    )
 
 
 def test_records_go_to_redis_and_outlive_an_api_restart(api, redis_server, data_root, tmp_path):
@@ -113,8 +118,19 @@ def test_the_api_serves_what_a_cache_build_filled(api, redis_server, data_root):
     small = {**FAST, "short_side": 64}
     with api.client() as client:
         assert client.get("/v1/boxes/clips/carphone.mp4", params=small).status_code == 404
-        built = mofo("cache", "build", str(data_root / "clips"), "--num-frames", "6",
-                     "--short-side", "64", "--name", "api-root", "--json", env=env)  # fmt: skip
+        built = mofo(
+            "cache",
+            "build",
+            str(data_root / "clips"),
+            "--num-frames",
+            "6",
+            "--short-side",
+            "64",
+            "--name",
+            "api-root",
+            "--json",
+            env=env,
+        )
         assert built.returncode == 0, built.stderr
         plan = json.loads(built.stdout)
         assert plan["root"] == str(data_root)  # ids are paths under the API's data root

@@ -24,11 +24,12 @@ import pytest
 import redis
 
 from mofo.services.motion_api.service import content_id
-from mofo.shared.cache import box_key
+from mofo.shared.keys import box_key
 from mofo.shared.sample import sample_clip
-from tests.redis_server import start_redis
-from tests.services.server import Server, start_server
-from tests.workers.conftest import mofo, mofo_env
+from testkit.datasets import mofo_env
+from testkit.redis_server import start_redis
+from testkit.server import Server, start_server
+from tests.workers.conftest import mofo
 
 PROBLEM = "application/problem+json"
 FAST = {"num_frames": 3, "short_side": 64}

@@ -20,9 +20,10 @@ import httpx
 import pytest
 
 from mofo.shared.sample import sample_clip
+from testkit.redis_server import start_redis
+from testkit.server import Server, start_server
 from tests.hostile_corpus import write_corpus
-from tests.redis_server import start_redis
-from tests.services.server import PROBLEM, Server, problem, start_server
+from tests.services.problems import PROBLEM, problem
 
 MiB = 1024**2
 # The test server's work limits: one clip at most 4 M working pixels x frames, all clips at once
@@ -78,42 +79,92 @@ def _upload(url: str, path: Path, timeout: float = 300, **params) -> httpx.Respo
 
 # (corpus clip, query, status, problem type, detail) of every refusal; None: detail not checked.
 REFUSALS = [
-    ("long_tiny", {"fps": 15}, 422, "too-much-work",
-     "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels of "
-     "work, over the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower "
-     "short_side"),
-    ("long_tiny", {"num_frames": 9000}, 422, "too-much-work",
-     "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels of "
-     "work, over the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower "
-     "short_side"),
-    ("tiny", {"short_side": 1024}, 422, "invalid-parameters",
-     "short_side: Input should be less than or equal to 448"),
-    ("tiny", {"short_side": 448}, 422, "too-much-work",
-     "tiny_60f_16x16.mp4: 60 frames at working size 448x448 are 12042240 pixels of work, over "
-     "the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower short_side"),
-    ("wide", {}, 422, "too-much-work",
-     "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 245760x128 at "
-     "short side 128; the long side exceeds the limit 1024 px"),
-    ("tall", {}, 422, "too-much-work",
-     "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 128x17280 at "
-     "short side 128; the long side exceeds the limit 1024 px"),
-    ("tall", {"quality": "paper"}, 422, "too-much-work",
-     "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 224x30240 at "
-     "short side 224; the long side exceeds the limit 1024 px"),
-    ("huge", {}, 422, "resolution-too-high",
-     "huge_4096x4096.mp4: resolution 4096x4096 exceeds the limit 3840x2160"),
-    ("size_change", {}, 422, "frame-size-changed",
-     "size_change_64x64_128x32.ts: frame 15 is 128x32, the stream began at 64x64; clips whose "
-     "frame size changes are not supported"),
+    (
+        "long_tiny",
+        {"fps": 15},
+        422,
+        "too-much-work",
+        "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels of "
+        "work, over the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower "
+        "short_side",
+    ),
+    (
+        "long_tiny",
+        {"num_frames": 9000},
+        422,
+        "too-much-work",
+        "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels of "
+        "work, over the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower "
+        "short_side",
+    ),
+    (
+        "tiny",
+        {"short_side": 1024},
+        422,
+        "invalid-parameters",
+        "short_side: Input should be less than or equal to 448",
+    ),
+    (
+        "tiny",
+        {"short_side": 448},
+        422,
+        "too-much-work",
+        "tiny_60f_16x16.mp4: 60 frames at working size 448x448 are 12042240 pixels of work, over "
+        "the limit 4000000; sample fewer frames (stride, fps, num_frames) or lower short_side",
+    ),
+    (
+        "wide",
+        {},
+        422,
+        "too-much-work",
+        "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 245760x128 at "
+        "short side 128; the long side exceeds the limit 1024 px",
+    ),
+    (
+        "tall",
+        {},
+        422,
+        "too-much-work",
+        "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 128x17280 at "
+        "short side 128; the long side exceeds the limit 1024 px",
+    ),
+    (
+        "tall",
+        {"quality": "paper"},
+        422,
+        "too-much-work",
+        "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 224x30240 at "
+        "short side 224; the long side exceeds the limit 1024 px",
+    ),
+    (
+        "huge",
+        {},
+        422,
+        "resolution-too-high",
+        "huge_4096x4096.mp4: resolution 4096x4096 exceeds the limit 3840x2160",
+    ),
+    (
+        "size_change",
+        {},
+        422,
+        "frame-size-changed",
+        "size_change_64x64_128x32.ts: frame 15 is 128x32, the stream began at 64x64; clips whose "
+        "frame size changes are not supported",
+    ),
     ("empty", {}, 400, "empty-clip", "empty.mp4: the upload is empty (0 bytes)"),
     ("random", {}, 415, "not-a-video", None),
-    ("truncated", {}, 422, "corrupt-clip",
-     "truncated_40_faststart.mp4: is truncated: the header promises 30 frames, only 7 could be "
-     "decoded"),
+    (
+        "truncated",
+        {},
+        422,
+        "corrupt-clip",
+        "truncated_40_faststart.mp4: is truncated: the header promises 30 frames, only 7 could be "
+        "decoded",
+    ),
     ("picture", {}, 415, "not-a-video", "picture.png: is an image, not a video"),
     ("audio_only", {}, 415, "not-a-video", "tone.wav: has no video stream"),
     ("one_frame", {}, 422, "too-short", "one_frame.mp4: has 1 frame; motion needs at least 2"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -149,8 +200,10 @@ def test_memory_stays_within_the_work_budget_under_hostile_and_good_load(server,
     assert len(responses[1][0].json()["frames"]) == 30  # every 300th frame
     peak = _status_kib(pid, "VmHWM") * 1024
     budget = idle + WORK_BUDGET * BYTES_PER_WORK_PIXEL + SLACK_BYTES
-    print(f"server RSS idle {idle / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, "
-          f"budget {budget / MiB:.0f} MiB")  # fmt: skip
+    print(
+        f"server RSS idle {idle / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, "
+        f"budget {budget / MiB:.0f} MiB"
+    )
     assert peak <= budget
     metrics = httpx.get(server.url + "/metrics").text
     assert _metric(metrics, "mofo_pending_requests") == 0
@@ -188,17 +241,31 @@ def test_a_job_refuses_a_clip_over_the_work_limit_and_boxes_the_others(server, c
     ("body", "status", "slug", "detail"),
     [
         (b"[" * 4000, 422, "invalid-json", "body: not valid JSON (nested too deeply)"),
-        (b'{"path": ' + b"1" * 4000 + b"}", 422, "invalid-json",
-         "body: not valid JSON (a number of 4000 characters; at most 32)"),
+        (
+            b'{"path": ' + b"1" * 4000 + b"}",
+            422,
+            "invalid-json",
+            "body: not valid JSON (a number of 4000 characters; at most 32)",
+        ),
         (b'{"path": NaN}', 422, "invalid-json", "body: not valid JSON (NaN is not JSON)"),
-        (b"{nope", 422, "invalid-json", "body: not valid JSON (Expecting property name enclosed "
-         "in double quotes: line 1 column 2 (char 1))"),
+        (
+            b"{nope",
+            422,
+            "invalid-json",
+            "body: not valid JSON (Expecting property name enclosed "
+            "in double quotes: line 1 column 2 (char 1))",
+        ),
         (b'{"path": 5}', 422, "invalid-parameters", "path: Input should be a valid string"),
-        (b"[" * 100_000, 413, "too-large", "the JSON body is 100000 bytes, over the limit of "
-         "4096 bytes; send fewer paths per request, or upload the clip as multipart/form-data"),
+        (
+            b"[" * 100_000,
+            413,
+            "too-large",
+            "the JSON body is 100000 bytes, over the limit of "
+            "4096 bytes; send fewer paths per request, or upload the clip as multipart/form-data",
+        ),
     ],
     ids=["deep", "long-number", "nan", "broken", "number-for-path", "too-large"],
-)  # fmt: skip
+)
 def test_malformed_json_is_a_422_on_a_kept_connection(server, body, status, slug, detail):
     host, port = server.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
@@ -334,16 +401,24 @@ def test_redis_address_is_not_in_503_bodies_or_readyz(tmp_path_factory, data_roo
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
-        ("mofo.shared.errors.DataRootUnavailable: data root /srv/data/epic is not available on "
-         "this worker", "mofo.shared.errors.DataRootUnavailable: data root <path> is not available "
-         "on this worker"),
-        ("box cache at redis://:***@10.0.0.5:6379/2 unreachable: Error 111 connecting to "
-         "10.0.0.5:6379. Connection refused.", "box cache at <url> unreachable: Error 111 "
-         "connecting to <address>. Connection refused."),
-        ("clips/a.mp4: frame 15 is 128x32, the stream began at 64x64",
-         "clips/a.mp4: frame 15 is 128x32, the stream began at 64x64"),
+        (
+            "mofo.shared.errors.DataRootUnavailable: data root /srv/data/epic is not available on "
+            "this worker",
+            "mofo.shared.errors.DataRootUnavailable: data root <path> is not available "
+            "on this worker",
+        ),
+        (
+            "box cache at redis://:***@10.0.0.5:6379/2 unreachable: Error 111 connecting to "
+            "10.0.0.5:6379. Connection refused.",
+            "box cache at <url> unreachable: Error 111 "
+            "connecting to <address>. Connection refused.",
+        ),
+        (
+            "clips/a.mp4: frame 15 is 128x32, the stream began at 64x64",
+            "clips/a.mp4: frame 15 is 128x32, the stream began at 64x64",
+        ),
     ],
-)  # fmt: skip
+)
 def test_job_errors_show_no_server_paths_or_addresses(text, shown):
     from mofo.services.motion_api.routes.jobs import public_error
 

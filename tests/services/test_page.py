@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mofo.shared.sample import sample_clip
-from tests.services.server import Server
+from testkit.server import Server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

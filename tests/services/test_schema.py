@@ -12,16 +12,33 @@ ST = str(Path(sys.executable).with_name("st"))
 
 def test_no_server_errors_on_generated_requests(server, tmp_path):
     result = subprocess.run(
-        [ST, "run", f"{server.url}/openapi.json",
-         "--checks", "not_a_server_error",
-         "--max-examples", "25",
-         "--phases", "examples,coverage,fuzzing",
-         "--workers", "1", "--seed", "1",
-         "--generation-database", "none",
-         "--request-timeout", "60",
-         "--no-color", "--warnings", "off"],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path,  # it writes .hypothesis/ there
-    )  # fmt: skip
+        [
+            ST,
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "60",
+            "--no-color",
+            "--warnings",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,  # it writes .hypothesis/ there
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "passed" in result.stdout.lower()
     assert server.alive()

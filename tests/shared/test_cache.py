@@ -13,14 +13,21 @@ from mofo.shared.cache import (
 )
 from mofo.shared.params import MotionParams
 from mofo.shared.record import BoxRecord
-from tests.redis_server import start_redis
+from testkit.redis_server import start_redis
 
 
 def _record(video: str, params: str = "0123456789abcdef", x: int = 1) -> BoxRecord:
     return BoxRecord(
-        video=video, params=params, width=64, height=48, fps=25.0, frame_indices=[0, 1],
-        frames=[[x, 2, 30, 40], [x + 1, 2, 31, 40]], clip_box=[x, 2, 31, 40], fallback=False,
-    )  # fmt: skip
+        video=video,
+        params=params,
+        width=64,
+        height=48,
+        fps=25.0,
+        frame_indices=[0, 1],
+        frames=[[x, 2, 30, 40], [x + 1, 2, 31, 40]],
+        clip_box=[x, 2, 31, 40],
+        fallback=False,
+    )
 
 
 def test_key_carries_prefix_params_and_video():

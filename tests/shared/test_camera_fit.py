@@ -1,18 +1,14 @@
 """The camera fitted where the flow can be trusted (mofo.shared.refine.flow_confidence) and a
-region's box cut to the pixels its motion is seen in (pixel evidence), on exact images and
-end to end."""
+region's box cut to the pixels its motion is seen in (pixel evidence), on exact images. End to
+end, on a scene of the box-quality benchmark: tests/bench/test_box_quality_camera.py."""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from mofo.shared.params import MotionParams, preset_params
-from mofo.shared.pipeline import analyse_frames
-from mofo.shared.record import box_iou, scale_box
+from mofo.shared.record import box_iou
 from mofo.shared.refine import dominant_motion, flow_confidence, refine_regions
 from tests.images import texture
 
@@ -87,34 +83,3 @@ def test_pixel_evidence_cuts_a_box_to_the_pixels_that_move() -> None:
     [[box]] = refine_regions(flow, region, pixel_evidence=0.05, **settings)
     assert box_iou(box, [20, 12, 36, 28]) > 0.8
     assert box[3] <= 31  # the band below is gone, but for the correlation window's reach
-
-
-# --------------------------------------------------------------------------- end to end
-
-
-def test_a_flat_sky_no_longer_tilts_the_camera_on_a_real_clip() -> None:
-    """The benchmark's panning clip of a hand carrying an object past a lattice tower under a
-    flat evening sky (H.264 at CRF 28), frames 8-23: TV-L1's guesses over the sky tilt the
-    plain camera fit, and the tower's edges then pass for movers (strips the height of the
-    frame beside it). Fitted where the frames pin the flow down, the boxes hold the hand."""
-    from bench import synthetic
-    from bench.box_quality import to_working
-
-    scenario = {s.name: s for s in synthetic.ALL}["pan-hand-object-crf28"]
-    clip = synthetic.make_clip(scenario, 1)
-    params = preset_params("balanced")
-    assert params.camera_confidence == MotionParams().camera_confidence is not None
-    work, sx, sy = to_working(clip.frames[8:24], params.short_side)
-    height, width = clip.frames.shape[1:3]
-    scores = {}
-    for name, p in (("on", params), ("off", replace(params, camera_confidence=None))):
-        boxes = analyse_frames(work, p).boxes
-        truth = clip.boxes[8:24]
-        scores[name] = np.mean(
-            [
-                box_iou(scale_box(b, sx, sy, width, height), t)
-                for b, t in zip(boxes, truth, strict=True)
-            ]
-        )
-    assert scores["off"] < 0.4  # 0.30 measured
-    assert scores["on"] > 0.6  # 0.70 measured

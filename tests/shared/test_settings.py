@@ -56,20 +56,40 @@ def test_params_round_trip_through_a_dict():
 
 
 def test_the_tvl1_kernel_from_dotenv_reaches_the_flow(monkeypatch, tmp_path):
-    """MOFO_TVL1_KERNEL is read where the flow runs (mofo.shared.flow.cuda_kernel): a value given in
-    .env is checked at start-up and exported for this process; a bad one stops the start."""
-    from mofo.shared.flow import cuda_kernel
+    """MOFO_TVL1_KERNEL (here from .env) is checked at start-up and set on every flow the
+    service's batcher runs (FlowParams.cuda_kernel), whatever kernel a request's params name;
+    nothing goes through the process's environment. A bad one stops the start."""
+    import os
+
+    import torch
+
+    import mofo.shared.batcher as batcher_module
+    from mofo.services.motion_api.service import MotionService
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MOFO_TVL1_KERNEL", "unset by this test")  # restored after it
     monkeypatch.delenv("MOFO_TVL1_KERNEL")
     (tmp_path / ".env").write_text("MOFO_TVL1_KERNEL=compiled\n")
-    settings = Settings()
+    settings = Settings(device="cpu")
     assert settings.tvl1_kernel == "compiled"
-    assert cuda_kernel() == "triton"  # not yet exported
-    settings.export_process_settings()
-    assert cuda_kernel() == "compiled"
-    monkeypatch.delenv("MOFO_TVL1_KERNEL")  # the environment wins over .env
+    seen = []
+    real = batcher_module.optical_flow
+
+    def spy(i0, i1, params, backend):
+        seen.append(params.cuda_kernel)
+        return real(i0, i1, params, backend)
+
+    monkeypatch.setattr(batcher_module, "optical_flow", spy)
+    service = MotionService(settings)
+    try:
+        gray = torch.rand(3, 1, 24, 32) * 255
+        small = MotionParams(backend="torch", flow=FlowParams(scales=1, warps=1))
+        flow = service.batcher.flow(gray, [0, 1], [1, 2], small)
+    finally:
+        service.close()
+    assert flow.shape == (2, 2, 24, 32)
+    assert seen == ["compiled"] and small.flow.cuda_kernel == "triton"
+    assert "MOFO_TVL1_KERNEL" not in os.environ
     (tmp_path / ".env").write_text("MOFO_TVL1_KERNEL=fast\n")
     with pytest.raises(ValidationError, match="tvl1_kernel"):
         Settings()

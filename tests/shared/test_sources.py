@@ -15,10 +15,22 @@ import pytest
 from mofo.shared.sources import ClipItem, SourceError, open_source
 
 EPIC_HEADER = [
-    "narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
-    "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun",
-    "noun_class", "all_nouns", "all_noun_classes",
-]  # fmt: skip
+    "narration_id",
+    "participant_id",
+    "video_id",
+    "narration_timestamp",
+    "start_timestamp",
+    "stop_timestamp",
+    "start_frame",
+    "stop_frame",
+    "narration",
+    "verb",
+    "verb_class",
+    "noun",
+    "noun_class",
+    "all_nouns",
+    "all_noun_classes",
+]
 
 SSV2_TRAIN = [
     {
@@ -380,15 +392,19 @@ def test_source_outside_the_data_root(tmp_path):
 
 
 def test_clip_item_to_job():
-    assert ClipItem("a/b.mp4", "a/b.mp4").to_job() == {"video": "a/b.mp4", "path": "a/b.mp4"}
-    job = ClipItem("P01_01_0", "P01/videos/P01_01.MP4", (7, 202)).to_job()
+    job = ClipItem("a/b.mp4", "a/b.mp4").to_job()
+    assert job.to_payload() == {"video": "a/b.mp4", "path": "a/b.mp4"}
+    job = ClipItem("P01_01_0", "P01/videos/P01_01.MP4", (7, 202)).to_job().to_payload()
     assert job == {"video": "P01_01_0", "path": "P01/videos/P01_01.MP4", "segment": [7, 202]}
     assert json.loads(json.dumps(job)) == job  # what RQ stores
 
 
 def test_epic_test_csv_without_classes_has_no_labels(tmp_path):
-    header = [c for c in EPIC_HEADER if c not in ("verb", "verb_class", "noun", "noun_class",
-                                                    "all_nouns", "all_noun_classes")]  # fmt: skip
+    header = [
+        c
+        for c in EPIC_HEADER
+        if c not in ("verb", "verb_class", "noun", "noun_class", "all_nouns", "all_noun_classes")
+    ]
     rows = [{k: v for k, v in r.items() if k in header} for r in EPIC_ROWS]
     source = write_epic(tmp_path / "EPIC_100_test_timestamps.csv", rows, header)
     assert all(item.labels == {} for item in open_source(source).items)
@@ -396,10 +412,12 @@ def test_epic_test_csv_without_classes_has_no_labels(tmp_path):
 
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"verb_class": "97"}, "verb_class '97' is not a class 0..96"),
-     ({"noun_class": "x"}, "noun_class 'x' is not a class 0..299"),
-     ({"verb_class": ""}, "verb_class '' is not a class")],
-)  # fmt: skip
+    [
+        ({"verb_class": "97"}, "verb_class '97' is not a class 0..96"),
+        ({"noun_class": "x"}, "noun_class 'x' is not a class 0..299"),
+        ({"verb_class": ""}, "verb_class '' is not a class"),
+    ],
+)
 def test_epic_bad_classes_name_the_line(tmp_path, fields, message):
     rows = [EPIC_ROWS[0], {**EPIC_ROWS[1], **fields}]
     source = write_epic(tmp_path / "EPIC_100_train.csv", rows)
@@ -408,12 +426,23 @@ def test_epic_bad_classes_name_the_line(tmp_path, fields, message):
 
 def test_ssv2_labels_come_from_labels_json(tmp_path):
     (tmp_path / "videos").mkdir()
-    (tmp_path / "labels.json").write_text(json.dumps(
-        {"Pushing something from left to right": "0", "Holding something": "1"}))  # fmt: skip
-    entries = [{"id": "5", "template": "Holding [something]", "label": "holding a cup",
-                "placeholders": ["a cup"]},
-               {"id": "9", "template": "Pushing [something] from left to right", "label": "x",
-                "placeholders": ["x"]}]  # fmt: skip
+    (tmp_path / "labels.json").write_text(
+        json.dumps({"Pushing something from left to right": "0", "Holding something": "1"})
+    )
+    entries = [
+        {
+            "id": "5",
+            "template": "Holding [something]",
+            "label": "holding a cup",
+            "placeholders": ["a cup"],
+        },
+        {
+            "id": "9",
+            "template": "Pushing [something] from left to right",
+            "label": "x",
+            "placeholders": ["x"],
+        },
+    ]
     (tmp_path / "train.json").write_text(json.dumps(entries))
     items = open_source(tmp_path / "train.json").items
     assert [(i.video, i.labels) for i in items] == [("5", {"action": 1}), ("9", {"action": 0})]
@@ -421,7 +450,9 @@ def test_ssv2_labels_come_from_labels_json(tmp_path):
     assert open_source(tmp_path / "test.json").items[0].labels == {}
     entries[1]["template"] = "Juggling [something]"
     (tmp_path / "train.json").write_text(json.dumps(entries))
-    expect_error("entry 1 (id 9): template 'Juggling [something]' is not a class of",
-                 source=tmp_path / "train.json")  # fmt: skip
+    expect_error(
+        "entry 1 (id 9): template 'Juggling [something]' is not a class of",
+        source=tmp_path / "train.json",
+    )
     (tmp_path / "labels.json").write_text(json.dumps({"a": "0", "b": "0"}))
     expect_error("class indices must be 0..1, each once", source=tmp_path / "train.json")

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.services.server import MOFO
+from testkit.server import MOFO
 
 
 def env() -> dict[str, str]:
@@ -19,5 +19,11 @@ def env() -> dict[str, str]:
 def mofo(
     command: str, config: Path, *args: str, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    return subprocess.run([MOFO, command, "--config", str(config), *args], env=env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    return subprocess.run(
+        [MOFO, command, "--config", str(config), *args],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

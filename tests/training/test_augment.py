@@ -43,9 +43,15 @@ def _iou(a, b) -> float:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("shear_x", 0.3), ("shear_y", -0.25), ("translate_x", 9.0), ("translate_y", -7.0),
-     ("rotate", 30.0), ("rotate", -17.0)],
-)  # fmt: skip
+    [
+        ("shear_x", 0.3),
+        ("shear_y", -0.25),
+        ("translate_x", 9.0),
+        ("translate_y", -7.0),
+        ("rotate", 30.0),
+        ("rotate", -17.0),
+    ],
+)
 def test_geometric_operations_move_the_box_with_the_block(name, value):
     video, boxes, _ = _clip()
     clip = tv_tensors.Video(video.permute(1, 0, 2, 3))
@@ -83,8 +89,9 @@ def test_a_box_pushed_out_of_the_frame_is_no_longer_a_box():
 
     # rand_augment's clipping and validity on the moved boxes:
     rng = np.random.default_rng(0)
-    frames, b, ok, _ = rand_augment(video, out_boxes.as_subclass(torch.Tensor), valid, rng,
-                                    augment.RandAugmentSettings(ops=0))  # fmt: skip
+    frames, b, ok, _ = rand_augment(
+        video, out_boxes.as_subclass(torch.Tensor), valid, rng, augment.RandAugmentSettings(ops=0)
+    )
     assert not ok.any() and torch.equal(b, torch.zeros(T, 4)) and torch.equal(frames, video)
 
 
@@ -122,10 +129,22 @@ def test_timms_increasing_operations_at_magnitude_7():
     from mofo.training.augment import _strength
 
     assert set(OPERATIONS) == {
-        "autocontrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add",
-        "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x",
+        "autocontrast",
+        "equalize",
+        "invert",
+        "rotate",
+        "posterize",
+        "solarize",
+        "solarize_add",
+        "color",
+        "contrast",
+        "brightness",
+        "sharpness",
+        "shear_x",
+        "shear_y",
+        "translate_x",
         "translate_y",
-    }  # fmt: skip
+    }
     assert _strength("posterize", 7.0, 224) == 2.0  # 4 - int(2.8) bits kept
     assert _strength("rotate", 7.0, 224) == pytest.approx(21.0)
     assert _strength("translate_x", 7.0, 224) == pytest.approx(0.45 * 224 * 0.7)

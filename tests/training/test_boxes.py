@@ -11,11 +11,16 @@ from mofo.training.boxes import boxes_for_frames
 
 def _record(**changes) -> BoxRecord:
     fields = dict(
-        video="78687", params="p", width=400, height=200, fps=12.0,
+        video="78687",
+        params="p",
+        width=400,
+        height=200,
+        fps=12.0,
         frame_indices=[0, 10, 20],
         frames=[[0, 0, 40, 20], None, [200, 100, 400, 200]],
-        clip_box=[0, 0, 400, 200], fallback=False,
-    )  # fmt: skip
+        clip_box=[0, 0, 400, 200],
+        fallback=False,
+    )
     fields.update(changes)
     return BoxRecord(**fields)
 
@@ -30,8 +35,9 @@ def test_each_frame_takes_the_nearest_recorded_box_scaled():
 
 
 def test_unsorted_and_single_frame_records():
-    shuffled = _record(frame_indices=[20, 0, 10], frames=[[200, 100, 400, 200], [0, 0, 40, 20],
-                                                          None])  # fmt: skip
+    shuffled = _record(
+        frame_indices=[20, 0, 10], frames=[[200, 100, 400, 200], [0, 0, 40, 20], None]
+    )
     boxes, valid = boxes_for_frames(shuffled, [1, 19], 400, 200)
     assert boxes.tolist() == [[0, 0, 40, 20], [200, 100, 400, 200]] and valid.all()
     single = _record(frame_indices=[5], frames=[[10, 10, 50, 50]])

@@ -37,7 +37,7 @@ from mofo.training.datasets import (
 )
 from mofo.training.synth import write_dataset
 from mofo.training.transforms import centre_crop, dense_indices, move_boxes, multi_scale_crop
-from tests.redis_server import start_redis
+from testkit.redis_server import start_redis
 
 PARAMS = MotionParams()
 HASH = PARAMS.hash()
@@ -67,10 +67,16 @@ def truth(synth: Path) -> dict[str, list[list[int]]]:
 
 def truth_record(video: str, boxes: list[list[int]]) -> BoxRecord:
     return BoxRecord(
-        video=video, params=HASH, width=SIZE, height=SIZE, fps=12.0,
-        frame_indices=list(range(len(boxes))), frames=boxes, clip_box=union_box(boxes),
+        video=video,
+        params=HASH,
+        width=SIZE,
+        height=SIZE,
+        fps=12.0,
+        frame_indices=list(range(len(boxes))),
+        frames=boxes,
+        clip_box=union_box(boxes),
         fallback=False,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +189,9 @@ def test_randaugment_keeps_the_boxes_on_the_mover(items, root, cached):
     and the like amplify the clips' noise into frame-to-frame change everywhere.)"""
     from mofo.training.augment import GEOMETRIC, RandAugmentSettings
 
-    settings = RandAugmentSettings(ops=2, magnitude=5, magnitude_std=0.0,
-                                   operations=tuple(sorted(GEOMETRIC)))  # fmt: skip
+    settings = RandAugmentSettings(
+        ops=2, magnitude=5, magnitude_std=0.0, operations=tuple(sorted(GEOMETRIC))
+    )
     dataset = VideoClips(items[:6], root, cached, frames=8, size=48, seed=4, augment=settings)
     plain = VideoClips(items[:6], root, cached, frames=8, size=48, seed=4)
     samples = dataset.__getitems__(list(range(6)))
@@ -213,8 +220,9 @@ def test_boxes_elsewhere_would_fail_the_mover_check(items, root, cached):
 def test_same_seed_epoch_and_index_give_the_same_sample(items, root, cached):
     dataset = VideoClips(items, root, cached, frames=8, size=48, seed=11)
     first = dataset.__getitems__(list(range(CLIPS)))
-    again = VideoClips(items, root, CachedBoxes(cached.where, HASH, prefix=PREFIX), frames=8,
-                       size=48, seed=11).__getitems__(list(range(CLIPS)))  # fmt: skip
+    again = VideoClips(
+        items, root, CachedBoxes(cached.where, HASH, prefix=PREFIX), frames=8, size=48, seed=11
+    ).__getitems__(list(range(CLIPS)))
     assert all(equal(a, b) for a, b in zip(first, again, strict=True))
     assert equal(dataset[5], first[5])  # alone or in a batch
     dataset.set_epoch(1)
@@ -237,8 +245,14 @@ def test_dataloader_workers_give_the_samples_of_one_process(items, root, cached)
     restored = pickle.loads(pickle.dumps(cached))
     assert restored._cache is None and restored.records(items[:1]) == cached.records(items[:1])
 
-    loader = DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate,
-                        persistent_workers=True, multiprocessing_context="spawn")  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_size=4,
+        num_workers=2,
+        collate_fn=collate,
+        persistent_workers=True,
+        multiprocessing_context="spawn",
+    )
     single = DataLoader(dataset, batch_size=4, num_workers=0, collate_fn=collate)
     epochs = []
     for epoch in (0, 1):
@@ -313,8 +327,10 @@ def test_computed_boxes_find_the_mover(items, root, truth):
         assert sample["box"] == "computed" and bool(sample["valid"].all())
         true = truth[items[sample["index"]].video]
         taken = sample["frame_indices"].tolist()
-        ious = [box_iou([round(v) for v in box.tolist()], true[i])
-                for box, i in zip(sample["boxes"], taken, strict=True)]  # fmt: skip
+        ious = [
+            box_iou([round(v) for v in box.tolist()], true[i])
+            for box, i in zip(sample["boxes"], taken, strict=True)
+        ]
         assert np.mean(ious) > 0.45 and np.median(ious) > 0.6, ious
 
 
@@ -382,26 +398,49 @@ def test_epic_segments_sample_inside_their_frames(tmp_path, bikes, redis_url):
     # A record of the second segment: every 4th frame boxed, a box that moves right each frame.
     recorded = list(range(100, 180, 4))
     record = BoxRecord(
-        video="P01_01_1", params=HASH, width=640, height=272, fps=25.0, frame_indices=recorded,
-        frames=[[i + 100, 50, i + 300, 250] for i in recorded], clip_box=[200, 50, 476, 250],
+        video="P01_01_1",
+        params=HASH,
+        width=640,
+        height=272,
+        fps=25.0,
+        frame_indices=recorded,
+        frames=[[i + 100, 50, i + 300, 250] for i in recorded],
+        clip_box=[200, 50, 476, 250],
         fallback=False,
-    )  # fmt: skip
+    )
     RedisBoxCache.from_url(redis_url, prefix=PREFIX).put(record)
     boxes = CachedBoxes(redis_url, HASH, prefix=PREFIX)
 
-    train = VideoClips(epic.items, epic.root, boxes, frames=8, size=32, sampling="segment",
-                       decode_short_side=64, seed=4)  # fmt: skip
+    train = VideoClips(
+        epic.items,
+        epic.root,
+        boxes,
+        frames=8,
+        size=32,
+        sampling="segment",
+        decode_short_side=64,
+        seed=4,
+    )
     for epoch in range(3):
         train.set_epoch(epoch)
-        for sample, (start, stop) in zip(train.__getitems__([0, 1]), [(7, 60), (100, 180)],
-                                         strict=True):  # fmt: skip
+        for sample, (start, stop) in zip(
+            train.__getitems__([0, 1]), [(7, 60), (100, 180)], strict=True
+        ):
             taken = sample["frame_indices"].tolist()
             edges = np.linspace(start, stop, 9)  # one frame from each eighth of the segment
             assert all(edges[k] - 1 < i < edges[k + 1] for k, i in enumerate(taken)), taken
         assert train[0]["box"] == "missing"
 
-    test = VideoClips(epic.items, epic.root, boxes, frames=8, size=32, sampling="segment",
-                      train=False, decode_short_side=64)  # fmt: skip
+    test = VideoClips(
+        epic.items,
+        epic.root,
+        boxes,
+        frames=8,
+        size=32,
+        sampling="segment",
+        train=False,
+        decode_short_side=64,
+    )
     sample = test[1]
     assert sample["frame_indices"].tolist() == [104 + 10 * k for k in range(8)]  # the middles
     assert sample["box"] == "cached" and sample["video"].shape == (3, 8, 32, 32)
@@ -444,8 +483,9 @@ def test_samples_carry_their_classes(items, root, synth):
 def test_views_of_a_dense_clip_spread_over_it_and_stack(items, root, cached, truth):
     """2 temporal views of a 16-frame clip, 4 frames 2 apart (a span of 7): the first from frame
     0, the last ending on frame 15; on square frames the crops are the whole frame."""
-    dataset = VideoClips(items, root, cached, frames=4, rate=2, size=SIZE, train=False,
-                         views=(2, 3))  # fmt: skip
+    dataset = VideoClips(
+        items, root, cached, frames=4, rate=2, size=SIZE, train=False, views=(2, 3)
+    )
     sample = dataset[1]
     assert sample["video"].shape == (6, 3, 4, SIZE, SIZE)
     assert sample["boxes"].shape == (6, 4, 4) and sample["valid"].shape == (6, 4)
@@ -475,14 +515,29 @@ def test_views_of_an_epic_segment_cross_the_frame_and_the_segment(tmp_path, bike
         out.writerow(["P01_01_7", "P01", "P01_01", 101, 180, "ride"])  # frames 100..179
     epic = open_source(annotations)
     record = BoxRecord(
-        video="P01_01_7", params=HASH, width=640, height=272, fps=25.0,
-        frame_indices=list(range(100, 180)), frames=[[20, 50, 300, 250]] * 80,
-        clip_box=[20, 50, 300, 250], fallback=False,
-    )  # fmt: skip
+        video="P01_01_7",
+        params=HASH,
+        width=640,
+        height=272,
+        fps=25.0,
+        frame_indices=list(range(100, 180)),
+        frames=[[20, 50, 300, 250]] * 80,
+        clip_box=[20, 50, 300, 250],
+        fallback=False,
+    )
     RedisBoxCache.from_url(redis_url, prefix=PREFIX).put(record)
     boxes = CachedBoxes(redis_url, HASH, prefix=PREFIX)
-    dataset = VideoClips(epic.items, epic.root, boxes, frames=8, size=32, sampling="segment",
-                         train=False, decode_short_side=64, views=(2, 3))  # fmt: skip
+    dataset = VideoClips(
+        epic.items,
+        epic.root,
+        boxes,
+        frames=8,
+        size=32,
+        sampling="segment",
+        train=False,
+        decode_short_side=64,
+        views=(2, 3),
+    )
     sample = dataset[0]
     assert sample["video"].shape == (6, 3, 8, 32, 32)
     # Parts of 10 frames from 100: positions 2 and 7 in each (a quarter, three quarters).

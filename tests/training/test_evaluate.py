@@ -21,7 +21,7 @@ from mofo.training.datasets import CachedBoxes, VideoClips, collate
 from mofo.training.metrics import average_views
 from mofo.training.models import config
 from mofo.training.synth import TRUTH_PARAMS, truth_records, write_dataset
-from tests.badclips import random_bytes
+from testkit.badclips import random_bytes
 from tests.training.commands import mofo
 
 pytestmark = pytest.mark.slow
@@ -41,8 +41,12 @@ def finetuned(tmp_path_factory):
         ClassifierConfig(encoder=TINY, classes={"action": 8}, head="mca", init_scale=1.0)
     )
     (root / "run").mkdir()
-    saved = {"classifier_config": model.cfg.to_dict(), "state_dict": model.state_dict(),
-             "step": 30, "held_out": {"action_top1": 50.0}}  # fmt: skip
+    saved = {
+        "classifier_config": model.cfg.to_dict(),
+        "state_dict": model.state_dict(),
+        "step": 30,
+        "held_out": {"action_top1": 50.0},
+    }
     torch.save(saved, root / "run" / "best.pt")
     return root
 
@@ -86,12 +90,22 @@ def expected_probabilities(root: Path, label_file: Path) -> tuple[torch.Tensor, 
     model.eval()
     source = open_source(label_file)
     boxes = CachedBoxes(str(root / "truth.jsonl.gz"), TRUTH_PARAMS)
-    clips = VideoClips(source.items, source.root, boxes, frames=4, rate=2, size=32, train=False,
-                       sampling="segment", views=(2, 3))  # fmt: skip
+    clips = VideoClips(
+        source.items,
+        source.root,
+        boxes,
+        frames=4,
+        rate=2,
+        size=32,
+        train=False,
+        sampling="segment",
+        views=(2, 3),
+    )
     batch = collate(clips.__getitems__(list(range(len(clips)))))
     with torch.no_grad():
-        logits = model(batch["video"].flatten(0, 1), batch["boxes"].flatten(0, 1),
-                       batch["valid"].flatten(0, 1))["action"]  # fmt: skip
+        logits = model(
+            batch["video"].flatten(0, 1), batch["boxes"].flatten(0, 1), batch["valid"].flatten(0, 1)
+        )["action"]
     return average_views(logits, 6).exp(), batch["labels"]["action"]
 
 
@@ -178,20 +192,29 @@ def test_bad_settings_are_refused_before_any_work(finetuned, tmp_path):
     gone = evaluate(write_config(tmp_path / "a", finetuned), "--set", "evaluate.weights=gone.pt")
     assert gone.returncode == 2 and "weights gone.pt: no such file" in gone.stderr
     config_path = write_config(tmp_path / "b", finetuned)
-    config_path.write_text(config_path.read_text().replace('source = "' + str(
-        finetuned / "synth" / "validation.json") + '"', ""))  # fmt: skip
+    config_path.write_text(
+        config_path.read_text().replace(
+            'source = "' + str(finetuned / "synth" / "validation.json") + '"', ""
+        )
+    )
     unset = evaluate(config_path)
     assert unset.returncode == 2 and "[evaluate] source is required" in unset.stderr
     views = evaluate(write_config(tmp_path / "c", finetuned), "--set", "evaluate.crops=0")
     assert views.returncode == 2 and "clips and crops must be >= 1" in views.stderr
-    torch.save({"classifier_config": ClassifierConfig(TINY, {"action": 5}).to_dict(),
-                "state_dict": VideoClassifier(ClassifierConfig(TINY, {"action": 5})).state_dict()},
-               tmp_path / "five.pt")  # fmt: skip
-    other = evaluate(write_config(tmp_path / "d", finetuned), "--set",
-                     f"evaluate.weights={tmp_path / 'five.pt'}")  # fmt: skip
+    torch.save(
+        {
+            "classifier_config": ClassifierConfig(TINY, {"action": 5}).to_dict(),
+            "state_dict": VideoClassifier(ClassifierConfig(TINY, {"action": 5})).state_dict(),
+        },
+        tmp_path / "five.pt",
+    )
+    other = evaluate(
+        write_config(tmp_path / "d", finetuned), "--set", f"evaluate.weights={tmp_path / 'five.pt'}"
+    )
     assert other.returncode == 2 and "are not the model's" in other.stderr
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    junk = evaluate(write_config(tmp_path / "e", finetuned), "--set",
-                    f"evaluate.weights={tmp_path / 'junk.pt'}")  # fmt: skip
+    junk = evaluate(
+        write_config(tmp_path / "e", finetuned), "--set", f"evaluate.weights={tmp_path / 'junk.pt'}"
+    )
     assert junk.returncode == 2 and "not a finetuned classifier" in junk.stderr
     assert all("Traceback" not in r.stderr for r in (gone, unset, views, other, junk))

@@ -17,13 +17,9 @@ import torch
 from mofo.shared.cache_files import write_records
 from mofo.training.classifier import ClassifierConfig, VideoClassifier
 from mofo.training.config import ConfigError
-from mofo.training.finetune import (
-    load_config,
-    sampling_of,
-    soft_cross_entropy,
-    split_holdout,
-    task_classes,
-)
+from mofo.training.data import sampling_of, task_classes
+from mofo.training.finetune import soft_cross_entropy, split_holdout
+from mofo.training.finetune_config import load_config
 from mofo.training.models import VideoMAE, config
 from mofo.training.synth import truth_records, write_dataset
 from tests.training.commands import mofo
@@ -39,8 +35,10 @@ def labelled(tmp_path_factory):
     write_dataset(root / "synth", clips=30, size=64, frames=12, seed=2)  # 24 training clips
     write_records(root / "truth.jsonl.gz", truth_records(root / "synth"))
     torch.manual_seed(0)
-    torch.save({"model_config": TINY.to_dict(), "state_dict": VideoMAE(TINY).state_dict()},
-               root / "pretrained.pt")  # fmt: skip
+    torch.save(
+        {"model_config": TINY.to_dict(), "state_dict": VideoMAE(TINY).state_dict()},
+        root / "pretrained.pt",
+    )
     return root
 
 
@@ -104,8 +102,14 @@ def test_finetune_selects_on_the_held_out_part_and_resumes(labelled, tmp_path):
 
     # mofo evaluate on the evaluation split from the same config: best.pt, the held-out figures
     split = labelled / "synth" / "validation.json"
-    evaluated = run(config_path, "--set", f"evaluate.source={split}", "--set", "evaluate.crops=1",
-                    command="evaluate")  # fmt: skip
+    evaluated = run(
+        config_path,
+        "--set",
+        f"evaluate.source={split}",
+        "--set",
+        "evaluate.crops=1",
+        command="evaluate",
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     results = json.loads((run_dir / "eval" / "results.json").read_text())
     assert results["held_out"] == best["held_out"] and results["finetuned_steps"] == best["step"]
@@ -123,9 +127,22 @@ def test_a_resumed_run_with_drop_path_equals_the_whole_run(labelled, tmp_path):
     """Two processes, 3 steps an epoch, 4 epochs; drop path 0.5 and dropout 0.5 make every step
     draw from torch's generators. The whole run, then a copy of its folder as a run killed
     right after its checkpoint at step 5 (mid-epoch) would leave it, started again."""
-    settings = ["--nproc", "2", "--set", "model.drop_path=0.5", "--set", "model.dropout=0.5",
-                "--set", "optim.batch_size=3", "--set", "optim.epochs=4",
-                "--set", "run.save_every=5", "--set", "run.keep_checkpoints=5"]  # fmt: skip
+    settings = [
+        "--nproc",
+        "2",
+        "--set",
+        "model.drop_path=0.5",
+        "--set",
+        "model.dropout=0.5",
+        "--set",
+        "optim.batch_size=3",
+        "--set",
+        "optim.epochs=4",
+        "--set",
+        "run.save_every=5",
+        "--set",
+        "run.keep_checkpoints=5",
+    ]
     config_path = write_config(tmp_path / "whole", labelled)
     whole = run(config_path, *settings)
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -142,8 +159,9 @@ def test_a_resumed_run_with_drop_path_equals_the_whole_run(labelled, tmp_path):
     for later in ("step00000010", "step00000012"):
         shutil.rmtree(stopped / "checkpoints" / later)
     (stopped / "checkpoints" / "latest").write_text("step00000005")
-    cut = next(i for i, line in enumerate(lines)
-               if line.get("event") == "checkpoint" and line["step"] == 5)  # fmt: skip
+    cut = next(
+        i for i, line in enumerate(lines) if line.get("event") == "checkpoint" and line["step"] == 5
+    )
     (stopped / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines[: cut + 1]))
     for name in ("model.pt", "best.pt"):
         (stopped / name).unlink()
@@ -201,9 +219,11 @@ def test_parts():
 
 
 @pytest.mark.parametrize(
-    "name", sorted(p.name for p in (Path(__file__).parents[2] / "training" / "configs").glob(
-        "finetune_*.toml"))
-)  # fmt: skip
+    "name",
+    sorted(
+        p.name for p in (Path(__file__).parents[2] / "training" / "configs").glob("finetune_*.toml")
+    ),
+)
 def test_shipped_finetune_configs_load(name):
     from mofo.training.evaluate import load_config as load_evaluate_config
 

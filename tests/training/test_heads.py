@@ -29,10 +29,12 @@ def _attend(layer: MotionCrossAttention, queries: torch.Tensor, keys: torch.Tens
         part = slice(h * WIDTH, (h + 1) * WIDTH)
         mha = nn.MultiheadAttention(WIDTH, num_heads=1, batch_first=True)
         with torch.no_grad():
-            mha.in_proj_weight.copy_(torch.cat([layer.q.weight[part], layer.k.weight[part],
-                                                layer.v.weight[part]]))  # fmt: skip
-            mha.in_proj_bias.copy_(torch.cat([layer.q.bias[part], layer.k.bias[part],
-                                              layer.v.bias[part]]))  # fmt: skip
+            mha.in_proj_weight.copy_(
+                torch.cat([layer.q.weight[part], layer.k.weight[part], layer.v.weight[part]])
+            )
+            mha.in_proj_bias.copy_(
+                torch.cat([layer.q.bias[part], layer.k.bias[part], layer.v.bias[part]])
+            )
             mha.out_proj.weight.copy_(torch.eye(WIDTH))  # the heads' own outputs
             mha.out_proj.bias.zero_()
         out, _ = mha(queries[None], keys[None], keys[None])
@@ -143,8 +145,10 @@ def test_mca_depends_on_the_inside_tokens_when_every_outside_token_is_equal():
 
 
 def test_each_head_is_d_model_wide_and_heads_are_concatenated():
-    for head in (MotionCrossAttentionLiteralHead(WIDTH, {"verb": 97, "noun": 300}, heads=3),
-                 MotionCrossAttentionHead(WIDTH, {"verb": 97, "noun": 300}, heads=3)):  # fmt: skip
+    for head in (
+        MotionCrossAttentionLiteralHead(WIDTH, {"verb": 97, "noun": 300}, heads=3),
+        MotionCrossAttentionHead(WIDTH, {"verb": 97, "noun": 300}, heads=3),
+    ):
         layer = head.layers[0] if hasattr(head, "layers") else head.blocks[0].attn
         assert layer.q.weight.shape == (3 * WIDTH, WIDTH)
         assert layer.out.weight.shape == (WIDTH, 3 * WIDTH)

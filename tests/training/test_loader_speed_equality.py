@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-import mofo.shared.decode as decode
-from bench.loader import HASH, TodayClips, apply_crop_before, record, write_clip
+import mofo.shared.decode.training as decode_training
 from mofo.shared.cache_files import write_records
 from mofo.shared.decode import read_frames, read_training_frames
 from mofo.shared.errors import ClipError
 from mofo.shared.sources import ClipItem
 from mofo.training.datasets import CachedBoxes, VideoClips
 from mofo.training.transforms import apply_crop, dense_indices, multi_scale_crop, segment_indices
+from testkit.loader import HASH, TodayClips, apply_crop_before, record, write_clip
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,24 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An SSV2-like VP9 WebM (96x64, 12 fps, 40 frames) and a long H.264 MP4 (160x96, 30 fps,
     300 frames, B-frames, a keyframe every 48 frames), panning over photos."""
     out = tmp_path_factory.mktemp("loader")
-    write_clip(out / "ssv2.webm", "libvpx-vp9", (96, 64), 12, 40, 0,
-               {"deadline": "good", "cpu-used": "8", "crf": "30", "b": "0"})  # fmt: skip
-    write_clip(out / "epic.mp4", "libx264", (160, 96), 30, 300, 1,
-               {"preset": "veryfast", "crf": "23", "g": "48", "bf": "3"})  # fmt: skip
+    write_clip(
+        out / "ssv2.webm",
+        "libvpx-vp9",
+        (96, 64),
+        12,
+        40,
+        0,
+        {"deadline": "good", "cpu-used": "8", "crf": "30", "b": "0"},
+    )
+    write_clip(
+        out / "epic.mp4",
+        "libx264",
+        (160, 96),
+        30,
+        300,
+        1,
+        {"preset": "veryfast", "crf": "23", "g": "48", "bf": "3"},
+    )
     return out
 
 
@@ -41,7 +55,7 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         return read_frames(*args, **kwargs)
 
-    monkeypatch.setattr(decode, "read_frames", wrapped)
+    monkeypatch.setattr(decode_training, "read_frames", wrapped)
     return calls
 
 

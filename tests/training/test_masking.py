@@ -61,10 +61,14 @@ def test_a_cell_is_inside_when_the_box_covers_half_of_it():
 
 BOXES = pytest.mark.parametrize(
     ("box", "expected_inside"),
-    [([50, 60, 150, 160], 36), ([0, 0, 224, 224], 196), ([100, 100, 105, 104], 1),
-     ([0, 0, 224, 208], 182)],
+    [
+        ([50, 60, 150, 160], 36),
+        ([0, 0, 224, 224], 196),
+        ([100, 100, 105, 104], 1),
+        ([0, 0, 224, 208], 182),
+    ],
     ids=["box", "everything", "less-than-a-patch", "most-of-the-frame"],
-)  # fmt: skip
+)
 
 
 @BOXES
@@ -182,8 +186,10 @@ def test_inside_share_of_every_inside_cell_is_met_on_average():
     evenly. Anywhere: inside cells 27/36 + 9/36 · 149/169, outside ones 149/169, evenly."""
     inside = _inside([[50, 60, 150, 160]] * 2000)
     cells = inside[0, 0]
-    for rule, p_in, p_out in (("outside", 27 / 36, 149 / 160),
-                              ("anywhere", (27 + 9 * 149 / 169) / 36, 149 / 169)):  # fmt: skip
+    for rule, p_in, p_out in (
+        ("outside", 27 / 36, 149 / 160),
+        ("anywhere", (27 + 9 * 149 / 169) / 36, 149 / 169),
+    ):
         masks = mofo_mask(inside, GRID, generator=_gen(1), remainder=rule)
         first = masks.view(2000, 8, 196)[:, 0].float()
         assert torch.allclose(first[:, cells].mean(0), torch.full((36,), p_in), atol=0.05), rule

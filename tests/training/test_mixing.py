@@ -96,8 +96,10 @@ def test_a_box_loses_what_the_pasted_region_covers():
     boxes = torch.tensor([[2.0, 2.0, 8.0, 8.0]] * 4)
     regions = [[0, 0, 16, 5], [0, 0, 16, 16], [4, 4, 6, 6], [5, 0, 16, 16]]
     one = torch.ones(1, dtype=torch.bool)
-    out = [_subtract(boxes[i : i + 1], one, torch.tensor(r, dtype=torch.float32))
-           for i, r in enumerate(regions)]  # fmt: skip
+    out = [
+        _subtract(boxes[i : i + 1], one, torch.tensor(r, dtype=torch.float32))
+        for i, r in enumerate(regions)
+    ]
     assert out[0][0].tolist() == [[2, 5, 8, 8]]  # the top rows are gone
     assert out[1][1].tolist() == [False]  # covered whole
     assert out[2][0].tolist() == [[2, 2, 8, 8]]  # a hole: the box still holds the rest

@@ -34,8 +34,7 @@ def test_vit_b16_is_videomaes_base_model():
     cfg = config("vit_base_patch16_tubelet2")
     model = VideoMAE(cfg)
     assert cfg.grid.tokens == 1568 and model.pixels_per_token == 2 * 16 * 16 * 3
-    encoder = sum(p.numel() for n, p in model.named_parameters()
-                  if n.startswith("encoder."))  # fmt: skip
+    encoder = sum(p.numel() for n, p in model.named_parameters() if n.startswith("encoder."))
     assert 85e6 < encoder < 87e6  # ViT-B/16 with a tubelet embedding: ~86 M
     assert 90e6 < parameter_count(model) < 96e6  # with the 384-wide, 4-deep decoder
     mask = tube_mask(1, cfg.grid, 0.9, torch.Generator().manual_seed(0))
@@ -64,8 +63,13 @@ def test_the_encoder_sees_only_visible_tokens():
     t, h, w = g.shape
     hidden = mask[0].view(t, h, w).nonzero()[0].tolist()  # one hidden token of sample 0
     ti, hi, wi = hidden
-    region = (0, slice(None), slice(ti * 2, ti * 2 + 2), slice(hi * 8, hi * 8 + 8),
-              slice(wi * 8, wi * 8 + 8))  # fmt: skip
+    region = (
+        0,
+        slice(None),
+        slice(ti * 2, ti * 2 + 2),
+        slice(hi * 8, hi * 8 + 8),
+        slice(wi * 8, wi * 8 + 8),
+    )
     changed[region] = torch.rand_like(changed[region])  # new content (a shift would normalise out)
     with torch.no_grad():
         assert torch.equal(model.encode(video, mask), model.encode(changed, mask))

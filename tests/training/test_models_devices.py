@@ -1,4 +1,4 @@
-"""The masked autoencoder on every device (CUDA ones marked ``gpu``; ``scripts/gpu_check.sh``
+"""The masked autoencoder on every device (CUDA ones marked ``gpu``; ``gpu/check.sh``
 runs them): a bf16-autocast step keeps fp32's loss and gradients on the CPU, and SDPA attention
 equals VideoMAE's explicit formula in fp32 and under bf16 autocast."""
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.pretrain import explicit_attention
 from mofo.training.masking import tube_mask
 from mofo.training.models import Attention, VideoMAE, config
+from testkit.attention import explicit_attention
 
 TINY = config("vit_tiny_patch8_tubelet2_32px")
 

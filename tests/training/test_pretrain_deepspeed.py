@@ -24,7 +24,7 @@ from mofo.shared.pipeline import analyse_clip
 from mofo.shared.sources import open_source
 from mofo.training.models import MAEConfig, VideoMAE
 from mofo.training.synth import write_dataset
-from tests.redis_server import start_redis
+from testkit.redis_server import start_redis
 from tests.training.commands import MOFO, env, mofo
 
 pytestmark = pytest.mark.slow
@@ -127,8 +127,9 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
     assert sorted(p.name for p in checkpoints.glob("step*")) == ["step00000020", "step00000024"]
     last_dir = checkpoints / "step00000024"
     assert {p.name for p in last_dir.glob("zero_pp_rank_*_optim_states.pt")} == {
-        "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"
-    }  # fmt: skip
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    }
     state = torch.load(last_dir / "mp_rank_00_model_states.pt", weights_only=False)
     assert (
         state["step"] == STEPS and state["model_config"]["name"] == "vit_tiny_patch8_tubelet2_32px"
@@ -149,9 +150,12 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
     config = write_config(tmp_path / "killed", data, url)
     killed_run = tmp_path / "killed" / "run"
     process = subprocess.Popen(
-        [MOFO, "pretrain", "--config", str(config), "--nproc", "2"], env=env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [MOFO, "pretrain", "--config", str(config), "--nproc", "2"],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and process.poll() is None:

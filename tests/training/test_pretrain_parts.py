@@ -47,8 +47,15 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_overrides_and_types(tmp_path):
     path = _write(tmp_path, '[data]\nsource = "x.json"\nboxes = "none"\n[masking]\nkind = "tube"\n')
-    cfg = load_config(path, ["optim.epochs=3", "optim.betas=[0.8, 0.9]", "run.out=elsewhere",
-                             "deepspeed.zero_optimization.stage=2"])  # fmt: skip
+    cfg = load_config(
+        path,
+        [
+            "optim.epochs=3",
+            "optim.betas=[0.8, 0.9]",
+            "run.out=elsewhere",
+            "deepspeed.zero_optimization.stage=2",
+        ],
+    )
     assert cfg.optim.epochs == 3 and cfg.optim.betas == (0.8, 0.9) and cfg.run.out == "elsewhere"
     assert pretrain_ds_config(cfg, "fp32")["zero_optimization"] == {"stage": 2}
     assert load_config(path, ["model.norm_targets=false"]).model_config().norm_targets is False
@@ -63,8 +70,11 @@ TUBE = '[data]\nsource = "x"\n[masking]\nkind = "tube"\n'
     ("text", "overrides", "message"),
     [
         ('[data]\nsource = "x"\nbox = "none"\n', [], "unknown key 'box'"),
-        ('[data]\nsource = "x"\n[masking]\nkind = "tube"\n[optim]\nepochs = "ten"\n', [],
-         "optim].epochs: 'ten' is not int"),
+        (
+            '[data]\nsource = "x"\n[masking]\nkind = "tube"\n[optim]\nepochs = "ten"\n',
+            [],
+            "optim].epochs: 'ten' is not int",
+        ),
         ('[data]\nsource = "x"\n[masking]\nkind = "bad"\n', [], "is not one of 'mofo', 'tube'"),
         ('[data]\nsource = "x"\n', [], "MOFO masking needs motion boxes"),
         (TUBE + '[model]\nname = "vit_h"\n', [], "unknown model 'vit_h'"),
@@ -73,7 +83,7 @@ TUBE = '[data]\nsource = "x"\n[masking]\nkind = "tube"\n'
         (TUBE, ["epochs=3"], "expected section.key=value"),
         (TUBE, ["masking.ratio=1.0"], "ratio must be"),
     ],
-)  # fmt: skip
+)
 def test_bad_configs_say_what_is_wrong(tmp_path, text, overrides, message):
     with pytest.raises(ConfigError, match=None) as raised:
         load_config(_write(tmp_path, text), overrides)
@@ -109,8 +119,11 @@ def test_epoch_order_splits_ranks_and_resumes_where_it_stopped():
 def test_masks_are_new_each_step_and_the_same_when_repeated():
     grid = TokenGrid(4, 32, 32, 8, 2)
     boxes = torch.tensor([[4.0, 4.0, 20.0, 20.0]]).expand(4, 4, 4).clone()
-    batch = {"video": torch.zeros(4, 3, 4, 32, 32), "boxes": boxes,
-             "valid": torch.ones(4, 4, dtype=torch.bool)}  # fmt: skip
+    batch = {
+        "video": torch.zeros(4, 3, 4, 32, 32),
+        "boxes": boxes,
+        "valid": torch.ones(4, 4, dtype=torch.bool),
+    }
     masking = MaskingSection(ratio=0.75, inside_ratio=0.75)
     assert masking.remainder == "anywhere"
     (a, counts), (b, _), (again, _) = (make_masks(batch, grid, masking, s) for s in (1, 2, 1))

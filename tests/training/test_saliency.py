@@ -45,9 +45,9 @@ def test_grad_cam_of_a_linear_readout_is_each_tokens_share_of_the_logit():
         tokens = model.encoder.blocks[0](tokens)
         logits = (tokens @ model.head.weight).mean(dim=1)
     assert target.tolist() == logits.argmax(1).tolist()
-    expected = torch.stack([
-        torch.relu(tokens[i] @ model.head.weight[:, target[i]]) for i in range(2)
-    ])  # fmt: skip
+    expected = torch.stack(
+        [torch.relu(tokens[i] @ model.head.weight[:, target[i]]) for i in range(2)]
+    )
     expected = expected / expected.amax(dim=1, keepdim=True)
     assert cam.shape == (2, 2, 4, 4)
     torch.testing.assert_close(cam.flatten(1), expected, atol=1e-5, rtol=1e-4)

@@ -17,7 +17,7 @@ from mofo.shared.pipeline import analyse_clip
 from mofo.shared.record import box_iou, union_box
 from mofo.shared.sources import open_source
 from mofo.training.synth import DIRECTIONS, make_clip, write_dataset
-from tests.services.server import MOFO
+from testkit.server import MOFO
 
 
 @pytest.fixture(scope="module")

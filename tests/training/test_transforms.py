@@ -106,13 +106,25 @@ def test_multi_scale_crops_vary_in_size_place_and_flip():
 
 def test_multi_scale_crops_sit_at_videomaes_thirteen_places_and_snap_to_the_size():
     rng = np.random.default_rng(1)
-    crops = [multi_scale_crop(320, 240, 224, rng, scales=(0.75,), flip=False)
-             for _ in range(400)]  # fmt: skip
+    crops = [multi_scale_crop(320, 240, 224, rng, scales=(0.75,), flip=False) for _ in range(400)]
     assert {(c.w, c.h) for c in crops} == {(180, 180)}
     dx, dy = (320 - 180) // 4, (240 - 180) // 4  # 35, 15
     quarters = {(c.x // dx, c.y // dy) for c in crops}
-    assert quarters == {(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
-                        (1, 1), (3, 1), (1, 3), (3, 3)}  # fmt: skip
+    assert quarters == {
+        (0, 0),
+        (4, 0),
+        (0, 4),
+        (4, 4),
+        (2, 2),
+        (0, 2),
+        (4, 2),
+        (2, 4),
+        (2, 0),
+        (1, 1),
+        (3, 1),
+        (1, 3),
+        (3, 3),
+    }
     assert not any(c.flip for c in crops)
     # A side within 3 px of the output size is the output size (256 x 0.875 = 224, 226 -> 224).
     snapped = {multi_scale_crop(300, 258, 224, rng, scales=(0.875,)).w for _ in range(5)}
@@ -140,7 +152,9 @@ def test_random_resized_crops_cover_8_to_100_percent_at_three_quarters_to_four_t
 def test_dense_views_spread_from_the_first_frame_to_the_last_start():
     assert dense_view_indices(16, 4, 2).tolist() == [4, 6, 8, 10]  # one view: centred
     assert [dense_view_indices(16, 4, 2, v, 2).tolist() for v in range(2)] == [
-        [0, 2, 4, 6], [9, 11, 13, 15]]  # fmt: skip
+        [0, 2, 4, 6],
+        [9, 11, 13, 15],
+    ]
     assert [int(dense_view_indices(20, 4, 2, v, 3)[0]) for v in range(3)] == [0, 7, 13]
     assert dense_view_indices(5, 4, 2, 1, 2).tolist() == [0, 2, 4, 4]  # short: the last repeats
     with pytest.raises(ValueError):
@@ -158,6 +172,9 @@ def test_segment_views_take_places_within_each_part():
 def test_view_crops_cross_the_long_side():
     assert view_crops(150, 64, 32) == [centre_crop(150, 64, 32)]
     assert [(c.x, c.y, c.w, c.h) for c in view_crops(150, 64, 32, 3)] == [
-        (0, 0, 64, 64), (43, 0, 64, 64), (86, 0, 64, 64)]  # fmt: skip
+        (0, 0, 64, 64),
+        (43, 0, 64, 64),
+        (86, 0, 64, 64),
+    ]
     assert [(c.x, c.y) for c in view_crops(48, 100, 16, 2)] == [(0, 0), (0, 52)]  # portrait
     assert all(c.size == 32 and not c.flip for c in view_crops(150, 64, 32, 3))

@@ -17,7 +17,6 @@ from mofo.training.visualise import (
     GREEN,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    draw_box,
     patchify,
     reconstruct,
     reconstruction_image,
@@ -117,63 +116,6 @@ def test_reconstruct_agrees_across_devices(device):
         torch.testing.assert_close(b.cpu(), a, rtol=0, atol=1e-5)
 
 
-def _drawn(frame: np.ndarray) -> list[str]:
-    """The frame as rows of '#' (green) and '.' (anything else)."""
-    green = (frame == GREEN).all(-1)
-    return ["".join("#" if g else "." for g in row) for row in green]
-
-
-BLANK = np.zeros((6, 8, 3), dtype=np.uint8)
-
-
-def test_draw_box_outlines_the_exclusive_box_exactly():
-    out = draw_box(BLANK, [1, 1, 5, 4])
-    assert _drawn(out) == [
-        "........",
-        ".####...",  # corner at (x1, y1) = (1, 1)
-        ".#..#...",
-        ".####...",  # corner at (x2 - 1, y2 - 1) = (4, 3)
-        "........",
-        "........",
-    ]
-    assert not BLANK.any()  # the input is left alone
-
-
-def test_draw_box_covers_every_pixel_a_fractional_box_touches():
-    assert _drawn(draw_box(BLANK, [0.5, 1.2, 3.1, 3.9])) == _drawn(draw_box(BLANK, [0, 1, 4, 4]))
-
-
-def test_draw_box_thickness_grows_inward():
-    assert _drawn(draw_box(BLANK, [0, 0, 6, 5], width=2)) == [
-        "######..",
-        "######..",
-        "##..##..",
-        "######..",
-        "######..",
-        "........",
-    ]
-
-
-def test_draw_box_clips_a_box_reaching_past_the_frame():
-    assert _drawn(draw_box(BLANK, torch.tensor([-3.0, 4.0, 3.0, 20.0]))) == [
-        "........",
-        "........",
-        "........",
-        "........",
-        "###.....",
-        "###.....",
-    ]
-
-
-@pytest.mark.parametrize(
-    "box",
-    [[3, 3, 3, 5], [5, 2, 2, 4], [8, 0, 12, 6], [-5, -5, 0, 0], [float("nan"), 0, 4, 4]],
-    ids=["empty", "inverted", "right-of-frame", "above-left-of-frame", "nan"],
-)
-def test_draw_box_with_no_area_in_the_frame_draws_nothing(box):
-    assert not draw_box(BLANK, box).any()
-
-
 def _grey_clip() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A flat grey clip (no green in it), a mask and a prediction."""
     mask = _mask()
@@ -223,10 +165,15 @@ def test_save_writes_the_first_clips_as_one_png(tmp_path):
     video, mask, pred = _grey_clip()
     videos, masks, preds = video.expand(3, *SHAPE), mask.expand(3, -1), pred.expand(3, -1, -1)
     path = save_reconstructions(
-        tmp_path / "a" / "b" / "recon.png", videos, masks, preds, GRID,
-        boxes=torch.tensor([[0.0, 0.0, 16.0, 16.0]] * 3), valid=torch.ones(3, dtype=torch.bool),
+        tmp_path / "a" / "b" / "recon.png",
+        videos,
+        masks,
+        preds,
+        GRID,
+        boxes=torch.tensor([[0.0, 0.0, 16.0, 16.0]] * 3),
+        valid=torch.ones(3, dtype=torch.bool),
         count=2,
-    )  # fmt: skip
+    )
     assert path == tmp_path / "a" / "b" / "recon.png" and path.is_file()
     with Image.open(path) as image:
         assert image.format == "PNG" and image.mode == "RGB"

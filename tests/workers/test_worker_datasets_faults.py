@@ -21,25 +21,32 @@ import redis
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from mofo.shared.cache import KEY_PREFIX
+from mofo.shared.keys import BOX_PREFIX
 from mofo.shared.params import MotionParams
 from mofo.shared.record import BoxRecord
-from tests import badclips
-from tests.redis_server import start_redis
-from tests.workers.conftest import (
-    FAST_WORKER,
-    PARAMS_ARGS,
-    mofo,
-    mofo_env,
-    small_clips,
-)
+from testkit import badclips
+from testkit.datasets import mofo_env
+from testkit.redis_server import start_redis
+from tests.workers.conftest import FAST_WORKER, PARAMS_ARGS, mofo, small_clips
 
 PARAMS = MotionParams(short_side=64, num_frames=6, backend="opencv")
 EPIC_HEADER = [
-    "narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
-    "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun",
-    "noun_class", "all_nouns", "all_noun_classes",
-]  # fmt: skip
+    "narration_id",
+    "participant_id",
+    "video_id",
+    "narration_timestamp",
+    "start_timestamp",
+    "stop_timestamp",
+    "start_frame",
+    "stop_frame",
+    "narration",
+    "verb",
+    "verb_class",
+    "noun",
+    "noun_class",
+    "all_nouns",
+    "all_noun_classes",
+]
 
 
 @pytest.fixture
@@ -52,7 +59,7 @@ def server(tmp_path):
 def _state(client: redis.Redis, build_id: str) -> tuple[dict[str, BoxRecord], dict[str, str]]:
     """(records by clip, failure reasons by clip) of a build."""
     params = build_id.split(":")[0]
-    keys = [k.decode() for k in client.scan_iter(match=f"{KEY_PREFIX}:{params}:*")]
+    keys = [k.decode() for k in client.scan_iter(match=f"{BOX_PREFIX}:{params}:*")]
     records = {k.split(":", 3)[3]: BoxRecord.from_json(client.get(k)) for k in keys}
     failed = client.hgetall(f"mofo:build:{build_id}:failed")
     return records, {k.decode(): v.decode() for k, v in failed.items()}
@@ -86,8 +93,23 @@ def test_epic_kitchens_segments_are_boxed_within_their_frames(
         out.writerow(EPIC_HEADER)
         for narration, start, stop, nouns in rows:
             times = ["00:00:01.00", "00:00:00.32", "00:00:02.40"]
-            out.writerow([narration, "P01", "P01_01", *times, start, stop, "ride bike", "ride",
-                          40, "bike", 12, nouns, "[12]"])  # fmt: skip
+            out.writerow(
+                [
+                    narration,
+                    "P01",
+                    "P01_01",
+                    *times,
+                    start,
+                    stop,
+                    "ride bike",
+                    "ride",
+                    40,
+                    "bike",
+                    12,
+                    nouns,
+                    "[12]",
+                ]
+            )
     env = mofo_env(MOFO_REDIS_URL=server.url, **FAST_WORKER)
     plan = _build(env, str(annotations), "--videos", str(videos))
     assert (plan["kind"], plan["total"], plan["enqueued"]) == ("epic", 3, 3)
@@ -124,15 +146,31 @@ def test_something_something_v2_clips_keep_the_dataset_ids(server, tmp_path, spa
         _webm(videos / f"{video}.webm")
     (videos / "55555.webm").write_bytes(b"")  # an empty file
     labels = [
-        {"id": "78687", "label": "pushing a cup from left to right",
-         "template": "Pushing [something] from left to right", "placeholders": ["a cup"]},
-        {"id": "42326", "label": "moving a pen up", "template": "Moving [something] up",
-         "placeholders": ["a pen"]},
-        {"id": "1999", "label": "dropping a box", "template": "Dropping [something]",
-         "placeholders": ["a box"]},
-        {"id": "55555", "label": "opening a jar", "template": "Opening [something]",
-         "placeholders": ["a jar"]},
-    ]  # fmt: skip
+        {
+            "id": "78687",
+            "label": "pushing a cup from left to right",
+            "template": "Pushing [something] from left to right",
+            "placeholders": ["a cup"],
+        },
+        {
+            "id": "42326",
+            "label": "moving a pen up",
+            "template": "Moving [something] up",
+            "placeholders": ["a pen"],
+        },
+        {
+            "id": "1999",
+            "label": "dropping a box",
+            "template": "Dropping [something]",
+            "placeholders": ["a box"],
+        },
+        {
+            "id": "55555",
+            "label": "opening a jar",
+            "template": "Opening [something]",
+            "placeholders": ["a jar"],
+        },
+    ]
     label_file = tmp_path / "ssv2" / "train.json"
     label_file.write_text(json.dumps(labels))
     env = mofo_env(MOFO_REDIS_URL=server.url, **FAST_WORKER)
@@ -222,8 +260,11 @@ def test_without_redis_the_commands_say_so_and_exit(tmp_path):
     unset = mofo("cache", "build", str(tmp_path / "clips"), env=mofo_env())
     assert unset.returncode == 2 and "set MOFO_REDIS_URL" in unset.stderr
     env = mofo_env(MOFO_REDIS_URL="redis://127.0.0.1:1/0", MOFO_DEVICE="cpu")
-    for args in (["cache", "build", str(tmp_path / "clips")], ["worker", "--burst"],
-                 ["cache", "status"]):  # fmt: skip
+    for args in (
+        ["cache", "build", str(tmp_path / "clips")],
+        ["worker", "--burst"],
+        ["cache", "status"],
+    ):
         done = mofo(*args, env=env, timeout=60)
         assert done.returncode == 1, (args, done.stderr)
         assert "unreachable" in done.stderr and "Traceback" not in done.stderr, args

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from mofo.shared.cache import KEY_PREFIX
-from tests.redis_server import RedisServer, start_redis
-from tests.workers.conftest import FAST_WORKER, PARAMS_ARGS, mofo, mofo_env, small_clips
+from mofo.shared.keys import BOX_PREFIX
+from testkit.datasets import mofo_env
+from testkit.redis_server import RedisServer, start_redis
+from tests.workers.conftest import FAST_WORKER, PARAMS_ARGS, mofo, small_clips
 
 CLIPS = 24
 
@@ -36,9 +37,17 @@ def clips(tmp_path) -> Path:
 def _build(env: dict[str, str], clips: Path) -> str:
     """A build of ``clips`` in jobs of 4, retried 1 s after a failure; its id."""
     built = mofo(
-        "cache", "build", str(clips), *PARAMS_ARGS, "--chunk", "4", "--retry-after", "1,1,1",
-        "--json", env=env,
-    )  # fmt: skip
+        "cache",
+        "build",
+        str(clips),
+        *PARAMS_ARGS,
+        "--chunk",
+        "4",
+        "--retry-after",
+        "1,1,1",
+        "--json",
+        env=env,
+    )
     assert built.returncode == 0, built.stderr
     return json.loads(built.stdout)["build_id"]
 
@@ -61,7 +70,7 @@ def _finished(server: RedisServer, build_id: str) -> None:
     """Every clip has its record and is counted done once; none failed."""
     client = redis.Redis.from_url(server.url)
     params = build_id.split(":")[0]
-    records = list(client.scan_iter(match=f"{KEY_PREFIX}:{params}:*"))
+    records = list(client.scan_iter(match=f"{BOX_PREFIX}:{params}:*"))
     assert len(records) == CLIPS
     assert client.zcard(f"mofo:build:{build_id}:done") == CLIPS
     assert client.hlen(f"mofo:build:{build_id}:failed") == 0

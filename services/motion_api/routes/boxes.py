@@ -75,8 +75,10 @@ async def get_boxes(
             record = await service.cached(video_id, every)
     if record is None:
         raise Problem(
-            404, "record-not-found", "No cached record",
+            404,
+            "record-not-found",
+            "No cached record",
             f"no record for video {video_id!r} under settings {params_hash}; "
             "POST /v1/boxes computes one",
-        )  # fmt: skip
+        )
     return record.to_dict()

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -12,18 +10,11 @@ from fastapi import APIRouter, Query, Request, Response
 from mofo.services.motion_api.deps import CLIP_BODY, Clip, Service
 from mofo.services.motion_api.routes.boxes import PROBLEMS
 from mofo.services.motion_api.schemas import BoxOptions, PreviewOptions
-from mofo.shared.render import sampled_fps, write_motion_map, write_preview
+from mofo.shared.render import motion_map_png, preview_bytes, sampled_fps
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
 MEDIA_TYPES = {"gif": "image/gif", "mp4": "video/mp4", "png": "image/png"}
-
-
-def _render(write, suffix: str) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="mofo-render-") as tmp:
-        path = Path(tmp) / f"out.{suffix}"
-        write(path)
-        return path.read_bytes()
 
 
 @router.post(
@@ -41,15 +32,8 @@ async def motion_map(
     def work(cancel) -> bytes:
         result = service.analysis(clip, params, cancel)
         analysis = result.analysis
-        return _render(
-            lambda path: write_motion_map(
-                path,
-                result.clip.frames,
-                analysis.motion,
-                analysis.boxes,
-                fallback=analysis.fallback,
-            ),
-            "png",
+        return motion_map_png(
+            result.clip.frames, analysis.motion, analysis.boxes, fallback=analysis.fallback
         )
 
     png = await service.run(work, request.is_disconnected)
@@ -71,15 +55,12 @@ async def preview(
     def work(cancel) -> bytes:
         result = service.analysis(clip, params, cancel)
         record = result.record
-        return _render(
-            lambda path: write_preview(
-                path,
-                result.clip.frames,
-                result.analysis.boxes,
-                fps=sampled_fps(record.fps, record.frame_indices),
-                fallback=result.analysis.fallback,
-            ),
-            options.format,
+        return preview_bytes(
+            result.clip.frames,
+            result.analysis.boxes,
+            fps=sampled_fps(record.fps, record.frame_indices),
+            kind=options.format,
+            fallback=result.analysis.fallback,
         )
 
     data = await service.run(work, request.is_disconnected)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on a GPU machine (see ../shared/GPU.md) that verifies and measures every GPU path, the
+# One call on a GPU machine that verifies and measures every GPU path (see gpu/README.md), the
 # most important figures first, each section under a timeout inside one overall budget:
 #   kernel    (not a section; always, ~10 s) the Triton TV-L1 kernels against the CPU path on one
 #             small pair; if they fail, the rest runs with MOFO_TVL1_KERNEL=compiled and says so
@@ -14,18 +14,18 @@
 #             whole `mofo boxes` (decode included) on the clips, frames/s (bench/gpu_pipeline.py)
 #   api       `mofo serve` under load at concurrency 1 and 16 (bench/api_load.py)
 #   pretrain  one ViT-B pretraining step, SDPA + bf16 vs the VideoMAE-style reference
-#   smoke     DeepSpeed pretrain (+ resume), finetune, evaluate (scripts/gpu_pretrain_smoke.sh)
+#   smoke     DeepSpeed pretrain (+ resume), finetune, evaluate (gpu/pretrain_smoke.sh)
 # $OUT (./gpu-out when unset) gets 4 files: gpu-check.log (everything printed), gpu_figures.json
-# (all figures, bench/gpu_report.py; rewritten after every section), nvidia-smi.txt and
+# (all figures, gpu/report.py; rewritten after every section), nvidia-smi.txt and
 # extras.tar.gz (each section's log and JSON, the server's log, the smoke's files).
 #
-# Needs, beside the repository (git-ignored, so name them in the device tool's carry):
-#   .whl/       gpu-site.tar.xz from `python -m bench.gpu_pack`: the packages the GPU image lacks,
+# Needs, beside the repository (git-ignored: copy them to the GPU machine with the checkout):
+#   .whl/       gpu-site.tar.xz from `python -m gpu.pack`: the packages the GPU image lacks,
 #               installed for Python 3.12 (kornia, PyAV, opencv-contrib, pydantic, FastAPI,
 #               uvicorn, DeepSpeed, ...), unpacked into /tmp/site, first on PYTHONPATH (contrib's
 #               cv2, with cv2.optflow, wins over the image's); any *.whl there is pip-installed
 #               too. Only on Python 3.12 (a dry run elsewhere uses its own environment).
-#   .gpu-data/  clips/ (bikes.mp4, carphone_pristine.mp4), also written by bench/gpu_pack.py
+#   .gpu-data/  clips/ (bikes.mp4, carphone_pristine.mp4), also written by gpu/pack.py
 #
 # Settings (environment):
 #   GPU_CHECK_BUDGET  seconds for the whole run (default 450); a section gets at most what is
@@ -56,8 +56,8 @@ T0=$SECONDS
 left() { echo $((BUDGET - (SECONDS - T0))); }
 
 report() {  # merge what the sections wrote so far; keep their files in extras.tar.gz
-  python3 bench/gpu_report.py "$WORK" "$OUT/gpu_figures.json" "$@" \
-    || echo "gpu_report.py failed (rc $?)"
+  python3 gpu/report.py "$WORK" "$OUT/gpu_figures.json" "$@" \
+    || echo "gpu/report.py failed (rc $?)"
   tar -czf "$OUT/extras.tar.gz" -C "$WORK" --exclude=bin . 2>/dev/null || true
 }
 
@@ -207,7 +207,7 @@ EOF
     export MOFO_TVL1_KERNEL=compiled
     echo "  FAILED: the pipeline and API sections run with MOFO_TVL1_KERNEL=compiled"
   fi
-  python3 -c 'from shared.flow import cuda_kernel; print("  CUDA TV-L1 kernel of the pipeline:", cuda_kernel())'
+  echo "  CUDA TV-L1 kernel of the pipeline: ${MOFO_TVL1_KERNEL:-triton}"
 fi
 
 # -- sections, most important first -----------------------------------------------------------
@@ -227,7 +227,7 @@ section api "${API_TIMEOUT:-110}" 40 \
 section pretrain "${PRETRAIN_TIMEOUT:-75}" 30 \
   python3 bench/pretrain.py --json "$WORK/pretrain.json" ${PRETRAIN_ARGS:-}
 section smoke "${SMOKE_TIMEOUT:-240}" "${SMOKE_MIN:-120}" \
-  bash scripts/gpu_pretrain_smoke.sh "$WORK/smoke"
+  bash gpu/pretrain_smoke.sh "$WORK/smoke"
 
 echo
 report --print

@@ -1,4 +1,5 @@
-"""A private ``redis-server`` for tests that need their own: persistence, restarts, kills."""
+"""A private ``redis-server`` for tests and benchmarks that need their own: persistence, restarts,
+kills."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.services.server import free_port
+from testkit.server import free_port
 
 
 @dataclass
@@ -27,11 +28,24 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start (or restart) on the same port and folder, with append-only persistence."""
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--appendonly", "yes", "--save", "",
-             "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -26,8 +26,21 @@ def unscaled_attention(self: Attention, x: torch.Tensor) -> torch.Tensor:
 
 def test_json_has_both_variants_with_rates_and_finite_losses(tmp_path, monkeypatch, capsys):
     out = tmp_path / "pretrain.json"
-    argv = ["pretrain.py", "--device", "cpu", "--model", TINY, "--batch", "2", "--steps", "2",
-            "--warmup", "1", "--json", str(out)]  # fmt: skip
+    argv = [
+        "pretrain.py",
+        "--device",
+        "cpu",
+        "--model",
+        TINY,
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        str(out),
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     pretrain.main()
     figures = json.loads(out.read_text())

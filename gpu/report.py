@@ -1,7 +1,7 @@
-"""Merge what the sections of ``scripts/gpu_check.sh`` wrote into one JSON of figures, and print
-the short summary that ends the run's log (the device tool returns the log's end).
+"""Merge what the sections of ``gpu/check.sh`` wrote into one JSON of figures, and print the
+short summary that ends the run's log (where a caller that reads only the log's end finds it).
 
-    python bench/gpu_report.py WORK OUT/gpu_figures.json
+    python gpu/report.py WORK OUT/gpu_figures.json
 
 WORK holds: versions.json (setup), sections.tsv (name, exit status, seconds, note per section),
 gpu_flow.json, gpu_profile.json, gpu_pipeline.json, api_load.json, pretrain.json, gpu-tests.xml
@@ -32,9 +32,11 @@ def read_sections(path: Path) -> dict[str, dict]:
         return out
     for line in path.read_text().splitlines():
         name, rc, seconds, note = [*line.split("\t"), "", "", ""][:4]
-        out[name] = {"rc": int(rc) if rc.lstrip("-").isdigit() else None,
-                     "seconds": int(seconds) if seconds.isdigit() else None,
-                     "note": note}  # fmt: skip
+        out[name] = {
+            "rc": int(rc) if rc.lstrip("-").isdigit() else None,
+            "seconds": int(seconds) if seconds.isdigit() else None,
+            "note": note,
+        }
     return out
 
 
@@ -86,12 +88,14 @@ def api_summary(data: object) -> dict | None:
         return None
     configs = []
     for cfg in data.get("configs", []):
-        configs.append({
-            "config": cfg.get("config"),
-            "levels": cfg.get("levels"),
-            "ratios": cfg.get("ratios"),
-            "server_log_errors": cfg.get("server_log_errors"),
-        })  # fmt: skip
+        configs.append(
+            {
+                "config": cfg.get("config"),
+                "levels": cfg.get("levels"),
+                "ratios": cfg.get("ratios"),
+                "server_log_errors": cfg.get("server_log_errors"),
+            }
+        )
     return {"machine": data.get("machine"), "configs": configs, "failures": data.get("failures")}
 
 

@@ -3,7 +3,7 @@
 # ZeRO-2) on a synthetic dataset with its true boxes in an export file, 12 steps, then the same
 # command again with max_steps 20: it must resume at step 12 and finish. Then `mofo finetune`
 # from its model.pt (MCA head, bf16, 8 steps, held-out scoring) and `mofo evaluate` (2 x 3
-# views, Grad-CAM maps). Called by gpu_check.sh with $OUT as $1; leaves the pretraining's
+# views, Grad-CAM maps). Called by gpu/check.sh with $OUT as $1; leaves the pretraining's
 # log.jsonl and last reconstruction image, the finetuning's log, the evaluation's results.json
 # and one saliency map there (5 files).
 set -euo pipefail

