@@ -355,6 +355,9 @@ def service(
         "max_pending": args.max_pending,
         "max_wait_ms": args.max_wait_ms,
         "max_batch_pairs": args.max_batch_pairs,
+        # Every request comes from this one address: the cap on one client's uploads at once
+        # (for many clients) would refuse the load this measures (503 uploads-busy at c=16).
+        "max_uploads_per_client": 0,
     }
     if backend != "auto":
         settings["backend"] = backend

@@ -208,6 +208,38 @@ EOF
     echo "  FAILED: the pipeline and API sections run with MOFO_TVL1_KERNEL=compiled"
   fi
   echo "  CUDA TV-L1 kernel of the pipeline: ${MOFO_TVL1_KERNEL:-triton}"
+  echo
+  echo "== kernel choice: FlowParams.cuda_kernel through optical_flow and the FlowBatcher"
+  timeout -k 5 180 python3 - <<'EOF' || echo "  FAILED: the kernel choice"
+import dataclasses
+import os
+
+import torch
+import torch.nn.functional as F
+
+from mofo.shared.batcher import FlowBatcher
+from mofo.shared.flow import optical_flow
+from mofo.shared.params import MotionParams
+
+assert "TRITON_INTERPRET" not in os.environ, "the interpreter must not be on with CUDA"
+gen = torch.Generator().manual_seed(1)
+gray = F.avg_pool2d(torch.rand(3, 1, 72, 96, generator=gen) * 255, 3, 1)
+params = MotionParams(backend="torch")
+cpu = optical_flow(gray[:2], gray[1:], params.flow, "torch")
+for kernel in ("triton", "compiled"):
+    flow_params = dataclasses.replace(params.flow, cuda_kernel=kernel)
+    cuda = optical_flow(gray[:2].cuda(), gray[1:].cuda(), flow_params, "torch").cpu()
+    epe = float((cuda - cpu).norm(dim=1).mean())
+    print(f"  {kernel:8s} optical_flow vs CPU: mean EPE {epe:.5f} px")
+    batcher = FlowBatcher(8, 0.0, cuda_kernel=kernel)
+    try:
+        batched = batcher.flow(gray.cuda(), [0, 1], [1, 2], params).cpu()
+    finally:
+        batcher.stop()
+    epe = float((batched - cpu).norm(dim=1).mean())
+    print(f"  {kernel:8s} FlowBatcher  vs CPU: mean EPE {epe:.5f} px")
+    assert epe < 0.05, epe
+EOF
 fi
 
 # -- sections, most important first -----------------------------------------------------------
