@@ -8,6 +8,13 @@ The library's front door::
     record = mofo.boxes(mofo.sample())  # a BoxRecord, in source pixels
     record.clip_box, record.frames[0], record.own[0]
     mofo.boxes("clip.mp4", quality="fast", num_frames=8)  # a preset, and sampling on top
+    cache = mofo.open_box_cache("boxes.parquet")  # or a Redis URL: the records of a dataset
+    grid = mofo.TokenGrid()  # MOFO's masks (torch) on VideoMAE's 16 x 224 x 224 token grid
+    inside = mofo.box_cells(boxes, valid, grid)  # boxes (B, 4) in input pixels, valid (B,)
+    hidden = mofo.mofo_mask(inside, grid, ratio=0.9, inside_ratio=0.75)  # (B, tokens) bool
+
+The mask and cache-file names load their modules (torch for the masks) when first used, so
+``import mofo`` stays light.
 
 The ``mofo`` command (:mod:`mofo.cli`) composes the same parts with the motion service, the
 workers and the training jobs; this package is the only one that imports all of them.
@@ -24,6 +31,15 @@ from mofo.shared.params import DecodeLimits, FlowParams, MotionParams, preset_pa
 from mofo.shared.record import BoxRecord
 from mofo.shared.sample import sample_clip
 
+# Names loaded when first used: module, attribute.
+_LAZY = {
+    "TokenGrid": "mofo.training.masking",
+    "box_cells": "mofo.training.masking",
+    "mofo_mask": "mofo.training.masking",
+    "tube_mask": "mofo.training.masking",
+    "open_box_cache": "mofo.shared.cache_files",
+}
+
 __all__ = [
     "BoxRecord",
     "ClipError",
@@ -33,10 +49,25 @@ __all__ = [
     "MofoError",
     "MotionParams",
     "RedisBoxCache",
+    "TokenGrid",
+    "box_cells",
     "boxes",
+    "mofo_mask",
+    "open_box_cache",
     "preset_params",
     "sample",
+    "tube_mask",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once loaded, an attribute like the others
+        return value
+    raise AttributeError(f"module 'mofo' has no attribute {name!r}")
 
 
 def sample() -> Path:

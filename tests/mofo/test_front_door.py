@@ -84,3 +84,26 @@ def test_importing_mofo_leaves_torch_and_the_service_unloaded() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_masks_and_the_cache_file_reader_load_when_first_used(tmp_path: Path) -> None:
+    """The names a training notebook needs come from the front door too, loaded on first use."""
+    import torch
+
+    from mofo.shared.cache_files import write_records
+
+    grid = mofo.TokenGrid()
+    boxes = torch.tensor([[32.0, 48.0, 160.0, 176.0], [0.0, 0.0, 0.0, 0.0]])
+    inside = mofo.box_cells(boxes, torch.tensor([True, False]), grid)
+    hidden = mofo.mofo_mask(inside, grid, ratio=0.9, inside_ratio=0.75)
+    tokens = grid.frames // grid.tubelet * (grid.height // grid.patch) * (grid.width // grid.patch)
+    assert hidden.shape == (2, tokens) and hidden.dtype == torch.bool
+    per_slot = int(0.9 * (224 // 16) ** 2)
+    assert hidden.sum(dim=1).tolist() == [8 * per_slot, 8 * per_slot]
+    assert mofo.tube_mask(2, grid, 0.9).shape == (2, tokens)
+    record = mofo.boxes(mofo.sample(), device="cpu", num_frames=4)
+    write_records(tmp_path / "boxes.jsonl.gz", [record])
+    cache = mofo.open_box_cache(str(tmp_path / "boxes.jsonl.gz"))
+    assert cache.get(record.video, record.params) == record
+    with pytest.raises(AttributeError, match="no attribute 'mask'"):
+        mofo.mask  # noqa: B018
