@@ -12,10 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from mofo.shared.sample import sample_clip
 from testkit import badclips
 from testkit.server import MOFO as MOFO_SCRIPT
 
 MOFO = Path(MOFO_SCRIPT)
+SAMPLE = sample_clip()
 
 RECORD_KEYS = {
     "schema",
@@ -296,12 +298,17 @@ def test_serve_refuses_bad_settings(args: list[str], message: str) -> None:
     assert message in run.stderr
 
 
-@pytest.mark.parametrize("command", [["serve"], ["worker", "--redis", "redis://127.0.0.1:1/0"]])
-def test_a_bad_tvl1_kernel_stops_serve_and_worker_at_start(
+@pytest.mark.parametrize(
+    "command",
+    [["serve"], ["worker", "--redis", "redis://127.0.0.1:1/0"], ["boxes", str(SAMPLE)]],
+    ids=["serve", "worker", "boxes"],
+)
+def test_a_bad_tvl1_kernel_stops_serve_worker_and_boxes_at_start(
     command: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MOFO_TVL1_KERNEL is checked before anything starts (the worker never reaches its Redis,
-    here a port where none listens), not at the first flow call on a GPU."""
+    here a port where none listens; boxes decodes nothing), not at the first flow call on a
+    GPU; serve and worker read it as a setting, boxes as the same variable."""
     monkeypatch.setenv("MOFO_TVL1_KERNEL", "cudnn")
     run = mofo(*command)
     check_clean_failure(run, 2)
