@@ -47,11 +47,32 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: "[env MOFO_HOST]" is text, not markup; no box drawing
 )
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import version
+
+        from mofo.shared.params import ALGORITHM_VERSION
+
+        typer.echo(f"mofo {version('mofo')} (algorithm version {ALGORITHM_VERSION})")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and the algorithm version (which names records) and exit.",
+        ),
+    ] = False,
+) -> None:
     """MOFO motion boxes, service, workers and training."""
 
 

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from mofo.cli_options import (
     _LIMITS,
+    EXIT_INFRA,
     Backend,
     BackendOpt,
     FpsOpt,
@@ -46,6 +47,7 @@ from mofo.shared.errors import MofoError
 cache_app = typer.Typer(
     help="The Redis box cache: fill it for a dataset, follow a build, export and import it.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 out = Console(soft_wrap=True)
 
@@ -64,12 +66,12 @@ def _redis_settings(**overrides):
 
 @contextmanager
 def _redis_errors(url: str):
-    """Redis unreachable or a source/file problem: one line on stderr, exit 1 or 2."""
+    """Redis unreachable (exit 3) or a source/file problem (exit 2): one line on stderr."""
     try:
         with unavailable_as(CacheUnavailable, "Redis", url):
             yield
     except CacheUnavailable as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
+        raise fail(str(exc), EXIT_INFRA) from None
     except MofoError as exc:
         raise fail(str(exc)) from None
 

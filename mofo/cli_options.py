@@ -21,6 +21,7 @@ err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever th
 
 EXIT_CLIP_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INFRA = 3  # what the command needs is not there: Redis unreachable, the device missing
 
 
 # "auto" and the flow backends (mofo.shared.params.FLOW_BACKENDS)

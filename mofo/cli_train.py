@@ -10,7 +10,8 @@ from typing import Annotated, Any, Protocol
 
 import typer
 
-from mofo.cli_options import EXIT_USAGE, fail
+from mofo.cli_options import EXIT_INFRA, EXIT_USAGE, fail
+from mofo.shared.cache import CacheUnavailable
 from mofo.shared.errors import MofoError
 
 EXIT_FAILED = 1
@@ -62,7 +63,10 @@ def _run(module: str, config: Path, nproc: int, overrides: list[str] | None, res
     try:
         job.run(cfg, resume=resume)
     except MofoError as exc:
-        raise fail(str(exc), EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED) from None
+        code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+        if isinstance(exc, CacheUnavailable):
+            code = EXIT_INFRA  # the box cache, not the run, is what failed
+        raise fail(str(exc), code) from None
 
 
 def pretrain(config: Config, nproc: Nproc = 1, overrides: Overrides = None, resume: Resume = True):

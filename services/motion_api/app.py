@@ -74,12 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             swagger_favicon_url="/docs-assets/favicon.png",
         )
 
-    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    app.mount(
-        "/docs-assets",
-        StaticFiles(directory=str(DOCS_ASSETS)),
-        name="docs-assets",
-    )
+    mounts = {"/static": STATIC, "/docs-assets": DOCS_ASSETS}
+    for path, folder in mounts.items():
+        app.mount(path, StaticFiles(directory=str(folder)), name=path.strip("/"))
     # Outermost first: metrics see every answer, 413s included.
     app.add_middleware(
         BodyLimitMiddleware,
@@ -91,5 +88,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         idle_s=settings.body_idle_s,
         metrics=service.metrics,
     )
-    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, mounts=tuple(mounts))
     return app

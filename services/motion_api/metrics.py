@@ -73,11 +73,19 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request by its route template (``/v1/jobs/{job_id}``, not the id)."""
+    """Counts every HTTP request by its route template (``/v1/jobs/{job_id}``, not the id);
+    files of a mounted folder (``mounts``, e.g. ``/static``) as ``/static/{path}``."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics):
+    def __init__(self, app: ASGIApp, metrics: Metrics, mounts: tuple[str, ...] = ()):
         self.app = app
         self.metrics = metrics
+        self.mounts = mounts
+
+    def _mounted(self, path: str) -> str:
+        for mount in self.mounts:
+            if path.startswith(mount + "/"):
+                return mount + "/{path}"
+        return "<unmatched>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,6 +106,6 @@ class MetricsMiddleware:
         finally:
             self.metrics.in_flight.dec()
             route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = getattr(route, "path", None) or self._mounted(scope["path"])
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.latency.labels(template).observe(time.perf_counter() - start)

@@ -325,3 +325,32 @@ def test_one_clip_shows_its_frame_pairs_on_a_terminal(clips: tuple[Path, Path]) 
     assert piped.returncode == 0 and piped.stderr == ""
     quiet = mofo("boxes", clips[0], *FAST, "-q", terminal=True)
     assert "frame pairs" not in quiet.stderr
+
+
+def test_version_names_the_package_and_the_algorithm() -> None:
+    from importlib.metadata import version
+
+    from mofo.shared.params import ALGORITHM_VERSION
+
+    run = mofo("--version")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"mofo {version('mofo')} (algorithm version {ALGORITHM_VERSION})\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "text"),
+    [
+        (["serve", "--help"], "Bind address [env MOFO_HOST]."),
+        (["evaluate", "--help"], "([evaluate] of the finetuning config)"),
+        (["cache", "export", "--help"], "[env MOFO_REDIS_URL]"),
+    ],
+)
+def test_help_is_plain_text_that_keeps_its_brackets(command: list[str], text: str) -> None:
+    """Help is read in terminals, logs and pipes: brackets are text (not markup), flags show
+    no type, and no box-drawing characters frame it."""
+    run = mofo(*command)
+    assert run.returncode == 0, run.stderr
+    flat = " ".join(run.stdout.split())
+    assert text in flat
+    assert "<bool>" not in run.stdout
+    assert not set("╭╮╰╯│─") & set(run.stdout)

@@ -277,7 +277,13 @@ def test_health_and_readiness(client):
 def test_metrics_count_requests_by_route_and_batches(client):
     _upload(client, "/v1/boxes", _sample_bytes(), **FAST)
     client.get("/v1/jobs/" + "1" * 32)
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/no/such/page").status_code == 404
     text = client.get("/metrics").text
+    # the page's files count under their folder, a path nothing serves as unmatched
+    assert re.search(r'requests_total\{method="GET",route="/static/\{path\}",status="200"\}', text)
+    assert re.search(r'requests_total\{method="GET",route="<unmatched>",status="404"\}', text)
+    assert 'route="<unmatched>",status="200"' not in text
     assert re.search(
         r'mofo_http_requests_total\{method="POST",route="/v1/boxes",status="200"\} [1-9]', text
     )

@@ -254,8 +254,9 @@ def test_clips_of_a_job_that_failed_for_good_wait_for_the_next_build(
 
 
 def test_without_redis_the_commands_say_so_and_exit(tmp_path):
-    """No Redis configured: a usage error (2). Redis unreachable: exit 1, one line, no
-    traceback, for the build, the worker and the status."""
+    """No Redis configured: a usage error (2). Redis unreachable: exit 3 (what the command
+    needs is not there, not a clip's fault), one line, no traceback, for the build, the worker
+    and the status."""
     small_clips(tmp_path / "clips", 1)
     unset = mofo("cache", "build", str(tmp_path / "clips"), env=mofo_env())
     assert unset.returncode == 2 and "set MOFO_REDIS_URL" in unset.stderr
@@ -266,5 +267,5 @@ def test_without_redis_the_commands_say_so_and_exit(tmp_path):
         ["cache", "status"],
     ):
         done = mofo(*args, env=env, timeout=60)
-        assert done.returncode == 1, (args, done.stderr)
+        assert done.returncode == 3, (args, done.stderr)
         assert "unreachable" in done.stderr and "Traceback" not in done.stderr, args

@@ -129,9 +129,11 @@ def launch(module: str, config_path: Path, overrides: list[str], nproc: int, res
 
 def process_main(prog: str, load_config, job, argv: list[str] | None = None) -> int:
     """One process of a run: ``python -m MODULE --config FILE [--set k=v]... [--no-resume]``
-    (what torch's launcher starts); exit 2 for a bad config, 1 for another failure."""
+    (what torch's launcher starts); exit 2 for a bad config, 3 when the box cache is
+    unreachable, 1 for another failure."""
     import argparse
 
+    from mofo.shared.cache import CacheUnavailable
     from mofo.shared.errors import MofoError
     from mofo.training.config import ConfigError
 
@@ -144,7 +146,7 @@ def process_main(prog: str, load_config, job, argv: list[str] | None = None) -> 
         job(load_config(args.config, args.overrides), resume=args.resume)
     except MofoError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+        return 2 if isinstance(e, ConfigError) else 3 if isinstance(e, CacheUnavailable) else 1
     finally:
         with contextlib.suppress(Exception):
             if torch.distributed.is_initialized():
