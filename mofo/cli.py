@@ -84,7 +84,12 @@ def sample() -> None:
 
 @app.command()
 def boxes(
-    clips: Annotated[list[str], typer.Argument(help="Video files.", show_default=False)],
+    clips: Annotated[
+        list[str],
+        typer.Argument(
+            help="Video files, or folders of them (searched recursively).", show_default=False
+        ),
+    ],
     json_out: Annotated[
         bool, typer.Option("--json", help="One box record (JSON) per clip and line on stdout.")
     ] = False,
@@ -147,6 +152,7 @@ def boxes(
             except (ValueError, FileNotFoundError) as exc:
                 raise fail(str(exc)) from None
 
+    clips = _clips_of(clips)
     several = len(clips) > 1
     failed = 0
     progress = Progress(
@@ -209,6 +215,25 @@ def boxes(
     if failed:
         err.print(f"{failed} of {len(clips)} clips failed", highlight=False)
         raise typer.Exit(EXIT_CLIP_FAILED)
+
+
+def _clips_of(paths: list[str]) -> list[str]:
+    """The clips named: a folder stands for its video files, found as ``mofo cache build``
+    finds them (recursively, by suffix, hidden ones left out, sorted); an empty one is a usage
+    error (exit 2)."""
+    from mofo.shared.sources import open_source
+
+    clips: list[str] = []
+    for path in paths:
+        if not Path(path).is_dir():
+            clips.append(path)
+            continue
+        try:
+            folder = open_source(Path(path))
+        except MofoError as exc:
+            raise fail(str(exc)) from None
+        clips.extend(str(Path(path) / item.path) for item in folder.items)
+    return clips
 
 
 @app.command()

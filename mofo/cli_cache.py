@@ -283,8 +283,18 @@ def _render(statuses, jobs: dict[str, int] | None) -> Group:
         for job_id, reason in (s.failed_jobs or {}).items():
             parts.append(Text(f"  failed job {job_id}: {reason}", style="yellow"))
     if jobs is not None:
-        parts.append(Text(", ".join(f"{k} {v}" for k, v in jobs.items())))
+        parts.append(Text(", ".join(f"{QUEUE_LABELS[k]} {v}" for k, v in jobs.items())))
     return Group(*parts)
+
+
+# The queue's counts: keys of `cache status --json`, and how the text shows them.
+QUEUE_LABELS = {
+    "queued": "jobs queued",
+    "running": "running",
+    "retrying": "waiting to retry",
+    "failed": "failed",
+    "workers": "workers",
+}
 
 
 def _queue_counts(queue) -> dict[str, int]:
@@ -292,9 +302,9 @@ def _queue_counts(queue) -> dict[str, int]:
     from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
     return {
-        "jobs queued": queue.count,
+        "queued": queue.count,
         "running": StartedJobRegistry(queue=queue).count,
-        "waiting to retry": ScheduledJobRegistry(queue=queue).count,
+        "retrying": ScheduledJobRegistry(queue=queue).count,
         "failed": FailedJobRegistry(queue=queue).count,
         "workers": Worker.count(queue=queue),
     }

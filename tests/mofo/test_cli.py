@@ -354,3 +354,22 @@ def test_help_is_plain_text_that_keeps_its_brackets(command: list[str], text: st
     assert text in flat
     assert "<bool>" not in run.stdout
     assert not set("╭╮╰╯│─") & set(run.stdout)
+
+
+def test_a_folder_stands_for_its_clips_as_cache_build_finds_them(tmp_path: Path) -> None:
+    """``mofo boxes DIR`` boxes the video files under DIR (recursively, sorted, other files
+    and hidden ones left out), as ``mofo cache build DIR`` would; an empty folder is exit 2."""
+    (tmp_path / "clips" / "b").mkdir(parents=True)
+    for name in ("a.mp4", "b/c.mp4", ".hidden.mp4"):
+        (tmp_path / "clips" / name).write_bytes(SAMPLE.read_bytes())
+    (tmp_path / "clips" / "notes.txt").write_text("not a clip")
+    run = mofo("boxes", tmp_path / "clips", "--json", "--num-frames", "3", *FAST)
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    clips = tmp_path / "clips"
+    assert [r["video"] for r in records] == [str(clips / "a.mp4"), str(clips / "b" / "c.mp4")]
+    assert records[0]["clip_box"] == records[1]["clip_box"]  # the same clip twice
+    (tmp_path / "empty").mkdir()
+    empty = mofo("boxes", tmp_path / "empty")
+    check_clean_failure(empty, 2)
+    assert "no video files" in empty.stderr

@@ -135,7 +135,11 @@ def test_build_survives_a_killed_worker_a_redis_restart_and_moves_as_a_file(
         assert status["failures"] == failed
         assert status["rate"] > 0 and status["eta_s"] == 0  # clips/s over the last minute
         assert status["written"] == n_good and status["stalled"] == 0
+        (counts,) = json.loads(shown.stdout)["queue"].values()  # keys are identifiers
+        assert set(counts) == {"queued", "running", "retrying", "failed", "workers"}
+        assert counts["queued"] == counts["running"] == 0
         text = mofo("cache", "status", "--failed", env=env).stdout
+        assert "jobs queued 0" in text and "waiting to retry" in text  # words for people
         assert "done 20" in text and "failed 2" in text and "pending 0" in text
         assert failed["bad/garbage.mp4"] in text and "clips/s" in text and "ETA" in text
         watched = mofo("cache", "status", "--watch", env=env, timeout=30)  # nothing pending: ends
