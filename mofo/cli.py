@@ -4,6 +4,7 @@ is non-zero when any clip failed (the others still complete)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -87,7 +88,8 @@ def boxes(
     clips: Annotated[
         list[str],
         typer.Argument(
-            help="Video files, or folders of them (searched recursively).", show_default=False
+            help="Video files, folders of them (searched recursively), or - for standard input.",
+            show_default=False,
         ),
     ],
     json_out: Annotated[
@@ -175,8 +177,15 @@ def boxes(
             progress.update(task, description=os.path.basename(clip))
             progress.reset(pairs, total=None, visible=False)
             try:
+                source = _stdin_clip(limits.max_bytes) if clip == "-" else clip
                 result = analyse_clip(
-                    clip, params, limits, dev, batch_size=batch_size, progress=pairs_done
+                    source,
+                    params,
+                    limits,
+                    dev,
+                    name=clip,
+                    batch_size=batch_size,
+                    progress=pairs_done,
                 )
                 work = result.clip.frames
                 if preview is not None:
@@ -217,15 +226,27 @@ def boxes(
         raise typer.Exit(EXIT_CLIP_FAILED)
 
 
+def _stdin_clip(max_bytes: int) -> bytes:
+    """A clip's bytes from standard input (``mofo boxes -``), refused past ``--max-bytes``."""
+    from mofo.shared.errors import FileTooLarge
+
+    data = sys.stdin.buffer.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileTooLarge(f"-: standard input is over {max_bytes} bytes (--max-bytes)")
+    return data
+
+
 def _clips_of(paths: list[str]) -> list[str]:
     """The clips named: a folder stands for its video files, found as ``mofo cache build``
     finds them (recursively, by suffix, hidden ones left out, sorted); an empty one is a usage
     error (exit 2)."""
     from mofo.shared.sources import open_source
 
+    if paths.count("-") > 1:
+        raise fail("standard input ('-') can be named once")
     clips: list[str] = []
     for path in paths:
-        if not Path(path).is_dir():
+        if path == "-" or not Path(path).is_dir():
             clips.append(path)
             continue
         try:

@@ -373,3 +373,27 @@ def test_a_folder_stands_for_its_clips_as_cache_build_finds_them(tmp_path: Path)
     empty = mofo("boxes", tmp_path / "empty")
     check_clean_failure(empty, 2)
     assert "no video files" in empty.stderr
+
+
+def test_standard_input_is_a_clip_named_dash() -> None:
+    """``mofo boxes -`` reads one clip's bytes from standard input: the same record as the file
+    (named ``-``), refused past --max-bytes and when not a video, and named at most once."""
+
+    def piped(*args: str, data: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [str(MOFO), "boxes", *args], input=data, capture_output=True, timeout=120
+        )
+
+    flags = ["--json", "--num-frames", "3", *FAST]
+    from_file = records(mofo("boxes", SAMPLE, *flags).stdout)[0]
+    run = piped("-", *flags, data=SAMPLE.read_bytes())
+    assert run.returncode == 0, run.stderr
+    from_stdin = json.loads(run.stdout)
+    assert from_stdin["video"] == "-"
+    assert {**from_stdin, "video": from_file["video"]} == from_file
+    big = piped("-", "--max-bytes", "1000", data=SAMPLE.read_bytes())
+    assert big.returncode == 1 and b"standard input is over 1000 bytes" in big.stderr
+    text = piped("-", data=b"not a video\n")
+    assert text.returncode == 1 and b"-: is not a readable video" in text.stderr
+    twice = piped("-", "-", data=b"")
+    assert twice.returncode == 2 and b"can be named once" in twice.stderr
