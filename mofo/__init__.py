@@ -38,6 +38,7 @@ _LAZY = {
     "mofo_mask": "mofo.training.masking",
     "tube_mask": "mofo.training.masking",
     "open_box_cache": "mofo.shared.cache_files",
+    "read_flow_file": "mofo.shared.flow_files",
 }
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "mofo_mask",
     "open_box_cache",
     "preset_params",
+    "read_flow_file",
     "sample",
     "tube_mask",
 ]

@@ -101,6 +101,17 @@ def boxes(
     motion_map: Annotated[
         Path | None, typer.Option(help="Write a PNG strip of frames above their motion maps.")
     ] = None,
+    maps: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write each clip's flow and motion maps into this folder, as STEM.npz "
+            "(mofo.flow/1; read with mofo.read_flow_file).",
+            file_okay=False,
+        ),
+    ] = None,
+    maps_dtype: Annotated[
+        str, typer.Option(help="float16 (half the size) or float32 (exact) for --maps.")
+    ] = "float16",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     backend: BackendOpt = Backend.auto,
     quality: QualityOpt = Quality.balanced,
@@ -153,6 +164,10 @@ def boxes(
                 check_output_path(out, suffixes, f"--{what.replace(' ', '-')}")
             except (ValueError, FileNotFoundError) as exc:
                 raise fail(str(exc)) from None
+    if maps is not None and not maps.is_dir():
+        raise fail(f"--maps {maps}: no such folder")
+    if maps_dtype not in ("float16", "float32"):
+        raise fail(f"--maps-dtype must be float16 or float32, got {maps_dtype!r}")
 
     clips = _clips_of(clips)
     several = len(clips) > 1
@@ -186,6 +201,7 @@ def boxes(
                     name=clip,
                     batch_size=batch_size,
                     progress=pairs_done,
+                    keep_flow=maps is not None,
                 )
                 work = result.clip.frames
                 if preview is not None:
@@ -196,6 +212,8 @@ def boxes(
                         fps=sampled_fps(result.record.fps, result.record.frame_indices),
                         fallback=result.analysis.fallback,
                     )
+                if maps is not None:
+                    _write_maps(maps, clip, result, maps_dtype)
                 if motion_map is not None:
                     write_motion_map(
                         output_path(motion_map, clip, several),
@@ -224,6 +242,33 @@ def boxes(
     if failed:
         err.print(f"{failed} of {len(clips)} clips failed", highlight=False)
         raise typer.Exit(EXIT_CLIP_FAILED)
+
+
+def _write_maps(folder: Path, clip: str, result, dtype: str) -> Path:
+    """A clip's flow and motion maps as ``folder/STEM.npz`` (:mod:`mofo.shared.flow_files`)."""
+    from mofo.shared.flow_files import write_flow_file
+
+    record, work = result.record, result.clip
+    height, width = work.frames.shape[1:3]
+    meta = {
+        "video": record.video,
+        "params": record.params,
+        "width": width,
+        "height": height,
+        "source_width": record.width,
+        "source_height": record.height,
+        "fps": record.fps,
+    }
+    stem = "stdin" if clip == "-" else Path(clip).stem
+    return write_flow_file(
+        folder / f"{stem}.npz",
+        result.analysis.flow.cpu().numpy(),
+        result.analysis.motion,
+        record.frame_indices,
+        work.partner_indices or record.frame_indices,
+        meta,
+        dtype,
+    )
 
 
 def _stdin_clip(max_bytes: int) -> bytes:

@@ -93,6 +93,9 @@ class FrameAnalysis:
     maps: torch.Tensor  # (T, H, W) float32 smoothed motion-boundary maps, on the device used
     fallback: bool  # no frame had motion: boxes are the centre box
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # (T, 2, H, W) float32 flow of each kept frame to its partner (u, v in working pixels), kept
+    # only when asked for (``keep_flow``): it is twice the maps' size
+    flow: torch.Tensor | None = None
 
     @functools.cached_property
     def motion(self) -> np.ndarray:
@@ -262,6 +265,7 @@ def analyse_frames(
     kept: list[int] | None = None,
     partners: list[int] | None = None,
     progress: Progress | None = None,
+    keep_flow: bool = False,
 ) -> FrameAnalysis:
     """Motion boxes for (N, H, W, 3) uint8 RGB frames already at working size (N >= 2).
 
@@ -317,6 +321,7 @@ def analyse_frames(
         maps=maps[:, 0].float(),
         fallback=fallback,
         timings=timings,
+        flow=flow.float() if keep_flow else None,
     )
 
 
@@ -347,6 +352,7 @@ def analyse_clip(
     label: str | None = None,
     segment: tuple[int, int] | None = None,
     progress: Progress | None = None,
+    keep_flow: bool = False,
 ) -> ClipResult:
     """Decode a clip, find its motion boxes and build its box record (source pixels).
 
@@ -355,6 +361,7 @@ def analyse_clip(
     ``segment=(start, stop)`` analyses only source frames ``start <= i < stop`` (see
     :func:`mofo.shared.decode.read_clip`); the record's ``frame_indices`` are source indices.
     ``progress`` is told (pairs done, pairs in all) as the flow goes (in-thread flow only).
+    ``keep_flow`` keeps the pairs' flow in ``analysis.flow`` (for :mod:`mofo.shared.flow_files`).
     """
     from mofo.shared.decode import read_clip
 
@@ -375,6 +382,7 @@ def analyse_clip(
         kept=list(range(len(clip.frames))),
         partners=clip.partners,
         progress=progress,
+        keep_flow=keep_flow,
     )
     analysis.timings["decode"] = decode_s
 
