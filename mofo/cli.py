@@ -198,7 +198,7 @@ def boxes(
                     params,
                     limits,
                     dev,
-                    name=clip,
+                    name="-" if clip == "-" else None,
                     batch_size=batch_size,
                     progress=pairs_done,
                     keep_flow=maps is not None,

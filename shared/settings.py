@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     # ... and of them from one client address (behind a proxy: its X-Forwarded-For, when the
     # proxy is trusted, else the proxy's own); 0 = no limit per client.
     max_uploads_per_client: int = Field(4, ge=0, le=4096)
+
+    # -- Who may call the API ----------------------------------------------------------------
+    # API keys, comma-separated (MOFO_API_KEYS): when set, every /v1 call needs
+    # "Authorization: Bearer KEY" (401 without it, 403 with another); /healthz, /readyz, the
+    # page and the docs stay open, /metrics too unless metrics_public is false. Unset: open.
+    api_keys: str = ""
+    metrics_public: bool = True
     max_spool_bytes: int = Field(1024 * MiB, ge=1)
     body_timeout_s: float = Field(300.0, gt=0, le=86_400)
     body_idle_s: float = Field(20.0, gt=0, le=3600)
@@ -119,6 +126,18 @@ class Settings(BaseSettings):
     max_work_side: int = Field(1024, ge=32, le=16_384)
     # JSON bodies (paths under the data root) are parsed only up to this many bytes.
     max_json_bytes: int = Field(1 * MiB, ge=64, le=64 * MiB)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_are_long_enough(cls, value: str) -> str:
+        for key in (k.strip() for k in value.split(",") if k.strip()):
+            if len(key) < 16:
+                raise ValueError("each API key needs at least 16 characters (use a random one)")
+        return value
+
+    def api_key_set(self) -> frozenset[str]:
+        """The API keys, or an empty set when the API is open."""
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
 
     @field_validator("data_root")
     @classmethod

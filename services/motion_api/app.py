@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from mofo.services.motion_api import problems
+from mofo.services.motion_api.auth import ApiKeyMiddleware
 from mofo.services.motion_api.jobs import LocalJobs, RQJobs
 from mofo.services.motion_api.limits import BodyLimitMiddleware
 from mofo.services.motion_api.metrics import MetricsMiddleware
@@ -88,5 +89,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         idle_s=settings.body_idle_s,
         metrics=service.metrics,
     )
-    app.add_middleware(MetricsMiddleware, metrics=service.metrics, mounts=tuple(mounts))
+    # Keys before bodies: a caller without one is answered before its upload is read.
+    app.add_middleware(
+        ApiKeyMiddleware, keys=settings.api_key_set(), metrics_public=settings.metrics_public
+    )
+
+    def templates() -> list[str]:  # every route's template, the mounted folders' too
+        mounted = [f"{path}/{{path}}" for path in mounts]
+        return [*app.openapi()["paths"], "/", "/docs", "/openapi.json", *mounted]
+
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, templates=templates)
     return app

@@ -22,14 +22,13 @@ The refusals found while reading are raised from ``receive()`` as :class:`BodyRe
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mofo.services.motion_api.metrics import Metrics
-from mofo.services.motion_api.problems import PROBLEM_JSON, Problem, problem_body
+from mofo.services.motion_api.problems import Problem, send_problem
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 UPLOADS_RETRY_S = 5  # Retry-After of a busy answer: uploads end (or are cut) within seconds
@@ -163,17 +162,7 @@ class BodyLimitMiddleware:
         )
 
     async def _answer(self, send: Send, problem: Problem, scope: Scope) -> None:
-        body = problem_body(
-            problem.status, problem.slug, problem.title, problem.detail, instance=scope.get("path")
-        )
-        payload = json.dumps(body).encode()
-        headers = [
-            (b"content-type", PROBLEM_JSON.encode()),
-            (b"content-length", str(len(payload)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in problem.headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": problem.status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_problem(send, problem, scope.get("path"))
 
 
 class _BodyReader:

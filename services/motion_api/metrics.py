@@ -3,7 +3,9 @@ process, as in the tests), and the ASGI middleware that counts requests by route
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -73,18 +75,24 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request by its route template (``/v1/jobs/{job_id}``, not the id);
-    files of a mounted folder (``mounts``, e.g. ``/static``) as ``/static/{path}``."""
+    """Counts every HTTP request by its route template (``/v1/jobs/{job_id}``, not the id),
+    refusals that come before routing (a missing API key, a body too large) too; files of a
+    mounted folder as ``/static/{path}``. ``templates`` gives the app's route templates, to name
+    what no route ran (asked for once, at the first such answer)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, mounts: tuple[str, ...] = ()):
+    def __init__(self, app: ASGIApp, metrics: Metrics, templates: Callable[[], list[str]] = list):
         self.app = app
         self.metrics = metrics
-        self.mounts = mounts
+        self.templates = templates
+        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
 
-    def _mounted(self, path: str) -> str:
-        for mount in self.mounts:
-            if path.startswith(mount + "/"):
-                return mount + "/{path}"
+    def _template(self, path: str) -> str:
+        """The template of the route ``path`` would take, for answers given before routing."""
+        if self._patterns is None:
+            self._patterns = [(_pattern(t), t) for t in self.templates()]
+        for pattern, template in self._patterns:
+            if pattern.fullmatch(path):
+                return template
         return "<unmatched>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -101,11 +109,22 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        asked = {"path": scope["path"]}  # as it came in: routing rewrites it for mounts
         try:
             await self.app(scope, receive, send_status)
         finally:
             self.metrics.in_flight.dec()
             route = scope.get("route")
-            template = getattr(route, "path", None) or self._mounted(scope["path"])
+            template = getattr(route, "path", None) or self._template(asked["path"])
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.latency.labels(template).observe(time.perf_counter() - start)
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """``/v1/jobs/{job_id}`` → a pattern of such paths; a trailing ``{path}`` takes the rest."""
+    parts = re.split(r"(\{[^}]+\})", template)
+    regex = "".join(
+        (".+" if part == "{path}" else "[^/]+") if part.startswith("{") else re.escape(part)
+        for part in parts
+    )
+    return re.compile(regex)

@@ -3,6 +3,7 @@ own status, ``type`` and a ``detail`` a user can act on; nothing else is lost wh
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -79,6 +80,21 @@ class Problem(Exception):
 
 def problem_body(status: int, slug: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
+
+
+async def send_problem(send: Send, problem: Problem, instance: str | None = None) -> None:
+    """Answer with ``problem`` straight from ASGI middleware (no route ran)."""
+    body = problem_body(problem.status, problem.slug, problem.title, problem.detail)
+    if instance:
+        body["instance"] = instance
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(payload)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in problem.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def problem_response(problem: Problem, instance: str | None = None) -> JSONResponse:

@@ -444,7 +444,7 @@ def test_a_full_redis_answers_503_and_readyz_says_so(api, redis_server, root):
         assert ready.json()["detail"].endswith(full)
         env = mofo_env(MOFO_REDIS_URL=redis_server.url, MOFO_DATA_ROOT=str(root))
         build = mofo("cache", "build", str(root / "clips"), "--num-frames", "6", env=env)
-        assert build.returncode == 1
+        assert build.returncode == 3  # Redis, not a clip, failed
         assert build.stderr.count("\n") == 1 and "Traceback" not in build.stderr
         assert build.stderr.startswith("error: ") and build.stderr.strip().endswith(full)
     finally:

@@ -189,3 +189,32 @@ def test_docs_render_offline(page, server: Server) -> None:
     operations = page.locator(".swagger-ui .opblock").count()
     assert operations == 9  # boxes ×2, motion-map, preview, jobs ×2, healthz, readyz, metrics
     assert page.locator(".swagger-ui .title").first.inner_text().startswith("MOFO motion API")
+
+
+def test_page_asks_for_the_api_key_of_a_keyed_server_and_keeps_it(browser, tmp_path: Path) -> None:
+    """With MOFO_API_KEYS set, the page's first call gets 401: it asks for a key, sends it as a
+    bearer token, and the next clip goes through without asking again."""
+    from testkit.server import start_server
+
+    key = "page-key-0123456789abcdef"
+    keyed = start_server(tmp_path, device="cpu", api_keys=key)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        asked: list[str] = []
+
+        def answer(dialog) -> None:
+            asked.append(dialog.message)
+            dialog.accept(key)
+
+        page.on("dialog", answer)
+        page.goto(keyed.url + "/")
+        state = upload(page, sample_clip())
+        assert state == "done", f"{page.inner_text('#status')} / {page.inner_text('#error')}"
+        assert len(asked) == 1 and "API key" in asked[0]
+        assert page.evaluate("localStorage.getItem('mofo-api-key')") == key
+        page.reload()
+        assert upload(page, sample_clip()) == "done" and len(asked) == 1  # kept, not asked again
+    finally:
+        context.close()
+        keyed.stop()

@@ -41,12 +41,32 @@ async function problem(response) {
   return Object.assign(new Error(title), { title, detail });
 }
 
+// A server started with API keys answers 401/403: ask for a key once, keep it in this browser
+// (localStorage), and send it as a bearer token from then on.
+const KEY_ITEM = "mofo-api-key";
+
+function authHeaders() {
+  const key = localStorage.getItem(KEY_ITEM);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
 async function post(path, r) {
-  const form = new FormData();
-  form.append("file", r.file);
-  const response = await fetch(path, { method: "POST", body: form, signal: r.abort.signal });
-  if (!response.ok) throw await problem(response);
-  return response;
+  for (let attempt = 0; ; attempt += 1) {
+    const form = new FormData();
+    form.append("file", r.file);
+    const response = await fetch(path, {
+      method: "POST", body: form, signal: r.abort.signal, headers: authHeaders(),
+    });
+    if ((response.status === 401 || response.status === 403) && attempt === 0) {
+      const key = window.prompt("This server needs an API key (MOFO_API_KEYS):");
+      if (key) {
+        localStorage.setItem(KEY_ITEM, key.trim());
+        continue;
+      }
+    }
+    if (!response.ok) throw await problem(response);
+    return response;
+  }
 }
 
 // Tasks of one run: status is "working" while any is pending, "done" when none is.
