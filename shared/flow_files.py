@@ -18,15 +18,16 @@ digits (a relative error under 2^-11 ≈ 0.05 %, and 0.001 px absolute below 2 p
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mofo.shared.files import write_bytes_atomic
 
 FORMAT = "mofo.flow/1"
 DTYPES = ("float16", "float32")
@@ -65,26 +66,16 @@ def write_flow_file(
         )
     if len(partners) != count:
         raise ValueError(f"need one partner per frame, got {len(partners)} for {count}")
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez_compressed(
-                file,
-                flow=flow.astype(dtype),
-                maps=maps.astype(dtype),
-                frames=np.asarray(frames, dtype=np.int64),
-                partners=np.asarray(partners, dtype=np.int64),
-                meta=np.array(json.dumps({"format": FORMAT, **meta}, sort_keys=True)),
-            )
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        flow=flow.astype(dtype),
+        maps=maps.astype(dtype),
+        frames=np.asarray(frames, dtype=np.int64),
+        partners=np.asarray(partners, dtype=np.int64),
+        meta=np.array(json.dumps({"format": FORMAT, **meta}, sort_keys=True)),
+    )
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def read_flow_file(path: str | Path) -> FlowFile:

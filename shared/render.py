@@ -14,19 +14,18 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import operator
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from mofo.shared.files import write_bytes_atomic
 
 Color = tuple[int, int, int]
 
@@ -119,23 +118,6 @@ def check_output_path(path: str | Path, suffixes: tuple[str, ...], what: str) ->
     if not folder.is_dir():
         raise FileNotFoundError(f"output folder {str(folder)!r} does not exist (for {str(out)!r})")
     return out
-
-
-def _write_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------- drawing
@@ -376,7 +358,7 @@ def write_motion_map(
     mismatched shapes, FileNotFoundError when the folder does not exist. Returns the path."""
     out = check_output_path(path, MOTION_MAP_SUFFIXES, "motion map")
     png = motion_map_png(frames, motion, boxes, max_columns, fallback)
-    return _write_atomic(out, lambda tmp: Path(tmp).write_bytes(png))
+    return write_bytes_atomic(out, png)
 
 
 # --------------------------------------------------------------------------- previews
@@ -493,4 +475,4 @@ def write_preview(
     Returns the path written."""
     out = check_output_path(path, PREVIEW_SUFFIXES, "preview")
     data = preview_bytes(frames, boxes, fps, out.suffix.lower()[1:], fallback)
-    return _write_atomic(out, lambda tmp: Path(tmp).write_bytes(data))
+    return write_bytes_atomic(out, data)
