@@ -369,6 +369,18 @@ def _check_segment(name: str, info: VideoInfo, segment: Segment, limits: DecodeL
         )
 
 
+def _frame_range(name: str, segment: Segment | None) -> Segment | None:
+    """A segment as whole frame numbers ``start < stop``, or ValueError naming the clip."""
+    if segment is None:
+        return None
+    segment = (operator.index(segment[0]), operator.index(segment[1]))
+    if not 0 <= segment[0] < segment[1]:
+        raise ValueError(
+            f"{name}: segment {_span(segment)} is not a frame range: needs 0 <= start < stop"
+        )
+    return segment
+
+
 def _open_clip(
     source: Source, limits: DecodeLimits, name: str | None, segment: Segment | None
 ) -> tuple[_Input, VideoInfo, Segment | None]:
@@ -377,13 +389,7 @@ def _open_clip(
     The length limits apply to the segment when there is one, else to the file.
     """
     inp = _resolve(source, limits, name)
-    if segment is not None:
-        segment = (operator.index(segment[0]), operator.index(segment[1]))
-        if not 0 <= segment[0] < segment[1]:
-            raise ValueError(
-                f"{inp.name}: segment {_span(segment)} is not a frame range: "
-                "needs 0 <= start < stop"
-            )
+    segment = _frame_range(inp.name, segment)
     info = _probe_input(inp, limits, length=segment is None)
     if segment is not None:
         _check_segment(inp.name, info, segment, limits)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterable, Sequence
 
 import av
@@ -20,10 +19,10 @@ from mofo.shared.decode.source import (
     Source,
     VideoInfo,
     _check_segment,
+    _frame_range,
     _Input,
     _probe_container,
     _resolve,
-    _span,
     _video_stream,
 )
 from mofo.shared.params import DecodeLimits
@@ -250,13 +249,7 @@ def read_training_frames(
     after the last chosen frame goes unnoticed: the frames a sample takes are whole.
     """
     inp = _resolve(source, limits, name)
-    if segment is not None:
-        segment = (operator.index(segment[0]), operator.index(segment[1]))
-        if not 0 <= segment[0] < segment[1]:
-            raise ValueError(
-                f"{inp.name}: segment {_span(segment)} is not a frame range: "
-                "needs 0 <= start < stop"
-            )
+    segment = _frame_range(inp.name, segment)
     asked: dict[int, list[int]] = {}
 
     def remembered(count: int) -> list[int]:
