@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mofo.shared.errors import Cancelled
 from mofo.shared.flow import optical_flow
 from mofo.shared.params import CudaKernel, FlowParams, MotionParams
 
@@ -56,10 +57,6 @@ class _Work:
     @property
     def pairs(self) -> int:
         return len(self.first)
-
-
-class Cancelled(Exception):
-    """The request gave up (timeout or disconnect) before its flow was done."""
 
 
 class FlowBatcher:

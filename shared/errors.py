@@ -62,5 +62,10 @@ class ClipTooShort(ClipError):
     """The clip has fewer than two usable frames, so no motion can be measured."""
 
 
+class Cancelled(MofoError):
+    """The work was given up before it was done: a request's timeout or disconnect, or a job
+    cancelled by its client."""
+
+
 class DeviceError(MofoError):
     """The requested device is not available (e.g. CUDA asked for on a CPU-only machine)."""

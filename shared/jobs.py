@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from mofo.shared.errors import ClipError
+from mofo.shared.errors import Cancelled, ClipError
 from mofo.shared.params import DecodeLimits, MotionParams
 from mofo.shared.record import BoxRecord
 
@@ -25,8 +25,6 @@ from mofo.shared.record import BoxRecord
 JOB_FUNCTION = "mofo.workers.jobs.box_clips_job"
 BUILD_FUNCTION = "mofo.workers.jobs.build_chunk_job"
 JOB_RETRY_AFTER_S = (5, 30)  # an API job runs again after these delays (a worker killed mid-job)
-
-Progress = Callable[[int, int, int], None]  # (done, failed, total)
 
 
 @dataclass(frozen=True)
@@ -130,23 +128,48 @@ class Outcome(TypedDict, total=False):
     error: str
 
 
+@dataclass
+class JobCounts:
+    """A job's progress as its clients read it: clips ``done`` and ``failed`` of ``total``, and
+    the frame pairs of the clip being boxed (``None`` until its flow starts). Written by the job's
+    thread and, for the pairs, the flow thread; read as a whole with :meth:`as_dict`."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    pairs_done: int | None = None
+    pairs_total: int | None = None
+
+    def pairs(self, done: int, total: int) -> None:
+        """The current clip's flow: ``done`` of ``total`` frame pairs (a flow progress hook)."""
+        self.pairs_done, self.pairs_total = done, total
+
+    def as_dict(self) -> dict[str, int | None]:
+        return dataclasses.asdict(self)
+
+
 def box_clips(
     clips: Sequence[JobClip],
     analyse: Callable[[JobClip], BoxRecord],
-    progress: Progress | None = None,
+    counts: JobCounts | None = None,
 ) -> list[Outcome]:
-    """Box each clip in turn; one outcome per clip, in order."""
+    """Box each clip in turn; one outcome per clip, in order, counted in ``counts``.
+
+    A clip whose analysis is :class:`~mofo.shared.errors.Cancelled` (the job was cancelled)
+    ends the loop: the outcomes of the clips before it are returned.
+    """
+    counts = counts if counts is not None else JobCounts(len(clips))
     outcomes: list[Outcome] = []
-    done = failed = 0
     for clip in clips:
+        counts.pairs_done = counts.pairs_total = None
         try:
             record = analyse(clip)
+        except Cancelled:
+            break
         except ClipError as exc:
-            failed += 1
+            counts.failed += 1
             outcomes.append({"video": clip.video, "ok": False, "error": str(exc)})
         else:
-            done += 1
+            counts.done += 1
             outcomes.append({"video": clip.video, "ok": True, "record": record.to_dict()})
-        if progress is not None:
-            progress(done, failed, len(clips))
     return outcomes

@@ -16,6 +16,8 @@ The job queue's Redis (the cache's unless ``MOFO_QUEUE_REDIS_URL`` names another
   that need them, expiring with those jobs (the ``job_ttl_s`` setting); ``mofo:uploads`` (sorted
   set) and ``mofo:uploads:bytes`` (hash) count them against the upload quota
   (:mod:`mofo.shared.uploads`).
+- ``mofo:job:{id}:cancel`` (string): a running API job's client asked to cancel it; the worker
+  stops at its next frame pairs. Expires with the job (``job_ttl_s``).
 - RQ's own ``rq:*`` keys: jobs of the API queue are kept ``job_ttl_s`` after they end; a cache
   build's jobs :data:`BUILD_RESULT_TTL_S` when done, :data:`BUILD_FAILURE_TTL_S` when failed.
 """
@@ -29,6 +31,7 @@ READY_PROBE = "mofo:ready:probe"
 UPLOAD_PREFIX = "mofo:upload:"
 UPLOADS_INDEX = "mofo:uploads"
 UPLOADS_BYTES = "mofo:uploads:bytes"
+JOB_PREFIX = "mofo:job:"
 
 PROBE_TTL_S = 60
 BUILD_RESULT_TTL_S = 3600  # a job hash per chunk of a build: an hour, not RQ's default day
@@ -48,3 +51,8 @@ def upload_key(video_id: str) -> str:
 def build_key(build_id: str) -> str:
     """The hash of a build ``{params_hash}:{name}``; its companions add ``:done`` and so on."""
     return f"{BUILD_PREFIX}:{build_id}"
+
+
+def job_cancel_key(job_id: str) -> str:
+    """Set when a running API job is to stop (its worker polls it)."""
+    return f"{JOB_PREFIX}{job_id}:cancel"

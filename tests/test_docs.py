@@ -15,6 +15,7 @@ MAX_README_LINES = 250
 # The pages README.md must link to (docs/<name>.md).
 DOC_PAGES = (
     "service",
+    "client",
     "cache-and-workers",
     "training",
     "deployment",

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from mofo.shared.errors import ClipError
-from mofo.shared.jobs import BoxJob, BuildChunk, JobClip, Outcome, box_clips
+from mofo.shared.jobs import BoxJob, BuildChunk, JobClip, JobCounts, Outcome, box_clips
+from mofo.shared.keys import job_cancel_key
 from mofo.shared.record import BoxRecord
 
 log = logging.getLogger("mofo.worker")
@@ -38,6 +41,12 @@ def box_clips_job(
     ctx = worker_context(job.connection)
     work = BoxJob.from_args(items, params, limits)
 
+    counts = JobCounts(len(work.clips))
+    cancel = threading.Event()
+
+    def flow(gray: Any, first: list[int], second: list[int], params: Any) -> Any:
+        return ctx.batcher.flow(gray, first, second, params, cancel, counts.pairs)
+
     def analyse(clip: JobClip) -> BoxRecord:
         if clip.upload is not None:
             data = job.connection.get(clip.upload)
@@ -57,21 +66,57 @@ def box_clips_job(
             ctx.device,
             name=clip.video,
             label=clip.name,
-            flow_fn=ctx.batcher.flow,
+            flow_fn=flow,
         )
         return ctx.cache.put(result.record)  # a stored record stays: it is the outcome
 
-    def progress(done: int, failed: int, total: int) -> None:
-        job.meta["progress"] = {"done": done, "failed": failed, "total": total}
-        job.save_meta()
-
-    outcomes = box_clips(work.clips, analyse, progress)
+    with _watched(job, counts, cancel):
+        outcomes = box_clips(work.clips, analyse, counts)
     # This job is done with its uploads; one that another job still needs stays for it.
     uploads = JobUploads(job.connection, UploadQuota(0, 0), ttl_s=0)
     for clip in work.clips:
         if clip.upload is not None:
             uploads.release(clip.upload, job.id)
     return outcomes
+
+
+PUBLISH_S = 0.5  # how often a running job's progress is written and its cancel flag read
+
+
+@contextmanager
+def _watched(job: Any, counts: JobCounts, cancel: threading.Event) -> Iterator[None]:
+    """While a job runs, a thread writes its progress (clips and the current clip's frame pairs)
+    to the job's meta and sets ``cancel`` once its client has asked to cancel it; the last
+    progress is written when it ends."""
+    from mofo.workers.worker import tolerated
+
+    stop = threading.Event()
+    key = job_cancel_key(job.id)
+
+    def publish(last: dict | None) -> dict:
+        now = counts.as_dict()
+        if now != last:
+            job.meta["progress"] = now
+            job.save_meta()
+        return now
+
+    def watch() -> None:
+        last = None
+        while not stop.wait(PUBLISH_S):
+            with tolerated(f"progress of job {job.id} not written"):  # the next round writes it
+                last = publish(last)
+                if job.connection.exists(key):
+                    cancel.set()
+
+    watcher = threading.Thread(target=watch, name="mofo-job-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        with tolerated(f"progress of job {job.id} not written"):
+            publish(None)
 
 
 def build_chunk_job(

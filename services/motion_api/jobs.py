@@ -15,13 +15,33 @@ from mofo.services.motion_api.problems import Problem
 from mofo.services.motion_api.schemas import JobState
 from mofo.services.motion_api.service import ClipSource, MotionService
 from mofo.shared.cache import QueueUnavailable, unavailable_as
-from mofo.shared.jobs import JOB_FUNCTION, JOB_RETRY_AFTER_S, BoxJob, JobClip, box_clips
+from mofo.shared.jobs import (
+    JOB_FUNCTION,
+    JOB_RETRY_AFTER_S,
+    BoxJob,
+    JobClip,
+    JobCounts,
+    box_clips,
+)
+from mofo.shared.keys import job_cancel_key
 from mofo.shared.params import MotionParams
 from mofo.shared.record import BoxRecord
 from mofo.shared.uploads import JobUploads, UploadQuota, UploadQuotaFull
 
 JOB_ID = r"^[0-9a-f]{32}$"
 QUOTA_RETRY_S = 60  # Retry-After of a full job-upload quota: jobs take minutes, not seconds
+CANCEL_WAIT_S = 5.0  # how long a cancel request waits for a running job to stop
+ENDED = (JobState.finished, JobState.failed, JobState.cancelled)
+
+
+def _wait_ended(get: Any, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+    """The job's state once it has ended, or as it is after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    state = get(job_id)
+    while state is not None and state["status"] not in ENDED and time.monotonic() < deadline:
+        time.sleep(0.05)
+        state = get(job_id)
+    return state
 
 
 def quota_problem(what: str) -> Problem:
@@ -58,6 +78,8 @@ class Jobs(Protocol):
 
     def get(self, job_id: str) -> dict[str, Any] | None: ...
 
+    def cancel(self, job_id: str) -> dict[str, Any] | None: ...
+
     def close(self) -> None: ...
 
 
@@ -80,6 +102,7 @@ class LocalJobs:
             service.settings.max_job_uploads, service.settings.max_job_upload_bytes
         )
         self._jobs: dict[str, dict[str, Any]] = {}
+        self._cancels: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="mofo-job")
         self._held = [0, 0]  # uploads and bytes that queued or running jobs hold
@@ -109,6 +132,7 @@ class LocalJobs:
                 if s["ended_at"] and now - s["ended_at"] > self.ttl_s
             ]:
                 del self._jobs[job_id]
+                del self._cancels[job_id]
 
     def submit(self, clips: list[ClipSource], params: MotionParams) -> str:
         """Take the clips: an upload's spooled file is kept open for the job (not copied), and
@@ -132,16 +156,18 @@ class LocalJobs:
         state = {
             "id": job_id,
             "status": JobState.queued,
-            "progress": {"total": len(clips), "done": 0, "failed": 0},
+            "progress": JobCounts(len(clips)),
             "result": None,
             "error": None,
             "created_at": time.time(),
             "started_at": None,
             "ended_at": None,
         }
+        cancel = threading.Event()
         with self._lock:
             self._jobs[job_id] = state
-        self._executor.submit(self._run, state, clips, sources, sizes, params)
+            self._cancels[job_id] = cancel
+        self._executor.submit(self._run, state, clips, sources, sizes, params, cancel)
         return job_id
 
     def _run(
@@ -151,38 +177,61 @@ class LocalJobs:
         sources: list[str | IO[bytes]],
         sizes: list[int],
         params: MotionParams,
+        cancel: threading.Event,
     ) -> None:
-        state["status"] = JobState.running
-        state["started_at"] = time.time()
+        with self._lock:  # a job cancelled while queued has ended already: it never starts
+            if not cancel.is_set():
+                state["started_at"] = time.time()
+                state["status"] = JobState.running
+        if cancel.is_set() and state["started_at"] is None:
+            self._release(sources, sizes)
+            return
         by_video = {c.video_id: (c, s) for c, s in zip(clips, sources, strict=True)}
-        never = threading.Event()
+        counts: JobCounts = state["progress"]
 
         def analyse(job_clip: JobClip) -> BoxRecord:
             clip, source = by_video[job_clip.video]
             named = ClipSource(video_id=clip.video_id, name=clip.name, source=source)
-            return self.service.analyse(named, params, never).record
-
-        def progress(done: int, failed: int, total: int) -> None:
-            state["progress"] = {"total": total, "done": done, "failed": failed}
+            return self.service.analyse(named, params, cancel, counts.pairs).record
 
         try:
-            state["result"] = box_clips(_job_clips(clips), analyse, progress)
-            state["status"] = JobState.finished
+            state["result"] = box_clips(_job_clips(clips), analyse, counts)
+            state["status"] = JobState.cancelled if cancel.is_set() else JobState.finished
         except Exception as exc:  # outside the clips (e.g. the cache): the job fails, says why
             state["error"] = str(exc)
             state["status"] = JobState.failed
         finally:
             state["ended_at"] = time.time()
-            for source in sources:
-                if not isinstance(source, str):
-                    source.close()
-            self._unreserve(sizes)
+            self._release(sources, sizes)
+
+    def _release(self, sources: list[str | IO[bytes]], sizes: list[int]) -> None:
+        for source in sources:
+            if not isinstance(source, str):
+                source.close()
+        self._unreserve(sizes)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         self._prune()
         with self._lock:
             state = self._jobs.get(job_id)
-            return None if state is None else dict(state)
+            if state is None:
+                return None
+            return {**state, "progress": state["progress"].as_dict()}
+
+    def cancel(self, job_id: str) -> dict[str, Any] | None:
+        """Stop a job: a queued one never starts, a running one stops at its next frame pairs
+        (the clips boxed before stay in its result and the cache); an ended one is left as it
+        is. Waits up to :data:`CANCEL_WAIT_S` for a running job to stop."""
+        with self._lock:
+            state = self._jobs.get(job_id)
+            if state is None:
+                return None
+            if state["status"] not in ENDED:
+                self._cancels[job_id].set()
+            if state["status"] is JobState.queued:
+                state["status"] = JobState.cancelled
+                state["ended_at"] = time.time()
+        return _wait_ended(self.get, job_id, CANCEL_WAIT_S)
 
 
 _RQ_STATES = {
@@ -195,8 +244,8 @@ _RQ_STATES = {
     "started": JobState.running,
     "finished": JobState.finished,
     "failed": JobState.failed,
-    "stopped": JobState.failed,
-    "canceled": JobState.failed,
+    "stopped": JobState.cancelled,
+    "canceled": JobState.cancelled,
 }
 
 
@@ -228,6 +277,10 @@ class RQJobs:
     def get(self, job_id: str) -> dict[str, Any] | None:
         with unavailable_as(QueueUnavailable, "job queue", self.url):
             return self._get(job_id)
+
+    def cancel(self, job_id: str) -> dict[str, Any] | None:
+        with unavailable_as(QueueUnavailable, "job queue", self.url):
+            return self._cancel(job_id)
 
     def _submit(self, clips: list[ClipSource], params: MotionParams) -> str:
         job_id = uuid.uuid4().hex
@@ -265,16 +318,42 @@ class RQJobs:
         )
         return job.id
 
-    def _get(self, job_id: str) -> dict[str, Any] | None:
+    def _job(self, job_id: str) -> Any:
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 
         try:
-            job = Job.fetch(job_id, connection=self.redis)
+            return Job.fetch(job_id, connection=self.redis)
         except NoSuchJobError:
             return None
+
+    def _cancel(self, job_id: str) -> dict[str, Any] | None:
+        """A queued job is cancelled in RQ (it never runs) and its uploads let go; a running one
+        is flagged, and its worker stops at its next frame pairs (waited for up to
+        :data:`CANCEL_WAIT_S`); an ended one is left as it is."""
+        job = self._job(job_id)
+        if job is None:
+            return None
         status = _RQ_STATES.get(str(job.get_status(refresh=True).value), JobState.queued)
-        result = job.return_value() if status is JobState.finished else None
+        if status is JobState.queued:
+            job.cancel()
+            work = BoxJob.from_args(*job.args)
+            for clip in work.clips:
+                if clip.upload is not None:
+                    self.uploads.release(clip.upload, job_id)
+        elif status is JobState.running:
+            self.redis.set(job_cancel_key(job_id), 1, ex=self.ttl_s)
+        return _wait_ended(self._get, job_id, CANCEL_WAIT_S)
+
+    def _get(self, job_id: str) -> dict[str, Any] | None:
+        job = self._job(job_id)
+        if job is None:
+            return None
+        status = _RQ_STATES.get(str(job.get_status(refresh=True).value), JobState.queued)
+        if status is JobState.finished and self.redis.exists(job_cancel_key(job_id)):
+            status = JobState.cancelled  # it stopped early, as asked: its result is partial
+        ended = status in (JobState.finished, JobState.cancelled)
+        result = job.return_value() if ended else None
         error = None
         if status is JobState.failed:
             latest = job.latest_result()

@@ -131,12 +131,22 @@ class JobState(StrEnum):
     running = "running"
     finished = "finished"
     failed = "failed"
+    cancelled = "cancelled"
 
 
 class JobProgress(BaseModel):
-    total: int
-    done: int = 0
-    failed: int = 0
+    total: int = Field(description="Clips in the job.")
+    done: int = Field(0, description="Clips boxed.")
+    failed: int = Field(0, description="Clips that failed (each outcome says why).")
+    pairs_done: int | None = Field(
+        None, description="Frame pairs of the clip being boxed whose flow is done."
+    )
+    pairs_total: int | None = Field(
+        None, description="Frame pairs of the clip being boxed (null until its flow starts)."
+    )
+    eta_s: float | None = Field(
+        None, description="Seconds left, estimated from the work done so far (running jobs)."
+    )
 
 
 class ClipOutcome(BaseModel):

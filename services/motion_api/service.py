@@ -24,9 +24,10 @@ from starlette.concurrency import run_in_threadpool
 
 from mofo.services.motion_api.metrics import Metrics
 from mofo.services.motion_api.problems import Problem
-from mofo.shared.batcher import Cancelled, FlowBatcher
+from mofo.shared.batcher import FlowBatcher
 from mofo.shared.cache import BoxCache, MemoryBoxCache, RedisBoxCache, is_upload_id
 from mofo.shared.decode import plan_work
+from mofo.shared.errors import Cancelled
 from mofo.shared.params import MotionParams
 from mofo.shared.paths import resolve_under_root
 from mofo.shared.pipeline import (
@@ -213,12 +214,17 @@ class MotionService:
             raise Problem(422, "invalid-parameters", "Invalid parameters", str(exc)) from None
 
     def analyse(
-        self, clip: ClipSource, params: MotionParams, cancel: threading.Event
+        self,
+        clip: ClipSource,
+        params: MotionParams,
+        cancel: threading.Event,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ClipResult:
         """Decode and analyse one clip on the calling thread, flow through the batcher.
 
         Its work is planned from the header first (a clip over the work limits is refused before
         decoding) and reserved from the server's work budget until the analysis is done.
+        ``progress`` is told (frame pairs done, pairs in all) as the flow goes.
         """
 
         def flow_fn(
@@ -226,7 +232,7 @@ class MotionService:
         ) -> torch.Tensor:
             if cancel.is_set():
                 raise Cancelled()
-            return self.batcher.flow(gray, first, second, p, cancel)
+            return self.batcher.flow(gray, first, second, p, cancel, progress)
 
         if cancel.is_set():
             raise Cancelled()

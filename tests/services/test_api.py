@@ -179,7 +179,7 @@ def _wait_for_job(client: httpx.Client, url: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = client.get(url).json()
-        if state["status"] in ("finished", "failed"):
+        if state["status"] in ("finished", "failed", "cancelled"):
             return state
         time.sleep(0.2)
     raise AssertionError(f"job not done after {timeout} s: {state}")
@@ -197,7 +197,15 @@ def test_job_over_paths_keeps_each_clips_outcome(client, expected):
     assert job["status_url"].endswith(f"/v1/jobs/{job['id']}")
     done = _wait_for_job(client, job["status_url"])
     assert done["status"] == "finished"
-    assert done["progress"] == {"total": 3, "done": 2, "failed": 1}
+    # the last clip's six frame pairs are done; an ended job has no time left to estimate
+    assert done["progress"] == {
+        "total": 3,
+        "done": 2,
+        "failed": 1,
+        "pairs_done": 6,
+        "pairs_total": 6,
+        "eta_s": None,
+    }
     sample, broken, carphone = done["result"]
     assert sample["ok"] and sample["record"]["frames"] == expected.frames
     assert not broken["ok"] and broken["video"] == "clips/truncated_40_faststart.mp4"
@@ -241,6 +249,80 @@ def test_job_for_an_uploaded_clip(client, expected):
     assert done["status"] == "finished"
     (outcome,) = done["result"]
     assert outcome["ok"] and outcome["record"]["frames"] == expected.frames
+
+
+def _watch_job(client: httpx.Client, url: str, until, timeout: float = 120) -> list[dict]:
+    """The job's states, polled every 20 ms, up to the first one ``until`` accepts."""
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen.append(client.get(url).json())
+        if until(seen[-1]):
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"no such job state after {timeout} s: {seen[-3:]}")
+
+
+def test_a_running_job_tells_its_frame_pairs_and_time_left(client):
+    """Every frame of carphone (120 frame pairs) at 48 px: the job's progress counts the clip's
+    pairs as their flow finishes, and estimates the time left from them."""
+    job = client.post("/v1/jobs", json={"paths": ["clips/carphone.mp4"]}, params={"short_side": 48})
+    url = job.json()["status_url"]
+    seen = _watch_job(client, url, lambda s: s["status"] == "finished")
+    flowing = [s["progress"] for s in seen if s["progress"]["pairs_done"]]
+    assert flowing, seen[-1]
+    assert all(p["pairs_total"] == 120 for p in flowing)
+    partial = [p for p in flowing if p["pairs_done"] < 120]
+    assert partial, "no state seen half-way through the clip's pairs"
+    assert all(p["eta_s"] is not None and p["eta_s"] > 0 for p in partial)
+    done = [p["pairs_done"] for p in flowing]
+    assert done == sorted(done)  # pairs only go up
+    assert seen[-1]["progress"]["pairs_done"] == 120 and seen[-1]["progress"]["eta_s"] is None
+
+
+def test_cancel_stops_a_running_job_and_keeps_what_it_finished(client, expected):
+    """Every frame of two clips at 160 px: the sample is boxed, then carphone is cancelled
+    mid-flow. The job ends cancelled with the sample's outcome; carphone's record never reaches
+    the cache; the server goes on serving."""
+    paths = ["clips/sample.mp4", "clips/carphone.mp4"]
+    every = {"short_side": 160}
+    job = client.post("/v1/jobs", json={"paths": paths}, params=every).json()
+    # a second job waits behind it (one job thread): cancelled while queued, it never starts
+    queued = client.post("/v1/jobs", json={"paths": ["clips/carphone.mp4"]}).json()
+    gone = client.delete(queued["status_url"])
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["status"] == "cancelled" and gone.json()["started_at"] is None
+    assert gone.json()["result"] is None
+
+    def in_second_clip(state: dict) -> bool:
+        return state["progress"]["done"] == 1 and (state["progress"]["pairs_done"] or 0) > 0
+
+    _watch_job(client, job["status_url"], in_second_clip)
+    started = time.monotonic()
+    cancelled = client.delete(job["status_url"])
+    assert time.monotonic() - started < 5
+    state = cancelled.json()
+    assert state["status"] == "cancelled", state
+    (sample,) = state["result"]
+    assert sample["ok"] and sample["video"] == "clips/sample.mp4"
+    assert sample["record"]["frame_indices"] == list(range(len(sample["record"]["frames"])))
+    progress = state["progress"]
+    assert (progress["done"], progress["failed"], progress["eta_s"]) == (1, 0, None)
+    assert 0 < progress["pairs_done"] < progress["pairs_total"] == 120
+    problem(client.get("/v1/boxes/clips/carphone.mp4", params=every), 404, "record-not-found")
+    assert client.get("/v1/boxes/clips/sample.mp4", params=every).status_code == 200
+    assert client.get(job["status_url"]).json()["status"] == "cancelled"
+    assert client.get(queued["status_url"]).json()["status"] == "cancelled"
+
+    # cancelling an ended job changes nothing; an unknown one is not found
+    finished = _wait_for_job(
+        client, client.post("/v1/jobs", json={"paths": paths[:1]}, params=FAST).json()["status_url"]
+    )
+    again = client.delete(finished["status_url"]).json()
+    assert again["status"] == "finished" and again["result"] == finished["result"]
+    problem(client.delete("/v1/jobs/" + "0" * 32), 404, "job-not-found")
+    ok = _upload(client, "/v1/boxes", _sample_bytes(), **FAST)
+    assert ok.status_code == 200 and ok.json()["frames"] == expected.frames
 
 
 def test_unknown_job(client):

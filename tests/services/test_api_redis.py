@@ -17,7 +17,7 @@ from mofo.shared.sample import sample_clip
 from testkit.datasets import mofo_env
 from testkit.redis_server import RedisServer, start_redis
 from testkit.server import start_server
-from tests.workers.conftest import mofo
+from tests.workers.conftest import mofo, start_worker
 
 FAST = {"num_frames": 6}
 
@@ -98,7 +98,14 @@ def test_jobs_run_on_an_rq_worker(api, redis_server, data_root):
 
         done = client.get(paths.json()["status_url"]).json()
         assert done["status"] == "finished", done
-        assert done["progress"] == {"done": 1, "failed": 1, "total": 2}
+        assert done["progress"] == {
+            "total": 2,
+            "done": 1,
+            "failed": 1,
+            "pairs_done": None,
+            "pairs_total": None,
+            "eta_s": None,
+        }  # the last clip failed before its flow began
         ok, broken = done["result"]
         assert ok["ok"] and ok["video"] == "clips/sample.mp4"
         assert not broken["ok"] and "truncated" in broken["error"]
@@ -109,6 +116,51 @@ def test_jobs_run_on_an_rq_worker(api, redis_server, data_root):
         assert up["result"][0]["record"]["frames"] == ok["record"]["frames"]
         assert not r.keys("mofo:upload:*")  # cleaned up after the job
         assert done["ended_at"] >= done["started_at"]
+
+
+def test_cancel_a_queued_and_a_running_rq_job(api, redis_server, data_root, tmp_path):
+    """Queued: RQ never runs it and its upload is let go. Running: the worker sees the flag
+    within half a second and stops at its next frame pairs; the job ends cancelled with the
+    clips boxed before, the worker takes the next job, and no retry runs it again."""
+    r = redis.Redis.from_url(redis_server.url)
+    with api.client() as client:
+        queued = client.post(
+            "/v1/jobs", files={"file": ("s.mp4", sample_clip().read_bytes())}, params=FAST
+        ).json()
+        assert r.keys("mofo:upload:*")
+        gone = client.delete(queued["status_url"]).json()
+        assert gone["status"] == "cancelled" and gone["result"] is None
+        assert not r.keys("mofo:upload:*")  # nothing left waiting for a worker
+
+        every = {"short_side": 160}
+        paths = ["clips/sample.mp4", "clips/carphone.mp4"]
+        job = client.post("/v1/jobs", json={"paths": paths}, params=every).json()
+        after = client.post("/v1/jobs", json={"paths": paths[:1]}, params=FAST).json()
+        worker = start_worker(
+            "cancel", _env(redis_server, data_root), tmp_path, "--queues", "mofo-test"
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                state = client.get(job["status_url"]).json()
+                if state["progress"]["done"] == 1 and (state["progress"]["pairs_done"] or 0):
+                    break
+                assert state["status"] in ("queued", "running"), state
+                time.sleep(0.05)
+            started = time.monotonic()
+            state = client.delete(job["status_url"]).json()
+            assert time.monotonic() - started < 5
+            assert state["status"] == "cancelled", state
+            (sample,) = state["result"]
+            assert sample["ok"] and sample["video"] == "clips/sample.mp4"
+            assert 0 < state["progress"]["pairs_done"] < state["progress"]["pairs_total"] == 120
+            assert worker.process.wait(120) == 0, worker.text()[-3000:]
+        finally:
+            worker.stop()
+        assert client.get(after["status_url"]).json()["status"] == "finished"
+        assert client.get(job["status_url"]).json()["status"] == "cancelled"  # not run again
+        missing = client.get("/v1/boxes/clips/carphone.mp4", params=every)
+        assert missing.status_code == 404
 
 
 def test_the_api_serves_what_a_cache_build_filled(api, redis_server, data_root):

@@ -2,7 +2,11 @@
 
 No browser download: the tests launch /usr/bin/chromium and skip without it (fail instead when
 MOFO_REQUIRE_BROWSER=1). Debian's Chromium decodes H.264, so the sample plays in the <video> with
-the box drawn on the overlay canvas; the GIF preview fallback is not taken here."""
+the box drawn on the overlay canvas; the GIF preview fallback is not taken here.
+
+The page boxes every clip in a job (POST /v1/jobs, then polling its status): the tests see its
+progress and cancel one, at a desktop width (1280 px) and a phone's (390 px). Screenshots go to
+test-artifacts/ (page-*.png)."""
 
 from __future__ import annotations
 
@@ -31,7 +35,10 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Computing boxes and then the motion map takes tens of seconds on a busy 2-core CPU.
 WORK_TIMEOUT_MS = 180_000
 
-SETTLED = "() => ['done', 'error'].includes(document.getElementById('status').dataset.state)"
+SETTLED = (
+    "() => ['done', 'error', 'cancelled'].includes(document.getElementById('status').dataset.state)"
+)
+PAGE_QUERY = {"num_frames": 16, "quality": "balanced"}  # the page's default settings
 # The kept frame the overlay shows now and a 9-px-wide column strip of the canvas around the
 # left edge expected for it (xs[frame]), read in one go so that both belong to the same frame.
 LEFT_STRIP = """xs => {
@@ -67,17 +74,29 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
-@pytest.fixture
-def page(browser, server: Server) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+def _open(browser, server: Server, width: int, height: int) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     errors: list[str] = []
+    requests: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda req: requests.append(f"{req.method} {req.url}"))
+    page.requests = requests  # what the page asked the server, in order
     page.goto(server.url + "/")
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
     assert server.alive(), f"mofo serve died during the test:\n{server.log_text()[-3000:]}"
+
+
+@pytest.fixture
+def page(browser, server: Server) -> Iterator[object]:
+    yield from _open(browser, server, 1280, 800)
+
+
+@pytest.fixture
+def phone(browser, server: Server) -> Iterator[object]:
+    yield from _open(browser, server, 390, 844)
 
 
 def upload(page, path: Path) -> str:
@@ -99,20 +118,36 @@ def test_page_plays_the_sample_with_its_boxes(page, server: Server) -> None:
     clip = sample_clip()
     state = upload(page, clip)
     assert state == "done", f"{page.inner_text('#status')} / {page.inner_text('#error')}"
+    # It took the job path: one upload, then its status polled until it ended.
+    jobs = [r for r in page.requests if "/v1/jobs" in r]
+    assert jobs[0].startswith("POST ") and jobs[0].endswith(
+        "/v1/jobs?num_frames=16&quality=balanced"
+    )
+    assert len(jobs) >= 2 and all(r.startswith("GET ") for r in jobs[1:]), jobs
 
-    # The page shows what the API answers for the same file (now from the cache).
+    # The page shows what the API answers for the same file under its settings (now cached).
     with server.client() as client:
-        answer = client.post("/v1/boxes", files={"file": (clip.name, clip.read_bytes())})
+        answer = client.post(
+            "/v1/boxes", files={"file": (clip.name, clip.read_bytes())}, params=PAGE_QUERY
+        )
     assert answer.status_code == 200, answer.text
-    assert answer.headers["X-Mofo-Cache"] == "hit"  # the page's upload computed it
+    assert answer.headers["X-Mofo-Cache"] == "hit"  # the page's job computed it
     record = answer.json()
     assert len(record["frames"]) == 16
+    assert summary(page, "file") == "sample.mp4"
     assert summary(page, "frames") == "16"
     assert json.loads(summary(page, "clip-box")) == record["clip_box"]
     assert summary(page, "video") == record["video"]
     assert summary(page, "size") == "298×224"
-    assert summary(page, "cache") in ("hit", "miss")
+    assert summary(page, "cache") == "miss"
     assert summary(page, "fallback") == "no"
+    # The record downloads as the JSON the API answers.
+    assert page.get_attribute("#download", "download") == "sample.boxes.json"
+    downloaded = page.evaluate(
+        "async () => (await fetch(document.getElementById('download').href)).text()"
+    )
+    assert json.loads(downloaded) == record
+    assert page.get_attribute("header nav a", "href") == "/docs"
     rows = page.locator("#frames tbody tr")
     assert rows.count() == 16
     assert rows.nth(3).locator("td").last.inner_text() == ", ".join(map(str, record["frames"][3]))
@@ -171,9 +206,18 @@ def test_page_shows_the_problem_of_a_non_video(page, server: Server, tmp_path: P
         problem = client.post("/v1/boxes", files={"file": (text.name, text.read_bytes())}).json()
     assert problem["status"] == 415 and "passwd: is not a readable video" in problem["detail"]
     assert page.is_visible("#error")
-    assert page.inner_text("#error-title") == problem["title"]
-    assert page.inner_text("#error-detail") == problem["detail"]
+    assert page.inner_text("#error-title") == "Clip failed"  # the job's outcome for the clip
+    assert page.inner_text("#error-detail").startswith("passwd: is not a readable video")
     assert page.is_hidden("#results")
+
+    # A setting out of range is refused on the page, before any upload.
+    page.fill("#num-frames", "1")
+    before = len(page.requests)
+    page.set_input_files("#file", str(sample_clip()))
+    page.wait_for_function(SETTLED, timeout=5_000)
+    assert page.inner_text("#error-title") == "Invalid setting"
+    assert len(page.requests) == before
+    page.fill("#num-frames", "16")
 
     # The same through the drop zone: a file dropped on it is uploaded too.
     page.evaluate(DROP, ["notes.txt", "not a video"])
@@ -187,7 +231,7 @@ def test_docs_render_offline(page, server: Server) -> None:
     page.goto(server.url + "/docs")
     page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
     operations = page.locator(".swagger-ui .opblock").count()
-    assert operations == 9  # boxes ×2, motion-map, preview, jobs ×2, healthz, readyz, metrics
+    assert operations == 10  # boxes ×2, motion-map, preview, jobs ×3, healthz, readyz, metrics
     assert page.locator(".swagger-ui .title").first.inner_text().startswith("MOFO motion API")
 
 
@@ -218,3 +262,68 @@ def test_page_asks_for_the_api_key_of_a_keyed_server_and_keeps_it(browser, tmp_p
     finally:
         context.close()
         keyed.stop()
+
+
+def test_a_long_job_shows_its_progress_and_can_be_cancelled(page, server: Server, bikes) -> None:
+    """bikes.mp4 (10 s) with 120 frames at 224 px: minutes of flow on a CPU. The page shows the
+    job's frame pairs and the time left as they go; Cancel stops the job on the server."""
+    page.fill("#num-frames", "120")
+    page.select_option("#short-side", "224")
+    page.set_input_files("#file", str(bikes))
+    page.wait_for_function(
+        "/Frame pairs [1-9][0-9]* \\/ 120 · about/.test(document.getElementById('job-text')"
+        ".textContent)",
+        timeout=WORK_TIMEOUT_MS,
+    )
+    text = page.inner_text("#job-text")
+    done = int(text.split()[2])
+    assert 0 < done < 120 and "left" in text, text
+    assert 0 < page.evaluate("document.getElementById('job-progress').value") < 1
+    page.screenshot(path=str(_artifact("page-job-1280.png")), full_page=True)
+    job_url = next(r.split(" ")[1] for r in page.requests if "GET" in r and "/v1/jobs/" in r)
+
+    page.click("#cancel")
+    page.wait_for_function(SETTLED, timeout=30_000)
+    assert page.get_attribute("#status", "data-state") == "cancelled"
+    assert page.inner_text("#status") == "Cancelled: bikes.mp4."
+    assert page.is_hidden("#job") and page.is_hidden("#results")
+    with server.client() as client:
+        state = client.get(job_url).json()
+    assert state["status"] == "cancelled"
+    assert 0 < state["progress"]["pairs_done"] < 120
+    assert any(r.startswith("DELETE ") and "/v1/jobs/" in r for r in page.requests)
+
+
+def test_page_at_a_phones_width(phone, server: Server) -> None:
+    """390 px wide: one column, nothing wider than the screen, the summary's values on lines of
+    their own (not one character a line), the settings and the docs link still there."""
+    state = upload(phone, sample_clip())
+    assert state == "done", f"{phone.inner_text('#status')} / {phone.inner_text('#error')}"
+    phone.wait_for_function("document.getElementById('motion-map').naturalWidth > 0")
+    layout = phone.evaluate(
+        """() => {
+      const box = (sel) => document.querySelector(sel).getBoundingClientRect();
+      const columns = getComputedStyle(document.getElementById('results'))
+        .gridTemplateColumns.split(' ').length;
+      const params = box('#summary dd[data-key="params"]');
+      return {columns, scroll: document.documentElement.scrollWidth,
+              params: [params.width, params.height], player: box('.player').width,
+              facts: [box('.facts').left, box('.player').bottom, box('.facts').top],
+              frames: box('#frames').width, settings: box('#settings').width,
+              docs: box('header nav a').width};
+    }"""
+    )
+    assert layout["columns"] == 1, layout
+    assert layout["scroll"] <= 390, layout  # no sideways scrolling
+    assert layout["params"][0] > 200 and layout["params"][1] < 40, layout  # one line
+    assert layout["player"] > 300 and layout["frames"] > 300, layout
+    assert layout["facts"][2] >= layout["facts"][1], layout  # the summary below the clip
+    assert 300 < layout["settings"] <= 390 and layout["docs"] > 0, layout
+    phone.screenshot(path=str(_artifact("page-390.png")), full_page=True)
+    shot = ARTIFACTS / "page-390.png"
+    assert struct.unpack(">II", shot.read_bytes()[16:24])[0] == 390
+
+
+def _artifact(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name

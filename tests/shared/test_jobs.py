@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from mofo.shared.errors import ClipNotFound
+from mofo.shared.errors import Cancelled, ClipNotFound
 from mofo.shared.jobs import (
     BUILD_FUNCTION,
     JOB_FUNCTION,
     BoxJob,
     BuildChunk,
     JobClip,
+    JobCounts,
     box_clips,
 )
 from mofo.shared.params import DecodeLimits, MotionParams, preset_params
@@ -43,20 +44,48 @@ def _record(video: str) -> BoxRecord:
 
 
 def test_a_failing_clip_is_recorded_and_the_others_go_on() -> None:
-    seen: list[tuple[int, int, int]] = []
+    seen: list[dict] = []
+    counts = JobCounts(3)
 
     def analyse(clip: JobClip) -> BoxRecord:
+        seen.append(counts.as_dict())
+        counts.pairs(4, 8)  # as the flow thread tells it, half-way through the clip's pairs
         if clip.video == "b.mp4":
             raise ClipNotFound("b.mp4: no such file under the data root")
         return _record(clip.video)
 
     clips = [JobClip("a.mp4"), JobClip("b.mp4"), JobClip("c.mp4")]
-    outcomes = box_clips(clips, analyse, lambda *counts: seen.append(counts))
+    outcomes = box_clips(clips, analyse, counts)
     assert [o["video"] for o in outcomes] == ["a.mp4", "b.mp4", "c.mp4"]
     assert [o["ok"] for o in outcomes] == [True, False, True]
     assert outcomes[1]["error"] == "b.mp4: no such file under the data root"
     assert BoxRecord.from_dict(outcomes[2]["record"]) == _record("c.mp4")
-    assert seen == [(1, 0, 3), (1, 1, 3), (2, 1, 3)]
+    # Each clip starts with its pairs unknown; the counts before it are what clients saw.
+    assert [(s["done"], s["failed"], s["pairs_done"]) for s in seen] == [
+        (0, 0, None),
+        (1, 0, None),
+        (1, 1, None),
+    ]
+    assert counts.as_dict() == {
+        "total": 3,
+        "done": 2,
+        "failed": 1,
+        "pairs_done": 4,
+        "pairs_total": 8,
+    }
+
+
+def test_a_cancelled_clip_ends_the_loop_with_the_outcomes_before_it() -> None:
+    def analyse(clip: JobClip) -> BoxRecord:
+        if clip.video == "b.mp4":
+            raise Cancelled()
+        return _record(clip.video)
+
+    counts = JobCounts(3)
+    clips = [JobClip("a.mp4"), JobClip("b.mp4"), JobClip("c.mp4")]
+    outcomes = box_clips(clips, analyse, counts)
+    assert [o["video"] for o in outcomes] == ["a.mp4"]
+    assert (counts.done, counts.failed) == (1, 0)
 
 
 def test_a_fault_outside_the_clips_fails_the_job() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -12,7 +13,7 @@ from mofo.services.motion_api.deps import JOB_BODY, JobClips, Service
 from mofo.services.motion_api.jobs import JOB_ID
 from mofo.services.motion_api.problems import Problem
 from mofo.services.motion_api.routes.boxes import PROBLEMS
-from mofo.services.motion_api.schemas import BoxOptions, JobOut
+from mofo.services.motion_api.schemas import BoxOptions, JobOut, JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -33,6 +34,21 @@ def public_error(text: str | None) -> str | None:
     return _ADDRESS.sub("<address>", text)
 
 
+def eta_s(state: dict, now: float) -> float | None:
+    """Seconds a running job has left, were the rest to go as fast as what is done: its share
+    done is its clips ended plus the current clip's share of frame pairs."""
+    progress, started = state["progress"], state.get("started_at")
+    if state["status"] is not JobState.running or not started or not progress.get("total"):
+        return None
+    share = progress.get("done", 0) + progress.get("failed", 0)
+    if progress.get("pairs_total"):
+        share += progress.get("pairs_done", 0) / progress["pairs_total"]
+    share /= progress["total"]
+    if share <= 0:
+        return None
+    return round((now - started) * (1 - share) / share, 1)
+
+
 def _job_out(request: Request, state: dict) -> dict:
     """A job's state for clients; its URL is relative to this server (never built from the
     request's Host header) and its errors show no server paths."""
@@ -44,6 +60,7 @@ def _job_out(request: Request, state: dict) -> dict:
         result = [{**o, "error": public_error(o.get("error"))} for o in result]
     return {
         **state,
+        "progress": {**state["progress"], "eta_s": eta_s(state, time.time())},
         "result": result,
         "error": public_error(state.get("error")),
         "status_url": status_url,
@@ -73,13 +90,36 @@ async def create_job(
     return out
 
 
+JobId = Annotated[str, Path(max_length=64)]
+
+
+def _not_found(job_id: str) -> Problem:
+    return Problem(404, "job-not-found", "Unknown job", f"no job {job_id!r} (or it expired)")
+
+
 @router.get("/{job_id}", response_model=JobOut, responses=PROBLEMS, summary="A job's status")
-async def get_job(
-    job_id: Annotated[str, Path(max_length=64)], service: Service, request: Request
-) -> dict:
+async def get_job(job_id: JobId, service: Service, request: Request) -> dict:
     state = None
     if re.fullmatch(JOB_ID, job_id):
         state = await run_in_threadpool(service.jobs.get, job_id)
     if state is None:
-        raise Problem(404, "job-not-found", "Unknown job", f"no job {job_id!r} (or it expired)")
+        raise _not_found(job_id)
+    return _job_out(request, state)
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobOut,
+    responses=PROBLEMS,
+    summary="Cancel a job",
+    description="A queued job never starts; a running one stops at its next frame pairs (the "
+    "clips boxed before stay in its result and in the cache); an ended one is left as it is. "
+    "Answers the job's state once it has stopped, or after a few seconds.",
+)
+async def cancel_job(job_id: JobId, service: Service, request: Request) -> dict:
+    state = None
+    if re.fullmatch(JOB_ID, job_id):
+        state = await run_in_threadpool(service.jobs.cancel, job_id)
+    if state is None:
+        raise _not_found(job_id)
     return _job_out(request, state)
