@@ -1,6 +1,6 @@
 """What the ``mofo`` commands share: the error console and exit codes, the options of the
-commands that compute boxes (``mofo boxes``, ``mofo cache build``) and how they become motion
-parameters, decode limits and settings."""
+commands that compute boxes (``mofo boxes``, ``mofo flow``, ``mofo cache build``) and how they
+become motion parameters, decode limits and settings."""
 
 from __future__ import annotations
 
@@ -39,6 +39,13 @@ class Quality(StrEnum):
     paper = "paper"
 
 
+class FlowDtype(StrEnum):
+    """How flow files store their values (:data:`mofo.shared.flow_files.DTYPES`)."""
+
+    float16 = "float16"
+    float32 = "float32"
+
+
 def output_path(template: Path, clip: str, several: bool) -> Path:
     """Where a clip's preview or strip goes: ``{stem}`` in the name is replaced by the clip's stem;
     with several clips and no ``{stem}``, ``-<stem>`` is added before the suffix."""
@@ -55,7 +62,18 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-# Options shared by the commands that compute boxes (`boxes`, `cache build`).
+# Options shared by the commands that compute boxes (`boxes`, `flow`, `cache build`).
+ClipsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Video files, folders of them (searched recursively), or - for standard input.",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+BatchSizeOpt = Annotated[
+    int | None, typer.Option(help="Frame pairs per flow batch (default 8 CPU, 16 CUDA).")
+]
 BackendOpt = Annotated[
     Backend, typer.Option(help="TV-L1 backend; auto = torch on CUDA, opencv on CPU.")
 ]

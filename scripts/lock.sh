@@ -9,7 +9,7 @@ trap 'rm -rf "$scratch"' EXIT
 "$PYTHON" -m venv "$scratch/venv"
 pip=("$scratch/venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1
-"${pip[@]}" '.[gpu]'
+"${pip[@]}" '.[gpu,ops]'
 {
   sed -n '/^#/!q;p' requirements.lock  # keep the header comment
   # --all: setuptools too (torch needs it at run time; pip freeze leaves it out by default)

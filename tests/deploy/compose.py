@@ -9,7 +9,8 @@ environment (as from a ``.env`` file), then each service's ``command``, ``enviro
   (bind mounts as written, named volumes as folders of their own), and the image's working
   folder ``/app`` is this repository (the image copies it there);
 - its network: ``redis://redis:6379`` becomes the test's Redis on 127.0.0.1 and a free port,
-  and the API listens on 127.0.0.1 and a free port instead of 0.0.0.0:8000;
+  and the API and the dashboard listen on 127.0.0.1 and a free port instead of 0.0.0.0:8000
+  and 0.0.0.0:9181;
 - its image: ``mofo`` and ``python`` are this virtual environment's.
 """
 
@@ -57,7 +58,7 @@ ComposeLoader.add_constructor("!reset", _reset)
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, ${NAME:+alt},
 # ${NAME+alt}, $NAME; $$ is a literal $.
-_VARIABLE = re.compile(
+VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
     r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
 )
@@ -91,7 +92,7 @@ def interpolate(value: Any, env: Mapping[str, str]) -> Any:
             return interpolate(arg, env) if set_ else ""
         return current or ""
 
-    return _VARIABLE.sub(substitute, value)
+    return VARIABLE.sub(substitute, value)
 
 
 def load(path: Path, env: Mapping[str, str]) -> dict:
@@ -161,6 +162,7 @@ class Topology:
     redis_port: int
     api_port: int
     base_env: dict[str, str] = field(default_factory=dict)
+    dashboard_port: int = 0
 
     def service(self, name: str) -> dict:
         return self.compose["services"][name]
@@ -179,6 +181,8 @@ class Topology:
         env.update({k: self.localise(name, v) for k, v in environment(self.service(name)).items()})
         if name == "api":  # its own network namespace in a container; a free port here
             env.update(MOFO_HOST="127.0.0.1", MOFO_PORT=str(self.api_port))
+        if name == "dashboard":
+            env.update(RQ_DASHBOARD_BIND="127.0.0.1", RQ_DASHBOARD_PORT=str(self.dashboard_port))
         return env
 
     def argv(self, name: str, command: list[str] | str | None = None) -> list[str]:

@@ -1,11 +1,13 @@
 """docker-compose.yml, its CPU override and the Dockerfile, checked without a Docker engine:
 the Compose Specification's JSON schema, the healthchecks and start order, GPU reservations,
-persistence, and images built from pinned packages as a non-root user."""
+persistence, local-only ports and the optional profiles, and images built from pinned packages
+as a non-root user."""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from importlib import metadata
 
 import jsonschema_rs
@@ -16,6 +18,7 @@ from tests.deploy.compose import (
     CPU_OVERRIDE,
     ROOT,
     SCHEMA,
+    VARIABLE,
     load,
     merge,
     unwrap,
@@ -25,6 +28,7 @@ DOCKERFILE = ROOT / "docker" / "Dockerfile"
 LOCK = ROOT / "requirements.lock"
 ENV_EXAMPLE = ROOT / ".env.example"
 APP_SERVICES = ("api", "worker", "trainer")
+OPS_SERVICES = ("dashboard",)  # profile "ops": looks at the others, runs nothing of its own
 
 
 def env_example() -> dict[str, str]:
@@ -69,14 +73,14 @@ def test_the_schema_check_catches_mistakes(validator, compose):
 
 def test_every_service_has_a_healthcheck_and_dependants_wait_for_healthy(compose):
     services = compose["services"]
-    assert set(services) == {"redis", *APP_SERVICES}
+    assert set(services) == {"redis", *APP_SERVICES, *OPS_SERVICES}
     for name, service in services.items():
         test = service["healthcheck"]["test"]
         assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
         for needed, condition in service.get("depends_on", {}).items():
             assert condition == {"condition": "service_healthy"}, (name, needed)
             assert "healthcheck" in services[needed]
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, *OPS_SERVICES):
         assert "redis" in services[name]["depends_on"], name
 
 
@@ -134,14 +138,43 @@ def test_env_example_documents_every_variable_the_compose_file_reads():
         for line in COMPOSE.read_text().splitlines()
         if not line.lstrip().startswith("#")
     )
-    used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+    # Compose's own variables; $$ escapes one for the container's shell ($${NAME:-x}).
+    used = {m["braced"] or m["named"] for m in VARIABLE.finditer(text)} - {None}
     assert used == set(env_example())
 
 
-def test_only_the_trainer_is_in_a_profile(compose):
+def test_only_the_trainer_and_the_dashboard_are_in_profiles(compose):
+    """A plain `docker compose up` starts redis, api and worker; the others are asked for."""
     services = compose["services"]
     assert services["trainer"]["profiles"] == ["train"]
+    assert services["dashboard"]["profiles"] == ["ops"]
     assert all("profiles" not in services[n] for n in ("redis", "api", "worker"))
+
+
+def test_only_the_api_is_published_beyond_this_host(compose):
+    """Redis and the dashboard bind their host ports to 127.0.0.1 (the API has its keys)."""
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if name != "api":
+                assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert compose["services"]["dashboard"]["ports"] == ["127.0.0.1:9181:9181"]
+
+
+def test_the_dashboard_runs_the_worker_image_and_needs_a_password(compose):
+    """The worker's image (the same rq as the workers), read-only (--disable-delete), its
+    credentials from .env; the password check itself runs in tests/deploy/test_dashboard.py."""
+    services = compose["services"]
+    dashboard, worker = services["dashboard"], services["worker"]
+    assert (dashboard["build"], dashboard["image"]) == (worker["build"], worker["image"])
+    assert "exec rq-dashboard --disable-delete" in dashboard["command"][-1]
+    assert "--password" not in dashboard["command"][-1]  # not on a command line ps can read
+    env = dashboard["environment"]
+    assert env["MOFO_REDIS_URL"] == "redis://redis:6379/0"
+    assert (env["RQ_DASHBOARD_USERNAME"], env["RQ_DASHBOARD_PASSWORD"]) == ("mofo", "")
+    assert "deploy" not in dashboard  # no GPU
+    secret = load(COMPOSE, {"MOFO_DASHBOARD_PASSWORD": "x" * 24, "MOFO_DASHBOARD_PORT": "9999"})
+    assert secret["services"]["dashboard"]["environment"]["RQ_DASHBOARD_PASSWORD"] == "x" * 24
+    assert secret["services"]["dashboard"]["ports"] == ["127.0.0.1:9999:9181"]
 
 
 def dockerfile_stages() -> dict[str, list[str]]:
@@ -220,6 +253,11 @@ def test_the_lock_pins_every_dependency_at_the_tested_version():
     pins = lock()
     assert requirement_names() - pins.keys() == set()  # every runtime dependency is pinned
     assert requirement_names("gpu") - pins.keys() == set()  # and CuPy for the GPU
+    # and the dashboard (read from pyproject.toml: the ops extra runs in the worker image)
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ops = extras["optional-dependencies"]["ops"]
+    ops_names = {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", r)[0]).lower() for r in ops}
+    assert ops_names == {"rq-dashboard", "six"} and ops_names <= pins.keys()
     assert requirement_names("dev").isdisjoint({"pytest", "ruff"} & pins.keys())
     assert pins["torch"] == "2.14.1"
     installed = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -343,6 +344,8 @@ def test_version_names_the_package_and_the_algorithm() -> None:
         (["serve", "--help"], "Bind address [env MOFO_HOST]."),
         (["evaluate", "--help"], "([evaluate] of the finetuning config)"),
         (["cache", "export", "--help"], "[env MOFO_REDIS_URL]"),
+        (["--help"], "--show-completion <bash|zsh|fish|powershell|pwsh>"),
+        (["flow", "--help"], "OUT/STEM.npz in the format mofo.flow/1"),
     ],
 )
 def test_help_is_plain_text_that_keeps_its_brackets(command: list[str], text: str) -> None:
@@ -397,3 +400,102 @@ def test_standard_input_is_a_clip_named_dash() -> None:
     assert text.returncode == 1 and b"-: is not a readable video" in text.stderr
     twice = piped("-", "-", data=b"")
     assert twice.returncode == 2 and b"can be named once" in twice.stderr
+
+
+# --------------------------------------------------------------------------- shell completion
+
+
+def completions(words: str, env: dict[str, str] | None = None) -> list[str]:
+    """What ``mofo`` offers for the last of ``words``, asked as the bash script asks it."""
+    line = words.split(" ")
+    run = subprocess.run(
+        [str(MOFO)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "_MOFO_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(line) - 1),
+            **(env or {}),
+        },
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout.splitlines()
+
+
+def test_completion_offers_commands_options_and_choices() -> None:
+    assert completions("mofo bo") == ["boxes"]
+    assert completions("mofo fl") == ["flow"]
+    assert "--quality" in completions("mofo boxes --qu")
+    assert completions("mofo boxes --quality ") == ["fast", "balanced", "paper"]
+    assert completions("mofo flow clip.mp4 --dt") == ["--dtype"]
+    assert completions("mofo cache st") == ["status"]
+
+
+@pytest.mark.parametrize(
+    ("shell", "text"),
+    [
+        ("bash", "complete -o default -F _mofo_completion mofo"),
+        ("zsh", "compdef _mofo_completion mofo"),
+        ("fish", "complete --command mofo"),
+    ],
+)
+def test_show_completion_prints_the_named_shells_script(shell: str, text: str) -> None:
+    """The shell is named, never guessed from the parent processes (there may be none: a
+    container, a script)."""
+    run = mofo("--show-completion", shell)
+    assert run.returncode == 0, run.stderr
+    assert text in run.stdout
+    assert "_MOFO_COMPLETE=complete_" in run.stdout
+
+
+def test_the_bash_script_completes_in_bash(tmp_path: Path) -> None:
+    """The printed script, loaded into a real bash, completes a command and an option."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not installed")
+    script = tmp_path / "mofo.bash"
+    script.write_text(mofo("--show-completion", "bash").stdout)
+    ask = (
+        'source "$1"; COMP_WORDS=($2); COMP_CWORD=$3; _mofo_completion mofo; echo "${COMPREPLY[*]}"'
+    )
+    path = f"{MOFO.parent}{os.pathsep}{os.environ['PATH']}"  # the script runs `mofo` by name
+
+    def complete(words: str) -> str:
+        cword = str(len(words.split()) - (0 if words.endswith(" ") else 1))
+        run = subprocess.run(
+            [bash, "-c", ask, "bash", str(script), words, cword],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PATH": path},
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    assert complete("mofo bo") == "boxes"
+    assert complete("mofo boxes --qual") == "--quality"
+
+
+def test_install_completion_writes_the_script_and_loads_it_from_bashrc(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [str(MOFO), "--install-completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert run.returncode == 0, run.stderr
+    script = tmp_path / ".bash_completions" / "mofo.sh"
+    assert "complete -o default -F _mofo_completion mofo" in script.read_text()
+    assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
+
+
+def test_completion_needs_a_shell_named() -> None:
+    run = mofo("--show-completion")
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "Option '--show-completion' requires an argument" in run.stderr
+    wrong = mofo("--show-completion", "tcsh")
+    assert wrong.returncode == 2 and "'tcsh' is not one of 'bash', 'zsh'" in wrong.stderr
