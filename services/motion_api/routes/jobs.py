@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -93,18 +94,19 @@ async def create_job(
 JobId = Annotated[str, Path(max_length=64)]
 
 
-def _not_found(job_id: str) -> Problem:
-    return Problem(404, "job-not-found", "Unknown job", f"no job {job_id!r} (or it expired)")
+async def _job_state(job_id: str, fetch: Callable[[str], dict | None]) -> dict:
+    """``fetch(job_id)`` off the event loop; an id that is not one, or unknown: 404."""
+    state = None
+    if re.fullmatch(JOB_ID, job_id):
+        state = await run_in_threadpool(fetch, job_id)
+    if state is None:
+        raise Problem(404, "job-not-found", "Unknown job", f"no job {job_id!r} (or it expired)")
+    return state
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=PROBLEMS, summary="A job's status")
 async def get_job(job_id: JobId, service: Service, request: Request) -> dict:
-    state = None
-    if re.fullmatch(JOB_ID, job_id):
-        state = await run_in_threadpool(service.jobs.get, job_id)
-    if state is None:
-        raise _not_found(job_id)
-    return _job_out(request, state)
+    return _job_out(request, await _job_state(job_id, service.jobs.get))
 
 
 @router.delete(
@@ -117,9 +119,4 @@ async def get_job(job_id: JobId, service: Service, request: Request) -> dict:
     "Answers the job's state once it has stopped, or after a few seconds.",
 )
 async def cancel_job(job_id: JobId, service: Service, request: Request) -> dict:
-    state = None
-    if re.fullmatch(JOB_ID, job_id):
-        state = await run_in_threadpool(service.jobs.cancel, job_id)
-    if state is None:
-        raise _not_found(job_id)
-    return _job_out(request, state)
+    return _job_out(request, await _job_state(job_id, service.jobs.cancel))
