@@ -274,7 +274,8 @@ def test_a_running_job_tells_its_frame_pairs_and_time_left(client):
     assert all(p["pairs_total"] == 120 for p in flowing)
     partial = [p for p in flowing if p["pairs_done"] < 120]
     assert partial, "no state seen half-way through the clip's pairs"
-    assert all(p["eta_s"] is not None and p["eta_s"] > 0 for p in partial)
+    assert all(p["eta_s"] is not None and p["eta_s"] >= 0 for p in partial)  # 0.0 near the end
+    assert partial[0]["eta_s"] > 0
     done = [p["pairs_done"] for p in flowing]
     assert done == sorted(done)  # pairs only go up
     assert seen[-1]["progress"]["pairs_done"] == 120 and seen[-1]["progress"]["eta_s"] is None
