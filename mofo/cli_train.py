@@ -1,9 +1,10 @@
 """``mofo pretrain``, ``mofo finetune`` and ``mofo evaluate``: the training commands (registered
-by ``mofo.cli``)."""
+by ``mofo.cli``), and ``export`` (weights as ``model.safetensors`` + ``config.json``)."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -27,6 +28,40 @@ Overrides = Annotated[
 Resume = Annotated[
     bool, typer.Option(help="Resume from the run folder's latest checkpoint when it has one.")
 ]
+TensorBoard = Annotated[
+    Path | None,
+    typer.Option(
+        "--tensorboard",
+        help="TensorBoard's folder (run.tensorboard; default: the run's out/tensorboard; "
+        "'none': no TensorBoard files).",
+    ),
+]
+Init = Annotated[
+    Path | None,
+    typer.Option(
+        "--init",
+        help="Start from these weights (model.pretrained): a pretraining model.pt, an export "
+        "folder, or a VideoMAE checkpoint (pretraining or finetuned layout).",
+    ),
+]
+Weights = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        help="The classifier to score (evaluate.weights): a best.pt / model.pt, an export "
+        "folder, or a VideoMAE finetuned checkpoint.",
+    ),
+]
+
+
+def _settings(overrides: list[str] | None, **paths: Path | None) -> list[str]:
+    """``--set`` overrides with the path options on top (``section.key`` → path), each path
+    quoted as a TOML string."""
+    out = list(overrides or [])
+    for key, path in paths.items():
+        if path is not None:
+            out.append(f"{key.replace('__', '.')}={json.dumps(str(path))}")
+    return out
 
 
 class TrainingJob(Protocol):
@@ -69,21 +104,61 @@ def _run(module: str, config: Path, nproc: int, overrides: list[str] | None, res
         raise fail(str(exc), code) from None
 
 
-def pretrain(config: Config, nproc: Nproc = 1, overrides: Overrides = None, resume: Resume = True):
+def pretrain(
+    config: Config,
+    nproc: Nproc = 1,
+    overrides: Overrides = None,
+    resume: Resume = True,
+    tensorboard: TensorBoard = None,
+):
     """MOFO pretraining under DeepSpeed (masked autoencoder focused on the motion boxes).
 
     Under torchrun or the deepspeed launcher, each process runs this command with --nproc 1.
     """
-    _run("mofo.training.pretrain", config, nproc, overrides, resume)
+    settings = _settings(overrides, run__tensorboard=tensorboard)
+    _run("mofo.training.pretrain", config, nproc, settings, resume)
 
 
-def finetune(config: Config, nproc: Nproc = 1, overrides: Overrides = None, resume: Resume = True):
+def finetune(
+    config: Config,
+    nproc: Nproc = 1,
+    overrides: Overrides = None,
+    resume: Resume = True,
+    tensorboard: TensorBoard = None,
+    init: Init = None,
+):
     """MOFO finetuning under DeepSpeed (motion cross-attention head or mean pooling), model
     selection on a held-out part of the training split."""
-    _run("mofo.training.finetune", config, nproc, overrides, resume)
+    settings = _settings(overrides, run__tensorboard=tensorboard, model__pretrained=init)
+    _run("mofo.training.finetune", config, nproc, settings, resume)
 
 
-def evaluate(config: Config, nproc: Nproc = 1, overrides: Overrides = None):
+def evaluate(
+    config: Config,
+    nproc: Nproc = 1,
+    overrides: Overrides = None,
+    tensorboard: TensorBoard = None,
+    weights: Weights = None,
+):
     """Score a finetuned classifier on the evaluation split ([evaluate] of the finetuning
     config): multi-view top-1/top-5, per-class accuracy, confusion matrices, saliency maps."""
-    _run("mofo.training.evaluate", config, nproc, overrides, True)
+    settings = _settings(overrides, run__tensorboard=tensorboard, evaluate__weights=weights)
+    _run("mofo.training.evaluate", config, nproc, settings, True)
+
+
+def export(
+    weights: Annotated[
+        Path, typer.Argument(help="model.pt, best.pt, a run's checkpoint folder, an export.")
+    ],
+    out: Annotated[Path, typer.Argument(help="The folder to write.")],
+):
+    """Export weights as model.safetensors + config.json (the model config, head, classes,
+    versions): a folder that rebuilds the model alone (mofo.training.export.load_model)."""
+    from mofo.training.export import WEIGHTS_FILE
+    from mofo.training.export import export as export_weights
+
+    try:
+        folder = export_weights(weights, out)
+    except MofoError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(folder / WEIGHTS_FILE)

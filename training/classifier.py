@@ -16,7 +16,6 @@ are read as ``mca_literal``, so older finetuned weights keep loading as what the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -110,36 +109,6 @@ class VideoClassifier(nn.Module):
     ) -> dict[str, torch.Tensor]:
         tokens = self.encoder.forward_features(video)  # (B, N, D)
         return self.head(tokens, self.inside(boxes, valid))
-
-    def load_pretrained(self, path: Path) -> list[str]:
-        """The encoder's weights from a pretraining ``model.pt``; what it did not have (names).
-
-        The pretrained encoder must have the same architecture (checked against the file's model
-        config, drop path aside), so a mismatch is an error rather than a half-loaded model.
-        """
-        saved = torch.load(Path(path), map_location="cpu", weights_only=False)
-        theirs = MAEConfig.from_dict(saved["model_config"])
-        ours = self.cfg.encoder
-        if (theirs.grid, theirs.width, theirs.depth, theirs.heads) != (
-            ours.grid,
-            ours.width,
-            ours.depth,
-            ours.heads,
-        ):
-            raise ValueError(
-                f"{path}: pretrained {theirs.name} ({theirs.width} wide, {theirs.depth} deep, "
-                f"{theirs.grid}) does not fit this encoder ({ours.name})"
-            )
-        prefix = "encoder."
-        weights = {
-            k[len(prefix) :]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)
-        }
-        if not weights:
-            raise ValueError(f"{path}: holds no encoder weights (encoder.*)")
-        result = self.encoder.load_state_dict(weights, strict=False)
-        if result.unexpected_keys:
-            raise ValueError(f"{path}: unexpected encoder weights {result.unexpected_keys[:5]}")
-        return list(result.missing_keys)
 
 
 def layer_id(name: str, depth: int) -> int:

@@ -2,7 +2,8 @@
 
 The config is the finetuning run's, with an ``[evaluate]`` table: the evaluation split
 (``source``; never seen by training or model selection), the weights (``run.out/best.pt``
-unless named), the views and the saliency maps. Every clip of the split is scored once, over
+unless named: a ``.pt`` of finetuning, an export folder, or a VideoMAE finetuned checkpoint), the
+views and the saliency maps. Every clip of the split is scored once, over
 ``clips × crops`` views (Something-Something V2: 2 × 3), the views' softmax averaged; a clip that
 cannot be decoded is left out and named, the rest are scored.
 
@@ -17,14 +18,14 @@ cannot be decoded is left out and named, the rest are scored.
   (``training/saliency.py``), and ``saliency.json`` saying what each shows.
 
 Runs in one process (a GPU when there is one), or in ``--nproc`` processes that score a share
-each; rank 0 writes the results.
+each; rank 0 writes the results, and the headline figures to TensorBoard (``eval/...`` at the
+weights' finetuning step, in the run's ``run.tensorboard`` folder).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import pickle
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -32,13 +33,23 @@ from typing import Any
 
 import torch
 
-from mofo.training.classifier import ClassifierConfig, VideoClassifier
+from mofo.training.classifier import VideoClassifier
 from mofo.training.config import ConfigError
 from mofo.training.data import open_labelled, sampling_of
+from mofo.training.export import SavedModel
 from mofo.training.finetune_config import FinetuneConfig
 from mofo.training.finetune_config import load_config as load_finetune_config
 from mofo.training.metrics import average_views, confusion_matrix, per_class_accuracy, summary
-from mofo.training.runs import data_loader, init_processes, process_main, resolve_precision
+from mofo.training.models import MAEConfig, config
+from mofo.training.pretrained import WeightsError, read_any, videomae_classifier
+from mofo.training.runs import (
+    Board,
+    board_dir,
+    data_loader,
+    init_processes,
+    process_main,
+    resolve_precision,
+)
 
 TOP = 5  # predictions kept per clip and task
 
@@ -70,31 +81,36 @@ def check_inputs(cfg: FinetuneConfig) -> None:
     """What must exist before any process starts: the evaluation split and the weights."""
     if not Path(cfg.evaluate.source).exists():
         raise ConfigError(f"[evaluate] source {cfg.evaluate.source}: no such file or folder")
-    if not weights_path(cfg).is_file():
+    if not weights_path(cfg).exists():
         raise ConfigError(
-            f"[evaluate] weights {weights_path(cfg)}: no such file (finetune first, or name one)"
+            f"[evaluate] weights {weights_path(cfg)}: no such file or folder (finetune first, "
+            "or name one)"
         )
 
 
-def load_classifier(path: Path) -> tuple[VideoClassifier, dict[str, Any]]:
-    """A finetuned classifier from ``best.pt`` / ``model.pt``, and what the file says of it."""
+def load_classifier(
+    path: Path, encoder: MAEConfig | None = None, classes: dict[str, int] | None = None
+) -> tuple[VideoClassifier, dict[str, Any]]:
+    """The classifier at ``path`` and what is known of it (step, held-out figures): a
+    ``best.pt`` / ``model.pt`` of finetuning, an export folder, a run's checkpoint folder, or a
+    VideoMAE finetuned checkpoint, rebuilt on ``encoder`` (the config's model) for the one task
+    of ``classes`` (``training/pretrained.py``)."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        model = VideoClassifier(ClassifierConfig.from_dict(saved["classifier_config"]))
-        model.load_state_dict(saved["state_dict"])
-    except (
-        KeyError,
-        TypeError,
-        ValueError,
-        RuntimeError,
-        OSError,
-        EOFError,
-        pickle.UnpicklingError,
-    ) as exc:
+        found = read_any(Path(path))
+        if not isinstance(found, SavedModel):
+            if encoder is None or classes is None:
+                raise WeightsError(f"{path}: a VideoMAE checkpoint needs the model and classes")
+            model = videomae_classifier(found, encoder, classes, str(path))
+            return model, {"source": str(path), "format": "videomae"}
+        if found.kind != "classifier":
+            raise WeightsError(f"{path}: holds a pretraining model, not a classifier")
+        return found.build(), found.about
+    except WeightsError as exc:
+        raise ConfigError(f"{path}: not a finetuned classifier ({exc})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ConfigError(
             f"{path}: not a finetuned classifier ({type(exc).__name__}: {exc})"
         ) from None
-    return model, saved
 
 
 def class_names(source) -> dict[str, list[str]] | None:
@@ -297,8 +313,8 @@ def evaluate(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     rank, world, local = init_processes()
     console = Console(stderr=True, soft_wrap=True)
     e, d = cfg.evaluate, cfg.data
-    model, saved = load_classifier(weights_path(cfg))
     source, boxes, classes = open_labelled(replace(d, source=e.source))
+    model, saved = load_classifier(weights_path(cfg), config(cfg.model.name), classes)
     if classes != model.cfg.classes:
         raise ConfigError(f"{e.source}: classes {classes} are not the model's {model.cfg.classes}")
     grid = model.cfg.encoder.grid
@@ -371,6 +387,10 @@ def evaluate(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
                 f"were left out: {result['failed'][:3]}",
                 highlight=False,
             )
+        board = Board(board_dir(Path(cfg.run.out), cfg.run.tensorboard), True)
+        at = int(saved.get("step") or 0)  # the finetuning step of the weights, beside held_out/
+        board.scalars(at, result["views"], prefix="eval")
+        board.close()
         print(json.dumps({"results": str(out / "results.json"), **result["views"]}), flush=True)
     torch.distributed.barrier()
     return result

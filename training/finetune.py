@@ -12,8 +12,10 @@ run goes on exactly as the run that was never stopped.
 
 Model selection uses a held-out part of the training split (``data.holdout``, drawn by the seed),
 never the evaluation split: after every epoch the model is scored there (top-1 of the first
-task) and the best is kept as ``best.pt``. Checkpoints, resuming, ``log.jsonl`` and the
-progress bar work as in pretraining; ``model.pt`` is the last model.
+task) and the best is kept as ``best.pt`` (and, at the end, exported to ``export/``).
+Checkpoints, resuming, ``log.jsonl``, TensorBoard and the progress bar work as in pretraining;
+``model.pt`` is the last model. ``model.pretrained`` may also name a VideoMAE checkpoint
+(``training/pretrained.py``).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from mofo.training.finetune_config import FinetuneConfig, check_inputs, load_con
 from mofo.training.mixing import MixSettings, mix_batch, smooth_targets
 from mofo.training.models import config
 from mofo.training.runs import (
+    Board,
     EpochSampler,
     RunLog,
     StepLoop,
+    board_dir,
     data_loader,
     ds_config,
     init_processes,
@@ -138,6 +142,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     from rich.console import Console
 
     from mofo.training.datasets import collate
+    from mofo.training.export import EXPORT_DIR, read_run_file, write_export
+    from mofo.training.pretrained import load_encoder, read_encoder
 
     check_inputs(cfg)
     rank, world, _ = init_processes()
@@ -153,8 +159,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     o, m = cfg.optim, cfg.model
     plan = plan_steps(len(train), world, o, cfg.data.source)
 
+    # The encoder normalises its tokens unless it comes from a VideoMAE mean-pooling classifier.
+    init = read_encoder(Path(m.pretrained)) if m.pretrained else None
     model_cfg = ClassifierConfig(
-        encoder=config(m.name, drop_path=m.drop_path),
+        encoder=config(m.name, drop_path=m.drop_path, token_norm=init is None or init.token_norm),
         classes=classes,
         head=m.head,
         mca_heads=m.mca_heads,
@@ -166,8 +174,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     )
     torch.manual_seed(cfg.run.seed)
     model = VideoClassifier(model_cfg)
-    if m.pretrained:
-        model.load_pretrained(Path(m.pretrained))
+    missing = load_encoder(model, init) if init is not None else []
     groups = param_groups(model, o.weight_decay, o.layer_decay)
     for g in groups:
         g["lr"] = plan.peak * g["lr_scale"]
@@ -206,7 +213,15 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
             held_out=len(held),
             classes=classes,
             config=cfg.to_dict(),
+            init={**init.summary(), "missing": missing} if init is not None else None,
         )
+        if init is not None and rank == 0 and (missing or init.unplaced):
+            console.print(
+                f"[yellow]warning:[/] {init.path}: encoder weights not in it {missing[:5]}; "
+                f"its weights with no place here {init.unplaced[:5]}",
+                highlight=False,
+            )
+    board = Board(board_dir(out, cfg.run.tensorboard), rank == 0, step if client else None)
 
     a = cfg.augment
     mixing = MixSettings(a.mixup, a.cutmix, a.mix_prob, a.switch_prob, a.smoothing)
@@ -239,6 +254,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         rank,
         "finetune",
         console,
+        board=board,
     )
 
     def weights_file(name: str, at: int, figures: dict) -> None:
@@ -283,6 +299,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         if rank == 0:
             metric = figures[f"{first_task}_top1"]
             log.write(event="held_out", step=at, epoch=epoch, **figures)
+            board.scalars(at, figures, prefix="held_out")
             if metric > best["metric"]:
                 best = {"metric": metric, "step": at, **figures}
                 weights_file("best.pt", at, figures)
@@ -295,9 +312,12 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         return {"classifier_config": identity, "config": cfg.to_dict(), "best": best}
 
     step = loop(step, forward, after_step, state)
+    board.close()
 
     if rank == 0:
         weights_file("model.pt", step, {})
+        if cfg.run.export:  # the selected model, what mofo evaluate scores by default
+            write_export(out / EXPORT_DIR, read_run_file(out / "best.pt"))
         log.write(event="end", step=step, best=best)
         console.print(
             f"finetuned {step} steps; best held-out {first_task} top-1 "

@@ -26,7 +26,9 @@ class FinetuneModelSection:
     drop_path: float = 0.1
     dropout: float = 0.0
     min_overlap: float = 0.5
-    pretrained: str = ""  # a pretraining run's model.pt; empty: from scratch
+    # A pretraining run's model.pt (or export folder, or checkpoint folder), or a VideoMAE
+    # checkpoint (its released layout, detected by its keys); empty: from scratch.
+    pretrained: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class FinetuneRunSection:
     save_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 10
+    tensorboard: str = ""  # TensorBoard's folder; empty: run.out/tensorboard; "none": off
+    export: bool = True  # best.pt as run.out/export/ (model.safetensors + config.json)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,9 @@ class EvaluateSection:
     """``mofo evaluate`` (training/evaluate.py): the evaluation split and its views."""
 
     source: str = ""  # the evaluation split (label file or CSV); never used for selection
-    weights: str = ""  # empty: run.out/best.pt
+    # A classifier: empty: run.out/best.pt; or a .pt, an export folder, a VideoMAE finetuned
+    # checkpoint (mean pooling; detected by its keys).
+    weights: str = ""
     out: str = ""  # empty: run.out/eval
     clips: int = 2  # temporal views (SSV2: 2)
     crops: int = 3  # spatial views (SSV2: 3)
@@ -146,5 +152,5 @@ def check_inputs(cfg: FinetuneConfig) -> None:
     """What must exist before any process starts: the source and the pretrained weights."""
     if not Path(cfg.data.source).exists():
         raise ConfigError(f"[data] source {cfg.data.source}: no such file or folder")
-    if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
-        raise ConfigError(f"[model] pretrained {cfg.model.pretrained}: no such file")
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).exists():
+        raise ConfigError(f"[model] pretrained {cfg.model.pretrained}: no such file or folder")

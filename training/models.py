@@ -45,9 +45,17 @@ class MAEConfig:
     channels: int = 3
     # Targets normalised per tubelet (VideoMAE's default); False: the input's pixels as they are.
     norm_targets: bool = True
+    # The encoder's LayerNorm over every output token. VideoMAE's mean-pooling classifiers have
+    # none (they normalise the pooled features instead, fc_norm): False builds that encoder.
+    token_norm: bool = True
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, ``token_norm`` only when off: configs saved before it existed stay equal
+        to today's (a run folder's checkpoints are matched by their config)."""
+        data = asdict(self)
+        if self.token_norm:
+            del data["token_norm"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> MAEConfig:
@@ -97,9 +105,12 @@ def config(name: str, **changes) -> MAEConfig:
 
 
 def sinusoid_positions(count: int, width: int) -> torch.Tensor:
-    """Fixed positions (count, width): sin on even, cos on odd channels, Transformer-style."""
+    """Fixed positions (count, width): sin on even, cos on odd channels, Transformer-style;
+    computed in float64 throughout, so the table is VideoMAE's to float32 rounding (its released
+    weights were trained with it)."""
     position = torch.arange(count, dtype=torch.float64)[:, None]
-    rates = torch.pow(10_000.0, -2 * (torch.arange(width) // 2) / width).to(torch.float64)
+    exponents = 2 * (torch.arange(width, dtype=torch.float64) // 2) / width
+    rates = torch.pow(10_000.0, -exponents)
     angles = position * rates
     table = torch.where(torch.arange(width) % 2 == 0, torch.sin(angles), torch.cos(angles))
     return table.to(torch.float32)
@@ -154,7 +165,7 @@ class VideoEncoder(nn.Module):
         self.patch_embed = nn.Conv3d(cfg.channels, cfg.width, kernel_size=kernel, stride=kernel)
         self.register_buffer("pos", sinusoid_positions(g.tokens, cfg.width), persistent=False)
         self.blocks = _blocks(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.drop_path)
-        self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
+        self.norm = nn.LayerNorm(cfg.width, eps=1e-6) if cfg.token_norm else nn.Identity()
         self.apply(_init)
 
     def tokens(self, video: torch.Tensor) -> torch.Tensor:

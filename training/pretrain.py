@@ -11,9 +11,11 @@ What a run leaves in its ``run.out`` folder:
   model config, the whole run config and the step, so a model can be rebuilt from it alone.
   ``latest`` names the newest; a run started again resumes from it at the same step, with the
   same data order and masks (sampling and masking are seeded by step, not by process history).
-- ``model.pt``: the final weights in fp32 with the model config (what finetuning starts from).
-- ``log.jsonl``: one line per logged step (loss, lr, clips/s, boxes missing, clips replaced),
-  plus events (start, resume, checkpoint, bad clip, end).
+- ``model.pt``: the final weights in fp32 with the model config (what finetuning starts from),
+  and ``export/``: the same as ``model.safetensors`` with ``config.json`` (``run.export``).
+- ``log.jsonl``: one line per logged step (loss, lr, clips/s, boxes missing, clips replaced,
+  the shares of the box and of the rest hidden), plus events (start, resume, checkpoint, bad
+  clip, end); ``tensorboard/`` (``run.tensorboard``): the same figures for TensorBoard.
 - ``reconstructions/step00001234.png``: original, masked input and reconstruction of a few clips
   with their motion boxes drawn, as the paper's Fig. 4-5.
 """
@@ -39,9 +41,11 @@ from mofo.training.masking import (
 )
 from mofo.training.models import MAEConfig, VideoMAE, config
 from mofo.training.runs import (
+    Board,
     EpochSampler,
     RunLog,
     StepLoop,
+    board_dir,
     data_loader,
     ds_config,
     final_weights,
@@ -99,6 +103,8 @@ class RunSection:
     log_every: int = 10
     images_every: int = 0  # steps between reconstruction images (0: at the end only)
     images: int = 4  # clips per reconstruction image
+    tensorboard: str = ""  # TensorBoard's folder; empty: out/tensorboard; "none": off
+    export: bool = True  # the final weights as out/export/ (model.safetensors + config.json)
 
 
 @dataclass(frozen=True)
@@ -256,6 +262,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
     from rich.console import Console
 
     from mofo.training.datasets import collate
+    from mofo.training.export import EXPORT_DIR, SavedModel, write_export
     from mofo.training.visualise import save_reconstructions
 
     check_inputs(cfg)
@@ -340,6 +347,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
         "pretrain",
         console,
         shares=SHARES,
+        board=Board(board_dir(out, cfg.run.tensorboard), rank == 0, step if client else None),
     )
 
     def forward(batch, at: int, micro: int):
@@ -372,6 +380,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
         return {"model_config": model_cfg.to_dict(), "config": cfg.to_dict()}
 
     step = loop(step, forward, after_step, state)
+    loop.board.close()
 
     figures = loop.figures
     final = final_weights(engine, checkpoints, cfg.run.zero_stage)
@@ -385,6 +394,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
             },
             out / "model.pt",
         )
+        if cfg.run.export:
+            about = {"source": str(out / "model.pt"), "step": step, "config": cfg.to_dict()}
+            write_export(out / EXPORT_DIR, SavedModel("pretraining", model_cfg, final, about))
         log.write(event="end", step=step, missing_boxes=loop.missing, replaced_clips=loop.replaced)
         _report(console, cfg, figures, loop.missing, loop.replaced, plan.total, o, world, out)
     log.close()

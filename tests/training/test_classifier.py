@@ -8,6 +8,7 @@ import torch
 
 from mofo.training.classifier import EPIC_CLASSES, ClassifierConfig, VideoClassifier
 from mofo.training.models import VideoMAE, config
+from mofo.training.pretrained import load_pretrained
 
 TINY = config("vit_tiny_patch8_tubelet2_32px")  # 4 frames of 32 x 32: 2 x 4 x 4 tokens
 
@@ -45,7 +46,7 @@ def test_pretrained_encoder_weights_load_exactly(tmp_path):
     torch.save({"model_config": TINY.to_dict(), "state_dict": pretrained.state_dict()}, path)
     torch.manual_seed(2)
     model = VideoClassifier(ClassifierConfig(TINY))
-    assert model.load_pretrained(path) == []
+    assert load_pretrained(model, path) == []
     for name, weight in model.encoder.state_dict().items():
         assert torch.equal(weight, pretrained.encoder.state_dict()[name]), name
     cfg = ClassifierConfig.from_dict(model.cfg.to_dict())
@@ -58,7 +59,7 @@ def test_another_architecture_is_refused(tmp_path):
     torch.save({"model_config": small.to_dict(), "state_dict": VideoMAE(small).state_dict()}, path)
     model = VideoClassifier(ClassifierConfig(TINY))
     with pytest.raises(ValueError, match="does not fit this encoder"):
-        model.load_pretrained(path)
+        load_pretrained(model, path)
 
 
 def test_an_old_checkpoint_of_the_literal_head_loads_as_mca_literal():

@@ -1,7 +1,8 @@
 """``mofo evaluate`` as users run it: a finetuned tiny classifier (a ``best.pt`` as finetuning
 writes it) scored on the synthetic dataset's evaluation split over 2 x 3 views, in one process
 and in two; its figures checked against the model run here on the same views; a corrupt clip
-left out and named; bad settings refused."""
+left out and named; a checkpoint in VideoMAE's released finetuned layout scored as VideoMAE's
+own code scores it, the figures in TensorBoard; bad settings refused."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from mofo.training.metrics import average_views
 from mofo.training.models import config
 from mofo.training.synth import TRUTH_PARAMS, truth_records, write_dataset
 from testkit.badclips import random_bytes
+from tests.training.boards import as_stored, read_board
 from tests.training.commands import mofo
+from tests.training.videomae_files import TINY as TINY_SHAPE
+from tests.training.videomae_files import finetuned_checkpoint, reference_classifier
 
 pytestmark = pytest.mark.slow
 
@@ -82,12 +86,8 @@ def evaluate(config_path: Path, *args: str) -> subprocess.CompletedProcess:
     return mofo("evaluate", config_path, *args)
 
 
-def expected_probabilities(root: Path, label_file: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The classifier run here on the same 2 x 3 views: mean softmax per clip, and the labels."""
-    saved = torch.load(root / "run" / "best.pt", weights_only=False)
-    model = VideoClassifier(ClassifierConfig.from_dict(saved["classifier_config"]))
-    model.load_state_dict(saved["state_dict"])
-    model.eval()
+def view_batch(root: Path, label_file: Path) -> dict:
+    """Every clip of the split over the same 2 x 3 views as the evaluation, as one batch."""
     source = open_source(label_file)
     boxes = CachedBoxes(str(root / "truth.jsonl.gz"), TRUTH_PARAMS)
     clips = VideoClips(
@@ -101,7 +101,16 @@ def expected_probabilities(root: Path, label_file: Path) -> tuple[torch.Tensor, 
         sampling="segment",
         views=(2, 3),
     )
-    batch = collate(clips.__getitems__(list(range(len(clips)))))
+    return collate(clips.__getitems__(list(range(len(clips)))))
+
+
+def expected_probabilities(root: Path, label_file: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classifier run here on the same 2 x 3 views: mean softmax per clip, and the labels."""
+    saved = torch.load(root / "run" / "best.pt", weights_only=False)
+    model = VideoClassifier(ClassifierConfig.from_dict(saved["classifier_config"]))
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    batch = view_batch(root, label_file)
     with torch.no_grad():
         logits = model(
             batch["video"].flatten(0, 1), batch["boxes"].flatten(0, 1), batch["valid"].flatten(0, 1)
@@ -151,6 +160,44 @@ def test_evaluate_scores_every_clip_over_its_views(finetuned, tmp_path):
     stdout = json.loads(result.stdout.strip().splitlines()[-1])
     assert stdout["action_top1"] == pytest.approx(top1)
     assert "evaluated 8 of 8 clips (2 x 3 views)" in result.stderr
+
+
+def test_a_videomae_finetuned_checkpoint_is_scored_as_videomae_scores_it(finetuned, tmp_path):
+    """A classifier in the layout of VideoMAE's released finetuned weights (mean pooling,
+    fc_norm, head; the tiny model's shapes), named by --weights: its figures are those of
+    VideoMAE's own forward pass (tests/training/videomae_files.py) on the same views."""
+    saved = finetuned_checkpoint(TINY_SHAPE, classes=8, seed=9, std=0.2)
+    path = tmp_path / "videomae-finetuned.pth"
+    torch.save(saved, path)
+    result = evaluate(
+        write_config(tmp_path, finetuned, saliency=1),
+        "--weights",
+        str(path),
+        "--tensorboard",
+        str(tmp_path / "tb"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "eval" / "results.json").read_text())
+    batch = view_batch(finetuned, finetuned / "synth" / "validation.json")
+    with torch.no_grad():
+        logits = reference_classifier(saved["module"], batch["video"].flatten(0, 1), heads=2)
+    probs, labels = average_views(logits, 6).exp(), batch["labels"]["action"]
+    top1 = 100 * float((probs.argmax(1) == labels).float().mean())
+    top5 = 100 * float((probs.topk(5).indices == labels[:, None]).any(1).float().mean())
+    assert (figures["weights"], figures["scored"]) == (str(path), 8)
+    assert figures["views"]["action_top1"] == pytest.approx(top1)
+    assert figures["views"]["action_top5"] == pytest.approx(top5)
+    assert figures["held_out"] == {} and figures["finetuned_steps"] is None
+    lines = [
+        json.loads(x) for x in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
+    ]
+    for line, p in zip(lines, probs, strict=True):
+        assert [c for c, _ in line["action"]] == p.topk(5).indices.tolist()
+        assert [q for _, q in line["action"]] == pytest.approx(p.topk(5).values.tolist(), abs=1e-4)
+    assert len(json.loads((tmp_path / "eval" / "saliency.json").read_text())) == 1
+    board = read_board(tmp_path / "tb")
+    assert board["eval/action_top1"] == [(0, as_stored(top1))]  # no finetuning step: 0
+    assert board["eval/action_top5"] == [(0, as_stored(top5))]
 
 
 def test_two_processes_give_the_results_of_one(finetuned, tmp_path):
@@ -217,4 +264,9 @@ def test_bad_settings_are_refused_before_any_work(finetuned, tmp_path):
         write_config(tmp_path / "e", finetuned), "--set", f"evaluate.weights={tmp_path / 'junk.pt'}"
     )
     assert junk.returncode == 2 and "not a finetuned classifier" in junk.stderr
-    assert all("Traceback" not in r.stderr for r in (gone, unset, views, other, junk))
+    torch.save(finetuned_checkpoint(TINY_SHAPE, classes=5), tmp_path / "videomae5.pth")
+    five = evaluate(
+        write_config(tmp_path / "f", finetuned), "--weights", str(tmp_path / "videomae5.pth")
+    )
+    assert five.returncode == 2 and "has 5 classes; the split has {'action': 8}" in five.stderr
+    assert all("Traceback" not in r.stderr for r in (gone, unset, views, other, junk, five))

@@ -1,8 +1,10 @@
 """``mofo finetune`` as users run it: real DeepSpeed on the CPU, the tiny encoder loaded from a
 pretraining ``model.pt``, the motion cross-attention head, synthetic clips with their classes and
 boxes (an export file), RandAugment, random erasing and Mixup/CutMix; model selection on the
-held-out part of the training split after every epoch; a second run resumes and goes on; a run
-stopped after a checkpoint resumes exactly as the whole run went on, drop path and dropout on."""
+held-out part of the training split after every epoch, the figures in TensorBoard too, the
+selected model exported as safetensors with its config; a second run resumes and goes on; a run
+stopped after a checkpoint resumes exactly as the whole run went on, drop path and dropout on; a
+run starts from a checkpoint in VideoMAE's released layout."""
 
 from __future__ import annotations
 
@@ -18,11 +20,15 @@ from mofo.shared.cache_files import write_records
 from mofo.training.classifier import ClassifierConfig, VideoClassifier
 from mofo.training.config import ConfigError
 from mofo.training.data import sampling_of, task_classes
+from mofo.training.export import load_model
 from mofo.training.finetune import soft_cross_entropy, split_holdout
 from mofo.training.finetune_config import load_config
 from mofo.training.models import VideoMAE, config
 from mofo.training.synth import truth_records, write_dataset
+from tests.training.boards import as_stored, event_files, read_board
 from tests.training.commands import mofo
+from tests.training.videomae_files import TINY as TINY_SHAPE
+from tests.training.videomae_files import pretraining_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +106,28 @@ def test_finetune_selects_on_the_held_out_part_and_resumes(labelled, tmp_path):
     assert model.cfg.head == "mca" and model.cfg.classes == {"action": 8}
     assert (run_dir / "model.pt").exists() and "best held-out action top-1" in result.stderr
 
+    # TensorBoard: every step's figures as the log has them, the held-out scores per epoch.
+    assert len(event_files(run_dir / "tensorboard")) == 1
+    board = read_board(run_dir / "tensorboard")
+    assert [step for step, _ in board["train/loss"]] == list(range(1, 7))
+    assert [v for _, v in board["train/loss"]] == [as_stored(s["loss"]) for s in steps]
+    assert [v for _, v in board["train/lr"]] == [as_stored(s["lr"]) for s in steps]
+    assert [step for step, _ in board["train/clips_per_s"]] == list(range(1, 7))
+    assert board["held_out/action_top1"] == [(h["step"], as_stored(h["action_top1"])) for h in held]
+    assert "masking/hidden_in_box" not in board  # finetuning hides nothing
+
+    # The export: best.pt's weights and classifier config, rebuilt from the folder alone.
+    exported = load_model(run_dir / "export")
+    assert exported.cfg == model.cfg
+    state = exported.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in best["state_dict"].items())
+    video = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    boxes, valid = torch.tensor([[0.0, 0.0, 16.0, 32.0]] * 2), torch.ones(2, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(
+            exported(video, boxes, valid)["action"], model.eval()(video, boxes, valid)["action"]
+        )
+
     # mofo evaluate on the evaluation split from the same config: best.pt, the held-out figures
     split = labelled / "synth" / "validation.json"
     evaluated = run(
@@ -115,6 +143,8 @@ def test_finetune_selects_on_the_held_out_part_and_resumes(labelled, tmp_path):
     assert results["held_out"] == best["held_out"] and results["finetuned_steps"] == best["step"]
     assert results["scored"] == 6 and results["missing_boxes"] == 0  # mofo synth's 20 % of 30
     assert 0 <= results["views"]["action_top1"] <= results["views"]["action_top5"] <= 100
+    board = read_board(run_dir / "tensorboard")  # beside the held-out scores, at best's step
+    assert board["eval/action_top1"] == [(best["step"], as_stored(results["views"]["action_top1"]))]
 
     again = run(config_path, "--set", "optim.epochs=3")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -178,6 +208,51 @@ def test_a_resumed_run_with_drop_path_equals_the_whole_run(labelled, tmp_path):
     assert [h["action_top1"] for h in after if h.get("event") == "held_out"] == held
 
 
+def test_finetuning_starts_from_a_videomae_checkpoint(labelled, tmp_path):
+    """A checkpoint in the layout of VideoMAE's released pretraining weights (the tiny model's
+    shapes), named by --init: every encoder weight placed, the decoder dropped, then trained."""
+    saved = pretraining_checkpoint(TINY_SHAPE, seed=7)
+    path = tmp_path / "checkpoint-799.pth"
+    torch.save(saved, path)
+    config_path = write_config(tmp_path, labelled)
+    result = run(
+        config_path,
+        "--init",
+        str(path),
+        "--tensorboard",
+        str(tmp_path / "tb"),
+        "--set",
+        "optim.epochs=1",
+        "--set",
+        "optim.base_lr=0.005",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = log_lines(tmp_path / "run")
+    decoder = [k for k in saved["model"] if not k.startswith("encoder.")]
+    assert lines[0]["init"] == {
+        "path": str(path),
+        "source": "videomae",
+        "layout": "pretraining",
+        "tensors": 2 + 2 * 12 + 2,  # patch embedding, 2 blocks (q/v biases joined), norm
+        "unplaced": [],
+        "dropped": len(decoder) - 1,  # the decoder block's q/v biases joined
+        "missing": [],
+    }
+    assert "encoder weights not in it" not in result.stderr
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert best["classifier_config"]["encoder"]["name"] == TINY.name
+    # Three steps at a small lr: still the file's weights, nudged (a fresh start differs by 100 %).
+    for ours, theirs in [
+        ("encoder.patch_embed.weight", "encoder.patch_embed.proj.weight"),
+        ("encoder.blocks.1.attn.qkv.weight", "encoder.blocks.1.attn.qkv.weight"),
+        ("encoder.norm.bias", "encoder.norm.bias"),
+    ]:
+        change = (best["state_dict"][ours] - saved["model"][theirs]).abs().mean()
+        assert change < 0.1 * saved["model"][theirs].abs().mean(), ours
+    assert [s for s, _ in read_board(tmp_path / "tb")["train/loss"]] == [1, 2, 3]
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
 def test_an_unlabelled_split_and_bad_settings_are_refused(labelled, tmp_path):
     (labelled / "synth" / "test.json").write_text(json.dumps([{"id": "100000"}]))
     config_path = write_config(tmp_path, labelled)
@@ -187,8 +262,12 @@ def test_an_unlabelled_split_and_bad_settings_are_refused(labelled, tmp_path):
     assert "Traceback" not in result.stderr
     bad = run(write_config(tmp_path / "b", labelled), "--set", "data.holdout=1.5")
     assert bad.returncode == 2 and "holdout must be in (0, 1)" in bad.stderr
-    missing = run(write_config(tmp_path / "c", labelled), "--set", "model.pretrained=gone.pt")
+    missing = run(write_config(tmp_path / "c", labelled), "--init", "gone.pt")
     assert missing.returncode == 2 and "pretrained gone.pt: no such file" in missing.stderr
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    junk = run(write_config(tmp_path / "d", labelled), "--init", str(tmp_path / "junk.pth"))
+    assert junk.returncode == 2 and "junk.pth: cannot be read" in junk.stderr
+    assert "Traceback" not in junk.stderr
 
 
 def test_parts():

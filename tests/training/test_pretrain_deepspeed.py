@@ -1,7 +1,9 @@
 """``mofo pretrain`` as users run it: real DeepSpeed processes on the CPU (``DS_ACCELERATOR=cpu``,
 gloo), the tiny model, synthetic clips decoded from disk and their motion boxes read from a real
-Redis. Two processes train; the loss falls; a run killed mid-way resumes from its last checkpoint
-at the same step and goes on exactly as the run that was never stopped."""
+Redis. Two processes train; the loss falls; rank 0 alone writes the log's figures to TensorBoard;
+the weights are exported as safetensors with their config (at the end, and from a DeepSpeed
+checkpoint); a run killed mid-way resumes from its last checkpoint at the same step and goes on
+exactly as the run that was never stopped, TensorBoard holding each step once."""
 
 from __future__ import annotations
 
@@ -22,9 +24,13 @@ from mofo.shared.cache import RedisBoxCache
 from mofo.shared.params import MotionParams
 from mofo.shared.pipeline import analyse_clip
 from mofo.shared.sources import open_source
+from mofo.training.export import export, load_model
+from mofo.training.masking import tube_mask
 from mofo.training.models import MAEConfig, VideoMAE
+from mofo.training.runs import learning_rate
 from mofo.training.synth import write_dataset
 from testkit.redis_server import start_redis
+from tests.training.boards import as_stored, event_files, read_board
 from tests.training.commands import MOFO, env, mofo
 
 pytestmark = pytest.mark.slow
@@ -145,6 +151,52 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
     assert images == ["step00000012.png", "step00000024.png"]
     assert "pretrained 24 steps" in done.stderr
 
+    # TensorBoard (run.out/tensorboard by default): one writer, rank 0, with the log's figures
+    # at every step; the lr follows the schedule; the box is hidden more than the rest.
+    assert len(event_files(run / "tensorboard")) == 1
+    board = read_board(run / "tensorboard")
+    assert set(board) == {
+        "train/loss",
+        "train/lr",
+        "train/clips_per_s",
+        "masking/hidden_in_box",
+        "masking/hidden_outside_box",
+        "data/missing_boxes",
+        "data/replaced_clips",
+    }
+    by_step = {s["step"]: s for s in steps}
+    for tag, key in [
+        ("train/loss", "loss"),
+        ("train/lr", "lr"),
+        ("train/clips_per_s", "clips_per_s"),
+        ("masking/hidden_in_box", "hidden_in_box"),
+        ("masking/hidden_outside_box", "hidden_outside_box"),
+    ]:
+        assert [step for step, _ in board[tag]] == list(range(1, STEPS + 1)), tag
+        assert [v for _, v in board[tag]] == [as_stored(by_step[s][key]) for s in by_step], tag
+    peak, warmup = 0.2 * 8 / 256, start["steps_per_epoch"]  # warmup_epochs = 1
+    schedule = [learning_rate(s - 1, peak, 1e-5, warmup, STEPS) for s in range(1, STEPS + 1)]
+    assert [v for _, v in board["train/lr"]] == pytest.approx(schedule, rel=1e-6)
+    inside, outside = board["masking/hidden_in_box"], board["masking/hidden_outside_box"]
+    assert all(i > o for (_, i), (_, o) in zip(inside, outside, strict=True))
+
+    # The export (run.out/export): the final weights and their config rebuild the model alone;
+    # the same from the last DeepSpeed checkpoint (ZeRO-1 shards gathered in fp32).
+    exported = load_model(run / "export")
+    video = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    mask = tube_mask(2, model.cfg.grid, 0.75, torch.Generator().manual_seed(1))
+    model.eval()
+    with torch.no_grad():
+        expected = model(video, mask)
+        assert all(torch.equal(a, b) for a, b in zip(exported(video, mask), expected, strict=True))
+    from_checkpoint = load_model(export(last_dir, tmp_path / "from_checkpoint"))
+    for folder in (exported, from_checkpoint):
+        mine = folder.state_dict()
+        assert all(torch.equal(mine[k], v) for k, v in saved["state_dict"].items())
+    about = json.loads((run / "export" / "config.json").read_text())
+    assert about["kind"] == "pretraining" and about["trained"]["step"] == STEPS
+    assert about["boxes"]["params"] == MOTION.hash()
+
     # The same run, killed once its checkpoint at step 15 is written (half-way through an
     # epoch), then started again.
     config = write_config(tmp_path / "killed", data, url)
@@ -185,6 +237,16 @@ def test_two_processes_learn_checkpoint_and_resume_where_they_stopped(cached_syn
     for s, loss in again.items():  # the same batches, masks and weights as the whole run
         assert loss == pytest.approx(losses[s], rel=1e-4, abs=1e-6), (s, loss, losses[s])
     assert after[-1]["event"] == "end" and (killed_run / "model.pt").exists()
+    # TensorBoard: a file per process that wrote (the killed one, the resumed one); the steps
+    # after the checkpoint that the killed run logged are dropped, as the resumed run ran them
+    # again: each step once, the resumed run's figure after the checkpoint.
+    assert len(event_files(killed_run / "tensorboard")) == 2
+    losses_seen = read_board(killed_run / "tensorboard")["train/loss"]
+    assert [step for step, _ in losses_seen] == list(range(1, STEPS + 1))
+    first = step_losses(before)
+    assert [v for _, v in losses_seen] == [
+        as_stored(again[s] if s > KILL_AFTER else first[s]) for s in range(1, STEPS + 1)
+    ]
 
 
 def test_missing_boxes_and_corrupt_clips_are_reported(cached_synth, tmp_path):

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from mofo.training.runs.board import Board
 from mofo.training.runs.checkpoints import checkpoint_dirs
 from mofo.training.runs.log import RunLog, Tally, gather_tally
 from mofo.training.runs.schedule import Plan
@@ -26,6 +27,7 @@ class StepLoop:
 
     ``shares`` names ratios the log lines carry, ``{name: (numerator, denominator)}`` of counts
     that ``forward`` adds with :meth:`count` (null in a line when the denominator is 0).
+    ``board`` gets every log line's figures too (TensorBoard, rank 0).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class StepLoop:
         label: str,
         console,
         shares: dict[str, tuple[str, str]] | None = None,
+        board: Board | None = None,
     ) -> None:
         self.engine, self.schedule = engine, schedule
         self.dataset, self.loader, self.sampler = dataset, loader, sampler
@@ -51,6 +54,7 @@ class StepLoop:
         self.checkpoints, self.log, self.rank = checkpoints, log, rank
         self.label, self.console = label, console
         self.shares = dict(shares or {})
+        self.board = board or Board(None, False)
         self.missing = self.replaced = 0
         self.figures: dict[str, Any] = {}
         self.tally = self._new_tally()
@@ -96,6 +100,7 @@ class StepLoop:
         for error in seen.errors:
             self.log.write(event="bad_clip", step=step, clip=error)
         self.log.write(**self.figures)
+        self.board.figures(step, self.figures)
         return self._new_tally()
 
     def __call__(self, step: int, forward, after_step, client) -> int:
