@@ -35,7 +35,8 @@ from mofo.training.classifier import (
     param_groups,
 )
 from mofo.training.data import open_labelled, sampling_of
-from mofo.training.finetune_config import FinetuneConfig, check_inputs, load_config
+from mofo.training.finetune_config import FinetuneConfig, load_config
+from mofo.training.finetune_config import check_inputs as check_paths
 from mofo.training.mixing import MixSettings, mix_batch, smooth_targets
 from mofo.training.models import config
 from mofo.training.runs import (
@@ -136,6 +137,17 @@ def score(engine, loader, rank: int, world: int, dtype) -> dict:
     return summary(all_logits, all_labels)
 
 
+def check_inputs(cfg: FinetuneConfig) -> None:
+    """What the command line checks before any process starts: the source and the pretrained
+    weights exist, and those weights are readable and fit the encoder (a wrong file is told
+    once, not by every process after start-up)."""
+    check_paths(cfg)
+    if cfg.model.pretrained:
+        from mofo.training.pretrained import check_fits, read_encoder
+
+        check_fits(read_encoder(Path(cfg.model.pretrained)), config(cfg.model.name))
+
+
 def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     """Run (or resume) the finetuning the config describes; the best held-out figures."""
     import deepspeed
@@ -145,7 +157,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     from mofo.training.export import EXPORT_DIR, read_run_file, write_export
     from mofo.training.pretrained import load_encoder, read_encoder
 
-    check_inputs(cfg)
+    check_paths(cfg)
     rank, world, _ = init_processes()
     out = Path(cfg.run.out)
     checkpoints = out / "checkpoints"

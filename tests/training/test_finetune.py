@@ -264,10 +264,18 @@ def test_an_unlabelled_split_and_bad_settings_are_refused(labelled, tmp_path):
     assert bad.returncode == 2 and "holdout must be in (0, 1)" in bad.stderr
     missing = run(write_config(tmp_path / "c", labelled), "--init", "gone.pt")
     assert missing.returncode == 2 and "pretrained gone.pt: no such file" in missing.stderr
+    # Weights that cannot be read, or do not fit the encoder, are refused before the two
+    # processes start: one message, no process started.
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    junk = run(write_config(tmp_path / "d", labelled), "--init", str(tmp_path / "junk.pth"))
-    assert junk.returncode == 2 and "junk.pth: cannot be read" in junk.stderr
+    two = ("--nproc", "2")
+    junk = run(write_config(tmp_path / "d", labelled), "--init", str(tmp_path / "junk.pth"), *two)
+    assert junk.returncode == 2 and junk.stderr.count("junk.pth: cannot be read") == 1
     assert "Traceback" not in junk.stderr
+    small = config("vit_small_patch16_tubelet2")
+    weights = {"model_config": small.to_dict(), "state_dict": VideoMAE(small).state_dict()}
+    torch.save(weights, tmp_path / "small.pt")
+    other = run(write_config(tmp_path / "e", labelled), "--init", str(tmp_path / "small.pt"), *two)
+    assert other.returncode == 2 and other.stderr.count("does not fit this encoder") == 1
 
 
 def test_parts():
