@@ -102,22 +102,35 @@ class MetricsMiddleware:
         status = 500
         start = time.perf_counter()
         self.metrics.in_flight.inc()
+        asked = scope["path"]  # as it came in: routing rewrites it for mounts
+        counted = False
+
+        def count() -> None:
+            # Once the response's last byte is sent: a client that has read it and asks
+            # /metrics next sees it counted, though the request's task may not have ended yet
+            # (a file response closes its file after sending).
+            nonlocal counted
+            if counted:
+                return
+            counted = True
+            self.metrics.in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or self._template(asked)
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(template).observe(time.perf_counter() - start)
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                count()
 
-        asked = {"path": scope["path"]}  # as it came in: routing rewrites it for mounts
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.metrics.in_flight.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or self._template(asked["path"])
-            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(template).observe(time.perf_counter() - start)
+            count()  # no response, or one cut short
 
 
 def _pattern(template: str) -> re.Pattern[str]:

@@ -235,6 +235,7 @@ async function handle(file) {
     return;
   }
   $("rerun").hidden = false;
+  setStatus("working", `Working on ${file.name}…`); // at once: the state of this file, not the last
   const r = (run = { file, query, record: null, cache: null, job: null,
                      abort: new AbortController(), pending: new Set(), urls: [], timer: 0,
                      fellBack: false });
