@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,3 +248,40 @@ class Topology:
             timeout=timeout,
             check=False,
         )
+
+
+def wait_for(what: str, probe, timeout: float, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:.0f} s")
+        time.sleep(every)
+
+
+def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def running(logs: Path) -> Iterator[list[subprocess.Popen]]:
+    """A list for the processes a test starts: stopped, newest first, when the block ends; on
+    a failure the tail of every log under ``logs`` is printed first."""
+    processes: list[subprocess.Popen] = []
+    try:
+        yield processes
+    except BaseException:
+        for log in sorted(logs.glob("*.log")):
+            print(f"===== {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        raise
+    finally:
+        for process in reversed(processes):
+            stop(process)

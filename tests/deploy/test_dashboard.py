@@ -7,7 +7,6 @@ dashboard does not start."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import httpx
 import pytest
@@ -16,8 +15,7 @@ from rq import Queue
 
 from testkit import badclips
 from testkit.server import free_port
-from tests.deploy.compose import COMPOSE, Topology, load
-from tests.deploy.test_pipeline import stop, wait_for
+from tests.deploy.compose import COMPOSE, Topology, load, running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +48,7 @@ def test_the_dashboard_lists_the_queue_and_its_jobs_to_its_user_only(tmp_path):
     compose = topology(tmp_path)
     logs = tmp_path / "logs"
     logs.mkdir()
-    processes: list[subprocess.Popen] = []
-    try:
+    with running(logs) as processes:
         processes.append(compose.start("redis", logs / "redis.log"))
         wait_for("redis healthy", lambda: compose.health("redis").returncode == 0, 20)
 
@@ -99,13 +96,6 @@ def test_the_dashboard_lists_the_queue_and_its_jobs_to_its_user_only(tmp_path):
             emptied = client.post(f"/queue/{BUILD_QUEUE}/queued/empty")
             assert emptied.json() == {"status": "DISABLED"}
             assert Queue(BUILD_QUEUE, connection=connection).job_ids == job_ids
-    except BaseException:
-        for log in sorted(logs.glob("*.log")):
-            print(f"===== {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-        raise
-    finally:
-        for process in reversed(processes):
-            stop(process)
 
 
 @pytest.mark.parametrize("password", ["", "short"])

@@ -11,9 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +20,16 @@ import redis
 
 from mofo.shared.sample import sample_clip
 from testkit.server import MOFO, free_port
-from tests.deploy.compose import COMPOSE, CPU_OVERRIDE, Topology, load, merge
+from tests.deploy.compose import (
+    COMPOSE,
+    CPU_OVERRIDE,
+    Topology,
+    load,
+    merge,
+    running,
+    stop,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,27 +46,6 @@ TRAIN_ARGS = " ".join(
         "--set run.images=2",
     ]
 )
-
-
-def wait_for(what: str, probe, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout:.0f} s")
-        time.sleep(every)
-
-
-def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture
@@ -93,8 +79,7 @@ def test_compose_services_as_processes(topology, tmp_path):
     logs.mkdir()
     data = Path(topology.localise("api", "/data"))
     assert data == tmp_path / "data"  # the services see the data folder where compose mounts it
-    processes: list[subprocess.Popen] = []
-    try:
+    with running(logs) as processes:
         # Redis, from its compose command: append-only into its named volume.
         assert topology.health("redis").returncode != 0
         processes.append(redis_process := topology.start("redis", logs / "redis.log"))
@@ -223,10 +208,3 @@ def test_compose_services_as_processes(topology, tmp_path):
         assert {(plan["params"], i) for i in train_ids} <= exported and len(exported) == len(
             keys
         ) + 1  # and the upload
-    except BaseException:
-        for log in sorted(logs.glob("*.log")):
-            print(f"===== {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-        raise
-    finally:
-        for process in reversed(processes):
-            stop(process)
