@@ -318,19 +318,24 @@ def evaluate(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
     if classes != model.cfg.classes:
         raise ConfigError(f"{e.source}: classes {classes} are not the model's {model.cfg.classes}")
     grid = model.cfg.encoder.grid
-    dataset = VideoClips(
-        source.items,
-        source.root,
-        boxes,
-        frames=grid.frames,
-        rate=d.rate,
-        size=grid.height,
-        sampling=sampling_of(d, source.kind),
-        train=False,
-        decode_short_side=d.decode_short_side,
-        max_replacements=d.max_replacements,
-        views=(e.clips, e.crops),
-    )
+
+    def clips(sampling: str, **views: Any) -> VideoClips:
+        """The evaluation split's clips as the model sees them (no augmentation)."""
+        return VideoClips(
+            source.items,
+            source.root,
+            boxes,
+            frames=grid.frames,
+            rate=d.rate,
+            size=grid.height,
+            sampling=sampling,
+            train=False,
+            decode_short_side=d.decode_short_side,
+            max_replacements=d.max_replacements,
+            **views,
+        )
+
+    dataset = clips(sampling_of(d, source.kind), views=(e.clips, e.crops))
     device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     _, dtype = resolve_precision(cfg.run.precision)
     model.to(device).eval()
@@ -361,18 +366,7 @@ def evaluate(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         names = class_names(source)
         result = write_outputs(out, cfg, dataset.items, merge(parts), classes, names, saved)
         if e.saliency or e.saliency_clips:
-            single = VideoClips(
-                source.items,
-                source.root,
-                boxes,
-                frames=grid.frames,
-                rate=d.rate,
-                size=grid.height,
-                sampling=dataset.sampling,
-                train=False,
-                decode_short_side=d.decode_short_side,
-                max_replacements=d.max_replacements,
-            )
+            single = clips(dataset.sampling)
             result["saliency"] = draw_saliency(model, single, cfg, out, device)
         headline = ", ".join(f"{k} {v:.1f} %" for k, v in result["views"].items())
         console.print(

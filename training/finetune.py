@@ -216,10 +216,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = True) -> dict[str, Any]:
         log.write(
             event="start",
             world=world,
-            steps=plan.total,
-            steps_per_epoch=plan.steps_per_epoch,
-            global_batch=plan.global_batch,
-            peak_lr=plan.peak,
+            **plan.log_fields(),
             precision=precision,
             clips=len(train),
             held_out=len(held),

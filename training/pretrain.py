@@ -312,10 +312,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
         log.write(
             event="start",
             world=world,
-            steps=plan.total,
-            steps_per_epoch=plan.steps_per_epoch,
-            global_batch=plan.global_batch,
-            peak_lr=plan.peak,
+            **plan.log_fields(),
             precision=precision,
             clips=len(dataset),
             config=cfg.to_dict(),

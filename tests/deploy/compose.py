@@ -227,20 +227,15 @@ class Topology:
 
     def run(self, name: str, command, timeout: float = 300) -> subprocess.CompletedProcess:
         """A one-off command in a service's container: `docker compose run --rm NAME COMMAND`."""
-        return subprocess.run(
-            self.argv(name, command),
-            env=self.env(name),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return self._once(name, self.argv(name, command), timeout)
 
     def health(self, name: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run the service's healthcheck once, as Docker does inside its container."""
+        return self._once(name, self.healthcheck(name), timeout)
+
+    def _once(self, name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         return subprocess.run(
-            self.healthcheck(name),
+            argv,
             env=self.env(name),
             cwd=ROOT,
             capture_output=True,

@@ -88,6 +88,15 @@ class Plan:
     peak: float
     warmup: int
 
+    def log_fields(self) -> dict[str, int | float]:
+        """The plan as a run's start line in ``log.jsonl`` gives it."""
+        return {
+            "steps": self.total,
+            "steps_per_epoch": self.steps_per_epoch,
+            "global_batch": self.global_batch,
+            "peak_lr": self.peak,
+        }
+
 
 def plan_steps(clips: int, world: int, optim: Any, source: str) -> Plan:
     """The plan of an ``[optim]`` section (batch_size, grad_accum, epochs, max_steps, base_lr,
